@@ -1,0 +1,1 @@
+"""Figures: indicators with small-cell suppression, computed in one place for every reader."""

@@ -1,0 +1,102 @@
+"""Per-workplace indicators: every published figure is computed here and nowhere else.
+
+A figure covers each respondent's latest answer in the window; a share counts respondents whose
+latest answer is one of the indicator's ``positive`` values, a mean averages latest numbers. Any
+figure drawn from fewer than k distinct respondents is published as suppressed (SPEC §6).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.engine.definition import FlowSet
+from store.models import Answer, Workplace
+
+WINDOW_DAYS = (7, 30, 90)
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+    days: int
+
+    def as_dict(self) -> dict:
+        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "days": self.days}
+
+
+def window(cutoff: str, days: int, now: datetime, timezone: str) -> Window:
+    """The window of ``days`` ending at the cutoff: the start of today in the workplace's zone
+    (``day``), or this moment (``now``)."""
+    if cutoff == "day":
+        local = now.astimezone(ZoneInfo(timezone))
+        end = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    else:
+        end = now.astimezone(ZoneInfo(timezone))
+    return Window(start=end - timedelta(days=days), end=end, days=days)
+
+
+def latest_answers(session: Session, workplace_id: int, win: Window):
+    """(flow, question, pseudonym, text, number) of each respondent's latest answer per question."""
+    ranked = (
+        select(
+            Answer.flow_id, Answer.question_id, Answer.pseudonym, Answer.value_text,
+            Answer.value_number,
+            func.row_number().over(
+                partition_by=(Answer.flow_id, Answer.question_id, Answer.pseudonym),
+                order_by=(Answer.answered_at.desc(), Answer.id.desc()),
+            ).label("rank"),
+        )
+        .where(Answer.workplace_id == workplace_id,
+               Answer.answered_at >= win.start.astimezone(UTC),
+               Answer.answered_at < win.end.astimezone(UTC))
+        .subquery()
+    )
+    query = select(ranked.c.flow_id, ranked.c.question_id, ranked.c.pseudonym,
+                   ranked.c.value_text, ranked.c.value_number).where(ranked.c.rank == 1)
+    return session.execute(query).all()
+
+
+def figure(measure: str, positive: tuple[str, ...], rows: list, k: int) -> dict:
+    respondents = len(rows)
+    if respondents < k:
+        return {"value": None, "respondents": None, "suppressed": True}
+    if measure == "mean":
+        numbers = [r.value_number for r in rows if r.value_number is not None]
+        value = sum(numbers) / len(numbers) if numbers else None
+    else:
+        value = sum(1 for r in rows if r.value_text in positive) / respondents
+    return {"value": round(value, 4) if value is not None else None, "respondents": respondents,
+            "suppressed": False}
+
+
+def indicators(session: Session, workplace: Workplace, flows: FlowSet, win: Window, k: int,
+               label=lambda text: text) -> dict:
+    """The body of GET /api/v1/workplaces/<id>/indicators for one workplace and window."""
+    rows = latest_answers(session, workplace.id, win)
+    by_question: dict[tuple[str, str], list] = defaultdict(list)
+    for row in rows:
+        by_question[(row.flow_id, row.question_id)].append(row)
+    published = []
+    for flow in sorted(flows.flows.values(), key=lambda f: (not f.default, f.id)):
+        for question in flow.questions:
+            if question.indicator is None:
+                continue
+            ind = question.indicator
+            published.append({
+                "id": f"{flow.id}.{question.id}",
+                "label": label(ind.label),
+                **figure(ind.measure, ind.positive, by_question[(flow.id, question.id)], k),
+            })
+    everyone = len({row.pseudonym for row in rows})
+    return {
+        "window": win.as_dict(),
+        "respondents": everyone if everyone >= k else None,
+        "indicators": published,
+    }

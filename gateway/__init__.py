@@ -1,0 +1,79 @@
+"""WorkerVoice gateway: the Flask app factory.
+
+``create_app()`` reads and validates the configuration once, builds the shared services and
+registers the webhooks, the reporting API and the operations endpoints. The web server, the RQ
+worker and the CLI all build the app through it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from . import logs
+from .config import Config
+from .services import EXTENSION, Services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    logs.configure(config.production)
+    if config.report_cutoff == "now":
+        log.warning("WORKERVOICE_REPORT_CUTOFF=now: published figures move with every answer "
+                    "(demos and tests only)")
+    if config.embedded_redis:
+        log.warning("REDIS_URL is not set: using the embedded in-process Redis emulation "
+                    "(single-process demo only)")
+    app = Flask(__name__, instance_path=str(config.instance_dir))
+    app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
+    services = Services(config)
+    services.registry  # load flows now: a bad set stops start-up  # noqa: B018
+    app.extensions[EXTENSION] = services
+
+    from .api import api
+    from .channels import webhooks
+    from .ops import ops
+
+    app.register_blueprint(webhooks)
+    app.register_blueprint(api)
+    app.register_blueprint(ops)
+    _register_errors(app)
+    return app
+
+
+def _register_errors(app: Flask) -> None:
+    """No request ever produces a traceback to the caller: errors are one line."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        message = (exc.description or exc.name).split("\n")[0]
+        if request.path.startswith("/api/"):
+            if exc.code == 404:
+                message = "not found"
+            response = jsonify({"error": message})
+        else:
+            response = Response(message + "\n", mimetype="text/plain")
+        response.status_code = exc.code or 500
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        unavailable = isinstance(exc, OperationalError | RedisError)
+        if unavailable:  # the database or Redis is down: the caller may retry
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path,
+                      str(exc).splitlines()[0][:200])
+        else:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+        message = "temporarily unavailable" if unavailable else "internal error"
+        if request.path.startswith("/api/"):
+            response = jsonify({"error": message})
+        else:
+            response = Response(message + "\n", mimetype="text/plain")
+        response.status_code = 503 if unavailable else 500
+        return response

@@ -1,0 +1,106 @@
+"""Reporting API v1 (SPEC §7): what brands and workplaces see.
+
+A workplace the caller may not see answers exactly like one that does not exist:
+404 ``{"error": "not found"}``, whatever was asked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from functools import wraps
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from aggregator.indicators import WINDOW_DAYS, indicators, window
+from store.directory import principal_for, visible_workplace, visible_workplaces
+from store.models import Workplace
+
+from ..services import current
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+NOT_FOUND = {"error": "not found"}
+
+
+def error(status: int, message: str) -> Response:
+    response = jsonify({"error": message})
+    response.status_code = status
+    return response
+
+
+def authenticated(view):
+    """Resolve the bearer token into ``g.principal``; 401 when absent or unknown."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _unauthorized("a bearer token is required")
+        with current().db.session() as session:
+            principal = principal_for(session, token.strip())
+        if principal is None:
+            return _unauthorized("unknown token")
+        g.principal = principal
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _unauthorized(message: str) -> Response:
+    response = error(401, message)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="workervoice"'
+    return response
+
+
+def describe(workplace: Workplace) -> dict:
+    return {"id": workplace.slug, "name": workplace.name, "country": workplace.country}
+
+
+@api.get("/workplaces")
+@authenticated
+def list_workplaces():
+    with current().db.session() as session:
+        workplaces = [describe(w) for w in visible_workplaces(session, g.principal)]
+    return jsonify({"workplaces": workplaces})
+
+
+@api.get("/workplaces/<slug>/indicators")
+@authenticated
+def workplace_indicators(slug: str):
+    services = current()
+    with services.db.session() as session:
+        workplace = visible_workplace(session, g.principal, slug)
+        if workplace is None:
+            return error(404, NOT_FOUND["error"])
+        days_text = request.args.get("days", "30")
+        if not days_text.isdigit() or int(days_text) not in WINDOW_DAYS:
+            return error(400, "days must be one of " + ", ".join(map(str, WINDOW_DAYS)))
+        output = request.args.get("format", "json")
+        if output not in ("json", "csv"):
+            return error(400, "format must be json or csv")
+        flows, texts = services.registry.current()
+        language = request.args.get("lang")
+        win = window(services.config.report_cutoff, int(days_text), services.now(),
+                     workplace.timezone)
+        body = {"workplace": describe(workplace),
+                **indicators(session, workplace, flows, win, services.config.min_respondents,
+                             label=lambda text: texts.report(language, text))}
+    if output == "csv":
+        return _csv(body)
+    return jsonify(body)
+
+
+def _csv(body: dict) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["workplace", "from", "to", "days", "indicator", "label", "value",
+                     "respondents", "suppressed"])
+    win = body["window"]
+    for item in body["indicators"]:
+        writer.writerow([body["workplace"]["id"], win["from"], win["to"], win["days"], item["id"],
+                         item["label"], "" if item["value"] is None else item["value"],
+                         "" if item["respondents"] is None else item["respondents"],
+                         "true" if item["suppressed"] else "false"])
+    filename = f"{body['workplace']['id']}-indicators-{win['days']}d.csv"
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

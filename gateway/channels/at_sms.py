@@ -1,0 +1,40 @@
+"""Africa's Talking incoming SMS: POST /webhooks/at/sms?token=...
+
+AT ignores the response body, so the reply goes out through the AT SMS API from a job whose
+payload carries the recipient sealed, never in clear.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Response, request
+
+from ..conversation import Inbound, handle
+from ..identity import InvalidAddress, e164
+from ..outbound import enqueue_reply
+from ..services import current
+from . import BadRequest, reject, required, webhooks
+
+
+def token_ok(expected: str | None) -> bool:
+    given = request.args.get("token", "")
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+@webhooks.post("/at/sms")
+def at_sms() -> Response:
+    services = current()
+    if not token_ok(services.config.at_webhook_token):
+        return reject(403, "invalid webhook token")
+    try:
+        sender, text, message_id = required(request.form, "from", "text", "id")
+        if not message_id.strip():
+            raise BadRequest("empty field 'id'")
+        recipient = e164(sender)
+        reply = handle(services, Inbound("at", "sms", sender, text, message_id))
+    except (BadRequest, InvalidAddress) as exc:
+        return reject(400, str(exc))
+    if reply.text:  # a provider retry is answered again (recorded once)
+        enqueue_reply(services, "at", recipient, reply.text)
+    return Response("", status=200, mimetype="text/plain")

@@ -1,0 +1,256 @@
+"""The ``workervoice`` command line (SPEC §8). Every command builds the app through the factory."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+import phonenumbers
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from store import directory
+from store.models import ApiToken, Brand, Workplace
+
+from .config import ConfigError
+from .engine.definition import Finding, check_set, parse_flow
+from .services import EXTENSION, Services
+from .timezones import zone_for_country
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+
+
+def _create_app():
+    from . import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False,
+             load_dotenv=False, set_debug_flag=False)
+def main() -> None:
+    """WorkerVoice gateway administration."""
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]
+
+
+def check_slug(_ctx, _param, value: str) -> str:
+    if not SLUG.match(value):
+        raise click.BadParameter("use 2-63 lowercase letters, digits and dashes")
+    return value
+
+
+def check_zone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"unknown time zone {value!r}", param_hint="--timezone") from None
+    return value
+
+
+# -- db ------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@with_appcontext
+def db_upgrade() -> None:
+    """Run migrations to the newest schema and make sure the key ring has a current key."""
+    services().db.upgrade()
+    services().ensure_key_ring()
+    click.echo("database is up to date")
+
+
+# -- workplaces and brands -------------------------------------------------------------------
+@main.group()
+def workplace() -> None:
+    """Workplaces."""
+
+
+@workplace.command("add")
+@click.argument("slug", callback=check_slug)
+@click.option("--name", required=True)
+@click.option("--country", required=True, help="ISO 3166 code, e.g. BD")
+@click.option("--code", required=True, help="4-8 digits workers type to enrol")
+@click.option("--timezone", help="IANA zone; default: the country's main zone")
+@click.option("--languages", default="", help="comma-separated, e.g. bn,en")
+@with_appcontext
+def workplace_add(slug, name, country, code, timezone, languages) -> None:
+    """Add a workplace and print its token (shown once)."""
+    country = country.upper()
+    if country not in phonenumbers.SUPPORTED_REGIONS:
+        raise click.BadParameter(f"unknown country {country!r}", param_hint="--country")
+    if not (code.isascii() and code.isdigit() and 4 <= len(code) <= 8):
+        raise click.BadParameter("must be 4 to 8 digits", param_hint="--code")
+    zone = check_zone(timezone) or zone_for_country(country)
+    langs = [part.strip() for part in languages.split(",") if part.strip()]
+    try:
+        with services().db.session() as session:
+            taken = session.scalar(select(Workplace).where(
+                (Workplace.slug == slug) | (Workplace.code == code)))
+            if taken is not None:
+                what = "slug" if taken.slug == slug else "code"
+                raise click.ClickException(f"a workplace with that {what} already exists")
+            place = Workplace(slug=slug, name=name, country=country, code=code, timezone=zone,
+                              languages=langs, created_at=datetime.now(UTC))
+            session.add(place)
+            session.flush()
+            token = directory.new_token(session, "workplace", workplace=place)
+    except IntegrityError:
+        raise click.ClickException("a workplace with that slug or code already exists") from None
+    click.echo(f"workplace {slug} added ({country}, {zone})")
+    click.echo(f"token: {token}")
+
+
+@main.group()
+def brand() -> None:
+    """Brands."""
+
+
+@brand.command("add")
+@click.argument("slug", callback=check_slug)
+@click.option("--name", required=True)
+@click.option("--email", required=True)
+@click.option("--locale", default="en")
+@click.option("--schedule", help="cron expression for digests, e.g. '0 8 * * 1'")
+@click.option("--timezone", default="UTC")
+@with_appcontext
+def brand_add(slug, name, email, locale, schedule, timezone) -> None:
+    """Add a brand and print its token (shown once)."""
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise click.BadParameter("not an email address", param_hint="--email")
+    if schedule is not None and len(schedule.split()) != 5:
+        raise click.BadParameter("a cron expression has five fields", param_hint="--schedule")
+    check_zone(timezone)
+    try:
+        with services().db.session() as session:
+            if session.scalar(select(Brand).where(Brand.slug == slug)) is not None:
+                raise click.ClickException("a brand with that slug already exists")
+            new = Brand(slug=slug, name=name, email=email, locale=locale, schedule=schedule,
+                        timezone=timezone, created_at=datetime.now(UTC))
+            session.add(new)
+            session.flush()
+            token = directory.new_token(session, "brand", brand=new)
+    except IntegrityError:
+        raise click.ClickException("a brand with that slug already exists") from None
+    click.echo(f"brand {slug} added")
+    click.echo(f"token: {token}")
+
+
+@main.command()
+@click.argument("workplace_slug")
+@click.argument("brand_slug")
+@with_appcontext
+def grant(workplace_slug, brand_slug) -> None:
+    """Let a brand see a workplace's figures."""
+    try:
+        with services().db.session() as session:
+            changed = directory.grant(session, workplace_slug, brand_slug)
+    except directory.DirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{brand_slug} {'may now see' if changed else 'could already see'} {workplace_slug}")
+
+
+@main.command()
+@click.argument("workplace_slug")
+@click.argument("brand_slug")
+@with_appcontext
+def revoke(workplace_slug, brand_slug) -> None:
+    """Stop a brand seeing a workplace's figures."""
+    try:
+        with services().db.session() as session:
+            changed = directory.revoke(session, workplace_slug, brand_slug)
+    except directory.DirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{brand_slug} {'may no longer see' if changed else 'could not see'} "
+               f"{workplace_slug}")
+
+
+# -- flows ---------------------------------------------------------------------------------------
+@main.group()
+def flows() -> None:
+    """Flow files."""
+
+
+@flows.command("lint")
+@click.argument("directory_", metavar="[DIR]", required=False, type=click.Path(file_okay=False))
+@click.option("--locales", type=click.Path(file_okay=False))
+@click.option("--strict", is_flag=True, help="treat warnings as errors")
+def flows_lint(directory_, locales, strict) -> None:
+    """Check every flow file; print each finding as file:line: message."""
+    root = Path(directory_ or "flows")
+    findings: list[Finding] = []
+    loaded = []
+    for path in sorted(root.glob("*.yaml")):
+        flow, found = parse_flow(str(path), path.read_text(encoding="utf-8"))
+        findings.extend(found)
+        if flow is not None:
+            loaded.append(flow)
+    findings.extend(check_set(loaded))
+    for finding in findings:
+        click.echo(("warning: " if finding.warning else "") + str(finding))
+    errors = [f for f in findings if not f.warning or strict]
+    click.echo(f"{len(loaded)} flow(s) checked, {len(findings)} finding(s)", err=True)
+    sys.exit(1 if errors else 0)
+
+
+# -- processes -------------------------------------------------------------------------------
+@main.command()
+@click.option("--burst", is_flag=True, help="exit when the queue is empty")
+@with_appcontext
+def worker(burst) -> None:
+    """Run an RQ worker for the queue (the Procfile's worker process)."""
+    from rq import SimpleWorker
+
+    from .services import QUEUE_NAME
+
+    svc = services()
+    if svc.config.embedded_redis:
+        raise click.ClickException("REDIS_URL is not set: the embedded default runs jobs in the "
+                                   "web process, no separate worker is needed")
+    SimpleWorker([QUEUE_NAME], connection=svc.redis).work(burst=burst, logging_level="INFO")
+
+
+@main.command()
+@with_appcontext
+def demo() -> None:
+    """Seed a demo workplace and brand (idempotent) and print fresh tokens for both."""
+    svc = services()
+    with svc.db.session() as session:
+        place = session.scalar(select(Workplace).where(Workplace.slug == "demo-garments"))
+        if place is None:
+            place = Workplace(slug="demo-garments", name="Demo Garments Ltd", country="BD",
+                              code="4321", timezone="Asia/Dhaka", languages=["bn", "en"],
+                              created_at=datetime.now(UTC))
+            session.add(place)
+        buyer = session.scalar(select(Brand).where(Brand.slug == "demo-brand"))
+        if buyer is None:
+            buyer = Brand(slug="demo-brand", name="Demo Brand", email="reports@example.org",
+                          locale="en", timezone="UTC", created_at=datetime.now(UTC))
+            session.add(buyer)
+        session.flush()
+        session.query(ApiToken).filter(ApiToken.label == "demo").delete()
+        workplace_token = directory.new_token(session, "workplace", workplace=place, label="demo")
+        brand_token = directory.new_token(session, "brand", brand=buyer, label="demo")
+    with svc.db.session() as session:
+        directory.grant(session, "demo-garments", "demo-brand")
+    click.echo("demo workplace: demo-garments (enrolment code 4321)")
+    click.echo(f"workplace token: {workplace_token}")
+    click.echo("demo brand: demo-brand (granted demo-garments)")
+    click.echo(f"brand token: {brand_token}")

@@ -1,0 +1,205 @@
+"""One config object, read from the environment and validated once, at start-up (SPEC §2).
+
+A bad value raises ConfigError with one line naming the variable; nothing falls back silently.
+In development, missing secrets are generated once into ``instance/`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+DEVELOPMENT, PRODUCTION = "development", "production"
+MIN_K = 5
+SESSION_TTL_SECONDS = 6 * 3600  # an SMS conversation left this long starts afresh
+REPLY_CACHE_SECONDS = 24 * 3600  # provider retries of one message are answered from this cache
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str
+    database_url: str
+    redis_url: str | None
+    master_key: bytes
+    public_url: str
+    flows_dir: Path
+    locales_dir: Path
+    min_respondents: int
+    report_cutoff: str
+    salt_period_days: int
+    salt_grace_days: int
+    twilio_account_sid: str | None
+    twilio_auth_token: str | None
+    at_username: str | None
+    at_api_key: str | None
+    at_webhook_token: str | None
+    at_api_url: str | None
+    smtp_url: str | None
+    mail_from: str
+    instance_dir: Path
+    session_ttl: int = SESSION_TTL_SECONDS
+
+    @property
+    def production(self) -> bool:
+        return self.env == PRODUCTION
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        return _Reader(os.environ if environ is None else environ).read()
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def get(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return value.strip() if value and value.strip() else None
+
+    def read(self) -> Config:
+        env = self.get("WORKERVOICE_ENV") or DEVELOPMENT
+        if env not in (DEVELOPMENT, PRODUCTION):
+            raise ConfigError(f"WORKERVOICE_ENV: must be 'development' or 'production', not {env!r}")
+        production = env == PRODUCTION
+        instance = Path(self.get("WORKERVOICE_INSTANCE_DIR") or "instance").resolve()
+        secrets_ = _InstanceSecrets(instance, enabled=not production)
+        cutoff = self.get("WORKERVOICE_REPORT_CUTOFF") or "day"
+        if cutoff not in ("day", "now"):
+            raise ConfigError(f"WORKERVOICE_REPORT_CUTOFF: must be 'day' or 'now', not {cutoff!r}")
+        k = self.integer("WORKERVOICE_MIN_RESPONDENTS", 10)
+        if k < MIN_K:
+            raise ConfigError(f"WORKERVOICE_MIN_RESPONDENTS: must be at least {MIN_K}, not {k}")
+        return Config(
+            env=env,
+            database_url=self.database_url(instance),
+            redis_url=self.redis_url(),
+            master_key=self.master_key(secrets_, production),
+            public_url=self.url("WORKERVOICE_PUBLIC_URL", "http://localhost:5000").rstrip("/"),
+            flows_dir=Path(self.get("WORKERVOICE_FLOWS_DIR") or "flows").resolve(),
+            locales_dir=Path(self.get("WORKERVOICE_LOCALES_DIR") or "locales").resolve(),
+            min_respondents=k,
+            report_cutoff=cutoff,
+            salt_period_days=self.integer("WORKERVOICE_SALT_PERIOD_DAYS", 90, minimum=1),
+            salt_grace_days=self.integer("WORKERVOICE_SALT_GRACE_DAYS", 14, minimum=0),
+            twilio_account_sid=self.get("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=self.get("TWILIO_AUTH_TOKEN") or secrets_.get("twilio_auth_token"),
+            at_username=self.get("AT_USERNAME") or ("sandbox" if not production else None),
+            at_api_key=self.get("AT_API_KEY"),
+            at_webhook_token=self.get("AT_WEBHOOK_TOKEN") or secrets_.get("at_webhook_token"),
+            at_api_url=self.optional_url("WORKERVOICE_AT_API_URL"),
+            smtp_url=self.smtp_url(),
+            mail_from=self.get("WORKERVOICE_MAIL_FROM") or "WorkerVoice <reports@localhost>",
+            instance_dir=instance,
+        )
+
+    def integer(self, name: str, default: int, minimum: int | None = None) -> int:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: must be a whole number, not {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name}: must be at least {minimum}, not {value}")
+        return value
+
+    def url(self, name: str, default: str) -> str:
+        value = self.get(name) or default
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{name}: must be an http(s) URL like https://example.org, not {value!r}")
+        return value
+
+    def optional_url(self, name: str) -> str | None:
+        return self.url(name, "") if self.get(name) else None
+
+    def database_url(self, instance: Path) -> str:
+        raw = self.get("DATABASE_URL")
+        if raw is None:
+            instance.mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{instance / 'workervoice.sqlite3'}"
+        scheme, sep, rest = raw.partition("://")
+        if not sep or not rest:
+            raise ConfigError(f"DATABASE_URL: not a database URL: {_redact_url(raw)!r}")
+        if scheme in ("postgres", "postgresql"):
+            return f"postgresql+psycopg://{rest}"
+        if scheme in ("postgresql+psycopg", "sqlite"):
+            return raw
+        raise ConfigError(f"DATABASE_URL: unsupported scheme {scheme!r} (use postgresql:// or sqlite://)")
+
+    def redis_url(self) -> str | None:
+        raw = self.get("REDIS_URL")
+        if raw is None:
+            return None
+        if urlsplit(raw).scheme not in ("redis", "rediss", "unix") or "://" not in raw:
+            raise ConfigError(f"REDIS_URL: must be redis://host:port/db, not {_redact_url(raw)!r}")
+        return raw
+
+    def smtp_url(self) -> str | None:
+        raw = self.get("SMTP_URL")
+        if raw is not None and (urlsplit(raw).scheme not in ("smtp", "smtps") or
+                                not urlsplit(raw).hostname):
+            raise ConfigError("SMTP_URL: must be smtp://user:pass@host:port or smtps://...")
+        return raw
+
+    def master_key(self, secrets_: _InstanceSecrets, production: bool) -> bytes:
+        raw = self.get("WORKERVOICE_MASTER_KEY")
+        if raw is None:
+            if production:
+                raise ConfigError("WORKERVOICE_MASTER_KEY: required in production "
+                                  "(url-safe base64 of 32 random bytes)")
+            raw = secrets_.get("master.key", generate=lambda: base64.urlsafe_b64encode(
+                secrets.token_bytes(32)).decode())
+        try:
+            key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        except (ValueError, TypeError):
+            key = b""
+        if len(key) != 32:
+            raise ConfigError("WORKERVOICE_MASTER_KEY: must be url-safe base64 of exactly 32 bytes")
+        return key
+
+
+class _InstanceSecrets:
+    """Development secrets generated once into instance/ with mode 0600."""
+
+    def __init__(self, directory: Path, enabled: bool):
+        self.directory = directory
+        self.enabled = enabled
+
+    def get(self, name: str, generate=lambda: secrets.token_urlsafe(24)) -> str | None:
+        if not self.enabled:
+            return None
+        path = self.directory / name
+        if not path.exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return path.read_text().strip()
+            with os.fdopen(fd, "w") as handle:
+                handle.write(generate() + "\n")
+        return path.read_text().strip()
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(parts.password, "***")
+    return url

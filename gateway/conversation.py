@@ -1,0 +1,140 @@
+"""The channel-neutral handler: one inbound message in, the reply out.
+
+Adapters call ``handle`` with an ``Inbound``; the number is turned into a pseudonym first and
+never passed on. The engine decides; the session goes back to Redis; events that must be kept
+are queued for the worker (store/jobs.py) in one job per message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from store import jobs, profiles
+
+from .engine import runtime
+from .engine.events import AnswerRecorded, Ask, Event, OptedOut, Say
+from .engine.session import Profile, Session
+from .identity import Pseudonym, scrub
+from .services import Services
+from .timezones import zone_for_country
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    provider: str  # twilio | at
+    channel: str  # sms | ussd | voice
+    address: str  # the sender as the provider gave it; dropped once pseudonymised
+    text: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    opted_out: bool = False
+    replayed: bool = False
+    language: str | None = None
+
+
+def render_sms(events: tuple[Event, ...]) -> str:
+    """SMS text for the events: messages and prompts in order, options numbered from 1."""
+    parts: list[str] = []
+    for event in events:
+        if isinstance(event, Say):
+            parts.append(event.text)
+        elif isinstance(event, Ask):
+            lines = [event.text] + [f"{n}. {text}" for n, text in enumerate(event.options, 1)]
+            parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def handle(services: Services, inbound: Inbound) -> Reply:
+    cached = services.sessions.cached_reply(inbound.provider, inbound.message_id)
+    if cached is not None:
+        return Reply(text=cached, replayed=True)
+    who = services.identity.pseudonymise(inbound.address)
+    with services.sessions.locked(who.value):
+        cached = services.sessions.cached_reply(inbound.provider, inbound.message_id)
+        if cached is not None:
+            return Reply(text=cached, replayed=True)
+        return _converse(services, inbound, who)
+
+
+def _converse(services: Services, inbound: Inbound, who: Pseudonym) -> Reply:
+    flows, texts = services.registry.current()
+    session = services.sessions.load(who.value) or _fresh_session(services, who)
+    now = services.now()
+    ctx = runtime.Context(
+        now=now,
+        today=now.astimezone(_zone(services, session)).date(),
+        seed=who.seed,
+        texts=texts,
+        find_workplace=services.find_workplace,
+    )
+    result = runtime.step(flows, session, inbound.text, ctx)
+    opted_out = bool(result.of(OptedOut))
+    # Queue the events before moving the session on: if queueing fails nothing has changed,
+    # and the provider's retry of this message meets the same session again.
+    _enqueue(services, inbound, who, result.events, now)
+    if result.session is None:
+        services.sessions.delete(who.value)
+    else:
+        services.sessions.save(who.value, result.session)
+    if opted_out:
+        with services.db.session() as db:
+            profiles.forget(db, who.value)
+    reply = render_sms(result.events)
+    services.sessions.cache_reply(inbound.provider, inbound.message_id, reply)
+    language = (result.session or session).profile.language
+    return Reply(text=reply, opted_out=opted_out, language=language)
+
+
+def _fresh_session(services: Services, who: Pseudonym) -> Session:
+    """A new session: the stored profile if the worker is enrolled, else a blank one."""
+    with services.db.session() as db:
+        stored = profiles.load(db, who.value)
+    if stored is None:
+        return Session(profile=Profile(country=who.country))
+    return Session(profile=Profile(language=stored.language, workplace=stored.workplace,
+                                   country=who.country, enrolled=True))
+
+
+def _zone(services: Services, session: Session) -> ZoneInfo:
+    if session.profile.workplace:
+        with services.db.session() as db:
+            name = profiles.timezone_of(db, session.profile.workplace)
+        if name:
+            return ZoneInfo(name)
+    return ZoneInfo(zone_for_country(session.profile.country))
+
+
+def _enqueue(services: Services, inbound: Inbound, who: Pseudonym, events: tuple[Event, ...],
+             now: datetime) -> None:
+    kept = []
+    for index, event in enumerate(events):
+        if not event.persist:
+            continue
+        data = event.to_dict()
+        if isinstance(event, AnswerRecorded) and isinstance(event.value, str):
+            data["value"] = scrub(event.value, who.country)
+        data["event_id"] = f"{inbound.provider}:{inbound.message_id}:{index}"
+        kept.append(data)
+    if not kept:
+        return
+    batch = {"pseudonym": who.value, "key_id": who.key_id, "channel": inbound.channel,
+             "received_at": now.isoformat(), "events": kept}
+    services.queue.enqueue(jobs.persist_events, batch, job_id=_job_id(inbound),
+                           description="persist worker events", result_ttl=3600,
+                           failure_ttl=7 * 86400, retry=jobs.RETRY)
+
+
+def _job_id(inbound: Inbound) -> str:
+    """One job id per message: a retried message cannot queue its events twice."""
+    digest = hashlib.sha256(f"{inbound.provider}:{inbound.message_id}".encode()).hexdigest()
+    return f"persist-{digest[:40]}"

@@ -1,0 +1,67 @@
+"""Reading what a worker typed: option numbers in any script, option texts, numbers."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+_SPACES = re.compile(r"\s+")
+_EDGE_PUNCTUATION = ".,;:!?'\"()[]{}-_*#"
+
+
+def clean(text: str) -> str:
+    """Normalise a reply for matching: NFC, single spaces, no surrounding punctuation, casefolded."""
+    text = unicodedata.normalize("NFC", text or "")
+    text = _SPACES.sub(" ", text).strip().strip(_EDGE_PUNCTUATION).strip()
+    return text.casefold()
+
+
+def ascii_digits(text: str) -> str | None:
+    """Digits in any script (Bengali ৩, Devanagari ३, Tamil ௩ ...) as ASCII, or None if not all digits."""
+    text = (text or "").strip()
+    if not text or not all(ch.isdecimal() for ch in text):
+        return None
+    return "".join(str(unicodedata.decimal(ch)) for ch in text)
+
+
+def parse_number(text: str) -> float | None:
+    """A whole or decimal number written in any script's digits; None when it is not one."""
+    text = (text or "").strip().replace(",", ".")
+    whole, dot, fraction = text.partition(".")
+    whole_digits = ascii_digits(whole.lstrip("-")) if whole.lstrip("-") else ("0" if dot else None)
+    if whole_digits is None:
+        return None
+    if dot:
+        fraction_digits = ascii_digits(fraction)
+        if fraction_digits is None:
+            return None
+        value = float(f"{whole_digits}.{fraction_digits}")
+    else:
+        value = float(whole_digits)
+    return -value if whole.startswith("-") else value
+
+
+def pick_option(text: str, choices: Iterable[Iterable[str]]) -> int | None:
+    """Index of the chosen option: by its number (1-based, any script) or by any of its names.
+
+    ``choices`` gives, for each option in menu order, every name it may be called by (the text in
+    the worker's language, the source text, the stored value); matching ignores case.
+    """
+    choices = [list(names) for names in choices]
+    digits = ascii_digits(text)
+    if digits is not None:
+        index = int(digits) - 1
+        return index if 0 <= index < len(choices) else None
+    wanted = clean(text)
+    if not wanted:
+        return None
+    for index, names in enumerate(choices):
+        if any(clean(name) == wanted for name in names):
+            return index
+    return None
+
+
+def as_number_text(value: float) -> float | int:
+    """Store whole numbers as ints so 3 reads back as 3, not 3.0."""
+    return int(value) if float(value).is_integer() else value

@@ -1,0 +1,66 @@
+"""The service's own words: every string the service says to a worker that is not in a flow file.
+
+Each constant is a gettext msgid; translations live in the catalog shipped inside the package
+(``gateway/locale/<lang>/LC_MESSAGES/service.po``), independent of ``WORKERVOICE_LOCALES_DIR``.
+``N_`` only marks a string for ``pybabel extract``; lookup happens through ``Texts.service``.
+Placeholders use ``str.format`` names, which translators keep as they are.
+"""
+
+
+def N_(msgid: str) -> str:  # noqa: N802 - gettext marker convention
+    return msgid
+
+
+# Reserved keywords (SPEC §4). Each is matched in English and in the worker's language.
+KEYWORD_STOP = N_("STOP")
+KEYWORD_HELP = N_("HELP")
+KEYWORD_LANG = N_("LANG")
+
+HELP = N_(
+    "WorkerVoice: reply with the number of your answer. Send LANG to change language, "
+    "STOP to leave. Your phone number is never stored."
+)
+STOPPED = N_("You have left WorkerVoice and your details are deleted. Send any message to join again.")
+DECLINED = N_(
+    "You did not agree, so nothing about you was kept. Send any message if you change your mind."
+)
+CHOOSE_NUMBER = N_("Please reply with a number from 1 to {count}.")
+NUMBER_RANGE = N_("Please reply with a number from {min} to {max}.")
+NUMBER_ANY = N_("Please reply with a number.")
+TEXT_EMPTY = N_("Please type your answer.")
+CODE_UNKNOWN = N_("We do not know that workplace code. Please check it and try again.")
+CODE_FAILED = N_(
+    "We could not find your workplace. Please check the code on the poster and send any message "
+    "to try again."
+)
+LANGUAGE_SET = N_("Language changed.")
+
+# Menus on USSD and voice (used from the USSD and voice issues on; translated now, once).
+PAGE_NEXT = N_("More")
+PAGE_BACK = N_("Back")
+CONTINUE = N_("Continue")
+START_AGAIN = N_("Start again")
+PRESS_FOR = N_("Press {key} for {option}")
+NO_INPUT = N_("We did not hear your answer. Goodbye.")
+
+ALL = [
+    KEYWORD_STOP,
+    KEYWORD_HELP,
+    KEYWORD_LANG,
+    HELP,
+    STOPPED,
+    DECLINED,
+    CHOOSE_NUMBER,
+    NUMBER_RANGE,
+    NUMBER_ANY,
+    TEXT_EMPTY,
+    CODE_UNKNOWN,
+    CODE_FAILED,
+    LANGUAGE_SET,
+    PAGE_NEXT,
+    PAGE_BACK,
+    CONTINUE,
+    START_AGAIN,
+    PRESS_FOR,
+    NO_INPUT,
+]

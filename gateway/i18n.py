@@ -1,0 +1,60 @@
+"""Catalogs read with Babel: flow texts from WORKERVOICE_LOCALES_DIR, the service's own words
+from the catalog shipped inside the package. Implements the engine's ``Texts`` protocol."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from babel.messages.pofile import read_po
+
+from .engine.texts import SOURCE_LANGUAGE
+
+log = logging.getLogger(__name__)
+SERVICE_LOCALES = Path(__file__).parent / "locale"
+
+
+def read_catalog(path: Path) -> dict[str, str]:
+    """msgid -> translation for every translated, non-fuzzy message of a .po file."""
+    with path.open("rb") as handle:
+        catalog = read_po(handle)
+    return {m.id: m.string for m in catalog
+            if m.id and isinstance(m.id, str) and m.string and not m.fuzzy}
+
+
+def read_domain(root: Path, domain: str) -> dict[str, dict[str, str]]:
+    """Every language's catalog of one domain under ``root/<lang>/LC_MESSAGES/<domain>.po``."""
+    catalogs: dict[str, dict[str, str]] = {}
+    for path in sorted(root.glob(f"*/LC_MESSAGES/{domain}.po")):
+        language = path.parent.parent.name
+        try:
+            catalogs[language] = read_catalog(path)
+        except Exception as exc:  # a broken catalog must not take the service down
+            log.error("cannot read catalog %s: %s", path, exc)
+    return catalogs
+
+
+class Texts:
+    def __init__(self, flows: dict[str, dict[str, str]], service: dict[str, dict[str, str]],
+                 reports: dict[str, dict[str, str]] | None = None):
+        self._flows = flows
+        self._service = service
+        self._reports = reports or {}
+        self._languages = sorted(set(flows) | {SOURCE_LANGUAGE})
+
+    @classmethod
+    def load(cls, locales_dir: Path) -> Texts:
+        return cls(read_domain(locales_dir, "flows"), read_domain(SERVICE_LOCALES, "service"),
+                   read_domain(locales_dir, "reports"))
+
+    def flow(self, language: str | None, msgid: str) -> str:
+        return self._flows.get(language or "", {}).get(msgid, msgid)
+
+    def service(self, language: str | None, msgid: str) -> str:
+        return self._service.get(language or "", {}).get(msgid, msgid)
+
+    def report(self, language: str | None, msgid: str) -> str:
+        return self._reports.get(language or "", {}).get(msgid, msgid)
+
+    def languages(self) -> list[str]:
+        return list(self._languages)

@@ -1,0 +1,130 @@
+"""Identity: the only place a phone number exists, and only until its pseudonym does (SPEC §6).
+
+A number is normalised to E.164 with phonenumbers (``whatsapp:+88017...`` is the same worker as
+``+88017...``), then turned into HMAC-SHA256 under the current key of the key ring. The ring is
+kept in the database, each key AES-GCM encrypted under the master key, and cached here for at
+most ``KEY_CACHE_SECONDS`` so key changes reach every process within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberMatcher
+
+from .crypto import Crypto
+
+KEY_CACHE_SECONDS = 5.0
+KEY_PURPOSE = "pseudonym-key"
+CHANNEL_PREFIXES = ("whatsapp:", "tel:", "sms:")
+REDACTED = "[number removed]"
+
+
+class InvalidAddress(ValueError):
+    """The sender's address is not a phone number we can use. The message never holds it."""
+
+
+@dataclass(frozen=True)
+class Pseudonym:
+    """A worker as the rest of the system knows them."""
+
+    value: str  # hex HMAC-SHA256 of the E.164 number under key ``key_id``
+    key_id: int
+    country: str | None  # ISO region of the number (language order, time zone); not identifying
+
+    @property
+    def seed(self) -> int:
+        """A stable number per worker, for the daily question rotation."""
+        return int(self.value[:8], 16)
+
+
+def normalise(address: str) -> phonenumbers.PhoneNumber:
+    """Parse a provider's sender address into a valid phone number, or raise InvalidAddress."""
+    raw = (address or "").strip()
+    for prefix in CHANNEL_PREFIXES:
+        if raw.lower().startswith(prefix):
+            raw = raw[len(prefix):].strip()
+    if raw and raw[0].isdigit():
+        raw = "+" + raw  # WhatsApp WaId and some gateways drop the plus
+    try:
+        number = phonenumbers.parse(raw, None)
+    except NumberParseException:
+        raise InvalidAddress("sender is not an international phone number") from None
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidAddress("sender is not a possible phone number")
+    return number
+
+
+def e164(address: str) -> str:
+    return phonenumbers.format_number(normalise(address), PhoneNumberFormat.E164)
+
+
+def scrub(text: str, region: str | None = None) -> str:
+    """Free text with every phone number in it replaced, before it is stored anywhere."""
+    if not text:
+        return text
+    spans = [(m.start, m.end) for m in PhoneNumberMatcher(text, region or "ZZ",
+                                                          leniency=phonenumbers.Leniency.POSSIBLE)]
+    for start, end in reversed(spans):
+        text = text[:start] + REDACTED + text[end:]
+    return text
+
+
+@dataclass(frozen=True)
+class Key:
+    id: int
+    secret: bytes
+    status: str
+
+
+KeyLoader = Callable[[], list[tuple[int, str, bytes]]]  # (id, status, ciphertext), newest first
+
+
+class KeyRing:
+    """Decrypted live keys, refreshed from the database at most every KEY_CACHE_SECONDS."""
+
+    def __init__(self, load: KeyLoader, crypto: Crypto, clock: Callable[[], float] = time.monotonic):
+        self._load = load
+        self._crypto = crypto
+        self._clock = clock
+        self._keys: list[Key] = []
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def keys(self) -> list[Key]:
+        with self._lock:
+            if self._clock() - self._loaded_at >= KEY_CACHE_SECONDS or not self._keys:
+                self._keys = [Key(kid, self._crypto.decrypt(blob, KEY_PURPOSE, context(kid)), status)
+                              for kid, status, blob in self._load()]
+                self._loaded_at = self._clock()
+            return list(self._keys)
+
+    def current(self) -> Key:
+        for key in self.keys():
+            if key.status == "current":
+                return key
+        raise LookupError("the pseudonym key ring has no current key: run 'workervoice db upgrade'")
+
+
+def context(key_id: int) -> bytes:
+    return f"key:{key_id}".encode()
+
+
+class Identity:
+    def __init__(self, ring: KeyRing):
+        self.ring = ring
+
+    def pseudonymise(self, address: str) -> Pseudonym:
+        """The sender's pseudonym under the current key. The number goes no further."""
+        number = normalise(address)
+        key = self.ring.current()
+        digest = hmac.new(key.secret, phonenumbers.format_number(number, PhoneNumberFormat.E164)
+                          .encode(), hashlib.sha256).hexdigest()
+        region = phonenumbers.region_code_for_number(number)
+        return Pseudonym(value=digest, key_id=key.id, country=region if region != "ZZ" else None)

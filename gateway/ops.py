@@ -1,0 +1,35 @@
+"""Operations endpoints: GET /healthz (SPEC §9)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify
+
+from .services import current
+
+ops = Blueprint("ops", __name__)
+log = logging.getLogger(__name__)
+
+
+@ops.get("/healthz")
+def healthz():
+    services = current()
+    checks: dict[str, str] = {}
+    try:
+        services.db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means unhealthy; name the part, not the secret
+        log.warning("health: database failing: %s", type(exc).__name__)
+        checks["database"] = "failing"
+    try:
+        services.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        log.warning("health: redis failing: %s", type(exc).__name__)
+        checks["redis"] = "failing"
+    failing = [name for name, state in checks.items() if state != "ok"]
+    body = {"status": "ok" if not failing else "failing", "checks": checks}
+    if failing:
+        body["failing"] = failing
+    return jsonify(body), 503 if failing else 200

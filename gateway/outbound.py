@@ -1,0 +1,126 @@
+"""Sending SMS to a worker through a provider API, from a job.
+
+The job payload carries the recipient only as a sealed token (AES-GCM, expiring with the job);
+the number is opened inside the job, handed to the provider SDK and forgotten. ``SmsSender`` is
+the port; ``AfricasTalkingSender`` and ``OutboxSender`` implement it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from rq import Retry
+
+from .crypto import CryptoError
+
+log = logging.getLogger(__name__)
+RECIPIENT_PURPOSE = "job-recipient"
+RECIPIENT_TTL_SECONDS = 3600  # longer than every retry below put together
+SEND_RETRY = Retry(max=4, interval=[2, 10, 60, 300])
+AT_ACCEPTED = {100, 101, 102}  # Processed, Sent, Queued
+AT_FINAL_REFUSALS = {403, 404, 406, 409}  # invalid, unsupported, blacklisted, do-not-disturb
+
+
+class SendError(Exception):
+    """The provider did not accept the message; the job will be retried."""
+
+
+class SendRefused(Exception):
+    """The provider refused for good (opted out, invalid number): never retried."""
+
+
+class SmsSender(Protocol):
+    def send(self, to: str, text: str) -> str:
+        """Send ``text`` to the E.164 number ``to``; return the provider's message id."""
+
+
+class AfricasTalkingSender:
+    """Africa's Talking SMS through its Python SDK."""
+
+    def __init__(self, username: str, api_key: str, api_url: str | None = None):
+        from africastalking.SMS import SMSService
+
+        self.service = SMSService(username, api_key)
+        if api_url:  # a sandbox or test double speaking the same protocol
+            self.service._baseUrl = api_url.rstrip("/") + "/version1"
+
+    def send(self, to: str, text: str) -> str:
+        from africastalking.Service import AfricasTalkingException
+
+        try:
+            response = self.service.send(text, [to])
+        except ValueError:  # the SDK's message would quote the number: never pass it on
+            raise SendRefused("Africa's Talking SDK refused the recipient's format") from None
+        except AfricasTalkingException:  # its text is the API's body, which may echo the number
+            raise SendError("Africa's Talking answered with an error status") from None
+        except OSError as exc:
+            raise SendError(f"Africa's Talking unreachable: {type(exc).__name__}") from None
+        return _at_message_id(response)
+
+
+def _at_message_id(response) -> str:
+    if isinstance(response, str):
+        import json
+
+        try:
+            response = json.loads(response)
+        except ValueError:
+            raise SendError("Africa's Talking answered with something other than JSON") from None
+    recipients = (response or {}).get("SMSMessageData", {}).get("Recipients") or []
+    if not recipients:
+        raise SendError("Africa's Talking accepted no recipient")
+    status = int(recipients[0].get("statusCode", 0))
+    if status in AT_FINAL_REFUSALS:
+        raise SendRefused(f"Africa's Talking status {status} {recipients[0].get('status')}")
+    if status not in AT_ACCEPTED:
+        raise SendError(f"Africa's Talking status {status} {recipients[0].get('status')}")
+    return str(recipients[0].get("messageId", ""))
+
+
+class OutboxSender:
+    """Development: writes the text (never the number) to instance/outbox/ for a person to read."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def send(self, to: str, text: str) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        path = self.directory / f"sms-{stamp}.txt"
+        path.write_text(text + "\n", encoding="utf-8")
+        return path.name
+
+
+def sender_for(provider: str, config) -> SmsSender:
+    if provider == "at" and config.at_api_key and config.at_username:
+        return AfricasTalkingSender(config.at_username, config.at_api_key, config.at_api_url)
+    return OutboxSender(config.instance_dir / "outbox")
+
+
+def send_sms(provider: str, sealed_recipient: str, text: str) -> str | None:
+    """RQ job: open the sealed recipient, send, forget. Retried on transient failure."""
+    from .services import current
+
+    services = current()
+    try:
+        to = services.crypto.unseal(sealed_recipient, RECIPIENT_PURPOSE)
+    except CryptoError as exc:
+        log.warning("reply not sent: %s", exc)
+        return None
+    try:
+        message_id = sender_for(provider, services.config).send(to, text)
+    except SendRefused as exc:
+        log.warning("reply refused for good: %s", exc)
+        return None
+    log.info("reply sent", extra={"provider": provider, "message_id": message_id})
+    return message_id
+
+
+def enqueue_reply(services, provider: str, recipient_e164: str, text: str) -> None:
+    sealed = services.crypto.seal(recipient_e164, RECIPIENT_PURPOSE, RECIPIENT_TTL_SECONDS)
+    services.queue.enqueue(send_sms, provider, sealed, text, retry=SEND_RETRY,
+                           result_ttl=600, failure_ttl=RECIPIENT_TTL_SECONDS,
+                           description="send reply")

@@ -1,0 +1,46 @@
+"""Sessions in Redis with a TTL, keyed by pseudonym; and the reply cache for provider retries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis import Redis
+
+from .engine.session import Session
+
+SESSION_KEY = "wv:session:{}"
+REPLY_KEY = "wv:reply:{}:{}"
+LOCK_KEY = "wv:lock:{}"
+LOCK_SECONDS = 10
+
+
+class SessionStore:
+    def __init__(self, redis: Redis, ttl: int, reply_ttl: int):
+        self.redis = redis
+        self.ttl = ttl
+        self.reply_ttl = reply_ttl
+
+    def load(self, pseudonym: str) -> Session | None:
+        raw = self.redis.get(SESSION_KEY.format(pseudonym))
+        return Session.from_json(raw) if raw else None
+
+    def save(self, pseudonym: str, session: Session) -> None:
+        self.redis.set(SESSION_KEY.format(pseudonym), session.to_json(), ex=self.ttl)
+
+    def delete(self, pseudonym: str) -> None:
+        self.redis.delete(SESSION_KEY.format(pseudonym))
+
+    @contextmanager
+    def locked(self, pseudonym: str) -> Iterator[None]:
+        """Serialise messages from one worker, so two arriving together cannot both answer."""
+        with self.redis.lock(LOCK_KEY.format(pseudonym), timeout=LOCK_SECONDS,
+                             blocking_timeout=LOCK_SECONDS):
+            yield
+
+    def cached_reply(self, provider: str, message_id: str) -> str | None:
+        raw = self.redis.get(REPLY_KEY.format(provider, message_id))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def cache_reply(self, provider: str, message_id: str, reply: str) -> None:
+        self.redis.set(REPLY_KEY.format(provider, message_id), reply, ex=self.reply_ttl)

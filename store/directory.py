@@ -1,0 +1,104 @@
+"""Workplaces, brands, grants and API tokens: the administrator's records."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from .models import ApiToken, Brand, Grant, Workplace
+
+TOKEN_PREFIX = "wv_"
+
+
+class DirectoryError(Exception):
+    """An administrator's request cannot be met (duplicate slug, unknown workplace ...)."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token(session: Session, kind: str, *, brand: Brand | None = None,
+              workplace: Workplace | None = None, label: str | None = None) -> str:
+    """Mint a token; only its hash is stored, so the caller must show it now or never."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(token_hash=hash_token(token), kind=kind,
+                         brand_id=brand.id if brand else None,
+                         workplace_id=workplace.id if workplace else None,
+                         label=label, created_at=datetime.now(UTC)))
+    return token
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who holds a token: a brand, a workplace or an operator."""
+
+    kind: str
+    brand_id: int | None = None
+    workplace_id: int | None = None
+
+
+def principal_for(session: Session, token: str) -> Principal | None:
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None:
+        return None
+    return Principal(row.kind, row.brand_id, row.workplace_id)
+
+
+def visible_workplaces(session: Session, who: Principal) -> list[Workplace]:
+    """The workplaces this principal may see, by slug order."""
+    query = select(Workplace).order_by(Workplace.slug)
+    if who.kind == "workplace":
+        query = query.where(Workplace.id == who.workplace_id)
+    elif who.kind == "brand":
+        query = query.join(Grant, Grant.workplace_id == Workplace.id).where(
+            Grant.brand_id == who.brand_id)
+    elif who.kind != "operator":
+        return []
+    return list(session.scalars(query))
+
+
+def visible_workplace(session: Session, who: Principal, slug: str) -> Workplace | None:
+    return next((w for w in visible_workplaces(session, who) if w.slug == slug), None)
+
+
+def workplace_by_slug(session: Session, slug: str) -> Workplace:
+    workplace = session.scalar(select(Workplace).where(Workplace.slug == slug))
+    if workplace is None:
+        raise DirectoryError(f"no workplace '{slug}'")
+    return workplace
+
+
+def brand_by_slug(session: Session, slug: str) -> Brand:
+    brand = session.scalar(select(Brand).where(Brand.slug == slug))
+    if brand is None:
+        raise DirectoryError(f"no brand '{slug}'")
+    return brand
+
+
+def workplace_slug_for_code(session: Session, code: str) -> str | None:
+    return session.scalar(select(Workplace.slug).where(Workplace.code == code))
+
+
+def grant(session: Session, workplace_slug: str, brand_slug: str) -> bool:
+    """Let the brand see the workplace; False if it already could."""
+    workplace = workplace_by_slug(session, workplace_slug)
+    brand = brand_by_slug(session, brand_slug)
+    if session.get(Grant, (workplace.id, brand.id)) is not None:
+        return False
+    session.add(Grant(workplace_id=workplace.id, brand_id=brand.id, created_at=datetime.now(UTC)))
+    return True
+
+
+def revoke(session: Session, workplace_slug: str, brand_slug: str) -> bool:
+    """Stop the brand seeing the workplace; False if it could not see it anyway."""
+    workplace = workplace_by_slug(session, workplace_slug)
+    brand = brand_by_slug(session, brand_slug)
+    result = session.execute(delete(Grant).where(Grant.workplace_id == workplace.id,
+                                                 Grant.brand_id == brand.id))
+    return bool(result.rowcount)

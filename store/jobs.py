@@ -1,0 +1,105 @@
+"""RQ jobs that persist what the engine decided. Each is safe to run twice (STYLE §7).
+
+A job's payload holds pseudonyms and answers, never a number. Answers are upserted on
+(worker, workplace, question, local day): a second run of the same job writes the same row, and a
+later answer the same day replaces the earlier one, never the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from rq import Retry
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from . import profiles
+from .models import Answer, Worker, Workplace
+
+log = logging.getLogger(__name__)
+RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
+
+
+def persist_events(batch: dict) -> dict:
+    """Write one message's events: answers, enrolment, language change, opt-out."""
+    from gateway.services import current  # the worker pushed the app context
+
+    counts = {"answers": 0, "profiles": 0, "forgotten": 0}
+    with current().db.session() as session:
+        for event in batch["events"]:
+            kind = event["kind"]
+            if kind == "answer_recorded":
+                counts["answers"] += _answer(session, batch, event)
+            elif kind == "enrolled":
+                counts["profiles"] += _enrolled(session, batch, event)
+            elif kind == "language_changed":
+                session.query(Worker).filter_by(pseudonym=batch["pseudonym"]).update(
+                    {"language": event["language"], "updated_at": datetime.now(UTC)})
+            elif kind == "opted_out":
+                profiles.forget(session, batch["pseudonym"])
+                counts["forgotten"] += 1
+    log.info("persisted events", extra={"counts": counts, "channel": batch.get("channel")})
+    return counts
+
+
+def _workplace(session: Session, slug: str | None) -> Workplace | None:
+    if not slug:
+        return None
+    return session.scalar(select(Workplace).where(Workplace.slug == slug))
+
+
+def _insert(session: Session):
+    return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)
+
+
+def _answer(session: Session, batch: dict, event: dict) -> int:
+    workplace = _workplace(session, event.get("workplace"))
+    if workplace is None:
+        log.warning("answer for an unknown workplace dropped", extra={"event": event["event_id"]})
+        return 0
+    at = datetime.fromisoformat(event["at"]).astimezone(UTC)
+    value = event["value"]
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    row = {
+        "pseudonym": batch["pseudonym"],
+        "key_id": batch["key_id"],
+        "workplace_id": workplace.id,
+        "flow_id": event["flow"],
+        "flow_version": event["version"],
+        "question_id": event["question"],
+        "value_text": None if numeric else str(value),
+        "value_number": float(value) if numeric else None,
+        "answered_on": at.astimezone(ZoneInfo(workplace.timezone)).date(),
+        "answered_at": at,
+        "event_id": event["event_id"],
+        "channel": batch.get("channel", "sms"),
+    }
+    insert = _insert(session)(Answer).values(**row)
+    changing = {k: insert.excluded[k] for k in ("flow_version", "value_text", "value_number",
+                                                   "answered_at", "event_id", "channel", "key_id")}
+    statement = insert.on_conflict_do_update(
+        index_elements=["pseudonym", "workplace_id", "flow_id", "question_id", "answered_on"],
+        set_=changing,
+        where=Answer.answered_at <= insert.excluded.answered_at,
+    )
+    session.execute(statement)
+    return 1
+
+
+def _enrolled(session: Session, batch: dict, event: dict) -> int:
+    workplace = _workplace(session, event.get("workplace"))
+    if workplace is None:
+        return 0
+    at = datetime.fromisoformat(event["at"]).astimezone(UTC)
+    row = {"pseudonym": batch["pseudonym"], "key_id": batch["key_id"],
+           "language": event["language"], "workplace_id": workplace.id, "consented_at": at,
+           "updated_at": at}
+    insert = _insert(session)(Worker).values(**row)
+    session.execute(insert.on_conflict_do_update(
+        index_elements=["pseudonym"],
+        set_={k: insert.excluded[k] for k in ("language", "workplace_id", "key_id",
+                                               "consented_at", "updated_at")}))
+    return 1

@@ -1,0 +1,142 @@
+"""SQLAlchemy 2 models. No column ever holds a phone number (SPEC §6)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Workplace(Base):
+    __tablename__ = "workplaces"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    country: Mapped[str] = mapped_column(String(2))
+    code: Mapped[str] = mapped_column(String(8), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64))
+    languages: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    grants: Mapped[list[Grant]] = relationship(back_populates="workplace",
+                                               cascade="all, delete-orphan")
+
+
+class Brand(Base):
+    __tablename__ = "brands"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    locale: Mapped[str] = mapped_column(String(16), default="en")
+    schedule: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Grant(Base):
+    """The workplace lets this brand see its figures. Confidential (SPEC §6)."""
+
+    __tablename__ = "grants"
+
+    workplace_id: Mapped[int] = mapped_column(ForeignKey("workplaces.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    workplace: Mapped[Workplace] = relationship(back_populates="grants")
+
+
+class ApiToken(Base):
+    """A bearer token, stored only as its SHA-256 (tokens are 256-bit random, so no stretching)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # brand | workplace | operator
+    brand_id: Mapped[int | None] = mapped_column(ForeignKey("brands.id", ondelete="CASCADE"))
+    workplace_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workplaces.id", ondelete="CASCADE"))
+    label: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PseudonymKey(Base):
+    """One key of the pseudonym key ring, AES-GCM encrypted under the master key."""
+
+    __tablename__ = "pseudonym_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # current | previous | destroyed
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary)  # None once destroyed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Worker(Base):
+    """A worker's profile under their pseudonym: language, workplace, consent. No number."""
+
+    __tablename__ = "workers"
+
+    pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("pseudonym_keys.id"))
+    language: Mapped[str] = mapped_column(String(16))
+    workplace_id: Mapped[int] = mapped_column(ForeignKey("workplaces.id", ondelete="CASCADE"))
+    consented_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Answer(Base):
+    """One worker's answer to one question on one day (a later answer that day replaces it)."""
+
+    __tablename__ = "answers"
+    __table_args__ = (
+        UniqueConstraint("pseudonym", "workplace_id", "flow_id", "question_id", "answered_on",
+                         name="uq_answers_one_per_day"),
+        Index("ix_answers_figures", "workplace_id", "flow_id", "question_id", "answered_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[int] = mapped_column(Integer)
+    workplace_id: Mapped[int] = mapped_column(ForeignKey("workplaces.id", ondelete="CASCADE"))
+    flow_id: Mapped[str] = mapped_column(String(64))
+    flow_version: Mapped[str] = mapped_column(String(32))
+    question_id: Mapped[str] = mapped_column(String(64))
+    value_text: Mapped[str | None] = mapped_column(Text)
+    value_number: Mapped[float | None] = mapped_column(Float)
+    answered_on: Mapped[date] = mapped_column(Date)  # the workplace's local day
+    answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event_id: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(16))
