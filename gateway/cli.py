@@ -254,3 +254,19 @@ def demo() -> None:
     click.echo(f"workplace token: {workplace_token}")
     click.echo("demo brand: demo-brand (granted demo-garments)")
     click.echo(f"brand token: {brand_token}")
+
+
+@main.command()
+@click.argument("channel", type=click.Choice(["sms"]))
+@click.argument("phone")
+@click.option("--url", default="http://localhost:5000", show_default=True,
+              help="where the service is listening")
+@with_appcontext
+def simulate(channel, phone, url) -> None:
+    """Text a running service as the worker PHONE would (USSD and voice: later)."""
+    from .simulate import run
+
+    config = services().config
+    if not config.twilio_auth_token:
+        raise click.ClickException("TWILIO_AUTH_TOKEN is not set: the simulator signs with it")
+    run(url, config.public_url, config.twilio_auth_token, phone)

@@ -13,8 +13,9 @@ import re
 import sys
 from datetime import UTC, datetime
 
-# 7+ digits, optionally led by + and broken by spaces, dots, dashes or brackets.
-PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
+# 7+ digits, optionally led by + and broken by spaces, dots, dashes or brackets, standing alone
+# (not inside a word, so job ids and hex digests stay readable).
+PHONE_LIKE = re.compile(r"(?<![\w+])\+?\d[\d\s().\-]{5,}\d(?!\w)")
 STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 

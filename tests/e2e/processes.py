@@ -1,0 +1,130 @@
+"""Real processes for end-to-end tests: gunicorn serving the app factory, an RQ worker built
+through the same factory, and a stand-in for the Africa's Talking SMS API on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+from urllib.request import urlopen
+
+BIN = Path(sys.executable).parent
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # as the Procfile: no query string
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FakeAfricasTalking:
+    """Speaks the AT SMS send API (PROVIDERS.md §5.2): records each message by recipient."""
+
+    def __init__(self):
+        self.sent: dict[str, list[str]] = defaultdict(list)
+        self.requests = 0
+        self.lock = threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server API
+                length = int(self.headers.get("Content-Length", 0))
+                form = parse_qs(self.rfile.read(length).decode())
+                ok = self.path == "/version1/messaging" and self.headers.get("apiKey") == "at-key"
+                recipients = form.get("to", [""])[0].split(",")
+                body = {"SMSMessageData": {"Message": "Sent to 1/1", "Recipients": [
+                    {"statusCode": 101, "number": r, "status": "Success", "cost": "KES 0.8000",
+                     "messageId": f"ATXid_{outer.requests}"} for r in recipients]}}
+                with outer.lock:
+                    outer.requests += 1
+                    if ok:
+                        for recipient in recipients:
+                            outer.sent[recipient].append(form.get("message", [""])[0])
+                    outer.lock.notify_all()
+                data = json.dumps(body).encode()
+                self.send_response(201 if ok else 401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # keep test output (and numbers) out of stderr
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, recipient: str, count: int, timeout: float = 15.0) -> str:
+        """The ``count``-th message sent to the recipient, waiting for it to arrive."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while len(self.sent[recipient]) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no reply #{count} from the AT API stand-in")
+                self.lock.wait(left)
+            return self.sent[recipient][count - 1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Processes:
+    """gunicorn + RQ worker with their output captured in log files."""
+
+    def __init__(self, environ: dict[str, str], logs: Path):
+        self.environ = {**os.environ, **environ}
+        self.logs = logs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.children: list[subprocess.Popen] = []
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.logs / f"{name}.log").open("wb")
+        self.children.append(subprocess.Popen(argv, env=self.environ, stdout=log,
+                                              stderr=subprocess.STDOUT))
+
+    def start(self) -> None:
+        gunicorn = shutil.which("gunicorn", path=str(BIN)) or "gunicorn"
+        workervoice = shutil.which("workervoice", path=str(BIN)) or "workervoice"
+        self._spawn("gunicorn", [gunicorn, "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
+                                 "--threads", "2", "--access-logfile", "-",
+                                 "--access-logformat", ACCESS_LOG_FORMAT,
+                                 "gateway:create_app()"])
+        self._spawn("worker", [workervoice, "worker"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for child in self.children:
+                if child.poll() is not None:
+                    raise RuntimeError(f"a process exited early: {self.log_text()[-2000:]}")
+            try:
+                with urlopen(self.url + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not become healthy: " + self.log_text()[-2000:])
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.terminate()
+        for child in self.children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.log")))
