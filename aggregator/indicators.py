@@ -64,16 +64,21 @@ def latest_answers(session: Session, workplace_id: int, win: Window):
 
 
 def figure(measure: str, positive: tuple[str, ...], rows: list, k: int) -> dict:
-    respondents = len(rows)
+    """One indicator's figure from each respondent's latest answer. Only answers of the kind the
+    measure reads (a number for a mean, a choice for a share) count, so the respondents k is
+    checked against are exactly those the value is drawn from."""
+    if measure == "mean":
+        values = [r.value_number for r in rows if r.value_number is not None]
+    else:
+        values = [r.value_text for r in rows if r.value_text is not None]
+    respondents = len(values)
     if respondents < k:
         return {"value": None, "respondents": None, "suppressed": True}
     if measure == "mean":
-        numbers = [r.value_number for r in rows if r.value_number is not None]
-        value = sum(numbers) / len(numbers) if numbers else None
+        value = sum(values) / respondents
     else:
-        value = sum(1 for r in rows if r.value_text in positive) / respondents
-    return {"value": round(value, 4) if value is not None else None, "respondents": respondents,
-            "suppressed": False}
+        value = sum(1 for v in values if v in positive) / respondents
+    return {"value": round(value, 4), "respondents": respondents, "suppressed": False}
 
 
 def indicators(session: Session, workplace: Workplace, flows: FlowSet, win: Window, k: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -10,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 import phonenumbers
+from babel import Locale, UnknownLocaleError
+from croniter import croniter
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select
@@ -19,11 +22,12 @@ from store import directory
 from store.models import ApiToken, Brand, Workplace
 
 from .config import ConfigError
-from .engine.definition import Finding, check_set, parse_flow
+from .engine.definition import Finding, FlowError, check_set, load_flows, parse_flow
 from .services import EXTENSION, Services
 from .timezones import zone_for_country
 
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+NAME_MAX, EMAIL_MAX = 200, 320  # the column sizes in store/models.py
 
 
 def _create_app():
@@ -33,6 +37,10 @@ def _create_app():
         return create_app()
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+    except FlowError as exc:
+        click.echo(f"flow files refused ({len(exc.findings)} error(s)); run "
+                   "'workervoice flows lint' to see them", err=True)
         sys.exit(2)
 
 
@@ -47,8 +55,15 @@ def services() -> Services:
 
 
 def check_slug(_ctx, _param, value: str) -> str:
-    if not SLUG.match(value):
+    if not SLUG.fullmatch(value):
         raise click.BadParameter("use 2-63 lowercase letters, digits and dashes")
+    return value
+
+
+def check_name(_ctx, _param, value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > NAME_MAX:
+        raise click.BadParameter(f"give 1 to {NAME_MAX} characters")
     return value
 
 
@@ -57,8 +72,17 @@ def check_zone(value: str | None) -> str | None:
         return None
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory like 'America'
         raise click.BadParameter(f"unknown time zone {value!r}", param_hint="--timezone") from None
+    return value
+
+
+def check_language(value: str, hint: str) -> str:
+    """A language code Babel knows (``bn``, ``pt_BR``), as given."""
+    try:
+        Locale.parse(value.replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        raise click.BadParameter(f"unknown language {value!r}", param_hint=hint) from None
     return value
 
 
@@ -85,7 +109,7 @@ def workplace() -> None:
 
 @workplace.command("add")
 @click.argument("slug", callback=check_slug)
-@click.option("--name", required=True)
+@click.option("--name", required=True, callback=check_name)
 @click.option("--country", required=True, help="ISO 3166 code, e.g. BD")
 @click.option("--code", required=True, help="4-8 digits workers type to enrol")
 @click.option("--timezone", help="IANA zone; default: the country's main zone")
@@ -99,7 +123,8 @@ def workplace_add(slug, name, country, code, timezone, languages) -> None:
     if not (code.isascii() and code.isdigit() and 4 <= len(code) <= 8):
         raise click.BadParameter("must be 4 to 8 digits", param_hint="--code")
     zone = check_zone(timezone) or zone_for_country(country)
-    langs = [part.strip() for part in languages.split(",") if part.strip()]
+    langs = [check_language(part.strip(), "--languages")
+             for part in languages.split(",") if part.strip()]
     try:
         with services().db.session() as session:
             taken = session.scalar(select(Workplace).where(
@@ -125,7 +150,7 @@ def brand() -> None:
 
 @brand.command("add")
 @click.argument("slug", callback=check_slug)
-@click.option("--name", required=True)
+@click.option("--name", required=True, callback=check_name)
 @click.option("--email", required=True)
 @click.option("--locale", default="en")
 @click.option("--schedule", help="cron expression for digests, e.g. '0 8 * * 1'")
@@ -133,10 +158,12 @@ def brand() -> None:
 @with_appcontext
 def brand_add(slug, name, email, locale, schedule, timezone) -> None:
     """Add a brand and print its token (shown once)."""
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+    if len(email) > EMAIL_MAX or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
         raise click.BadParameter("not an email address", param_hint="--email")
-    if schedule is not None and len(schedule.split()) != 5:
-        raise click.BadParameter("a cron expression has five fields", param_hint="--schedule")
+    if schedule is not None and (len(schedule.split()) != 5 or not croniter.is_valid(schedule)):
+        raise click.BadParameter("not a five-field cron expression like '0 8 * * 1'",
+                                 param_hint="--schedule")
+    check_language(locale, "--locale")
     check_zone(timezone)
     try:
         with services().db.session() as session:
@@ -188,26 +215,51 @@ def flows() -> None:
     """Flow files."""
 
 
-@flows.command("lint")
-@click.argument("directory_", metavar="[DIR]", required=False, type=click.Path(file_okay=False))
-@click.option("--locales", type=click.Path(file_okay=False))
+# No app context: lint is how an administrator finds out why the service refuses its flows.
+@flows.command("lint", with_appcontext=False)
+@click.argument("directory_", metavar="[DIR]", required=False,
+                type=click.Path(exists=True, file_okay=False))
+@click.option("--locales", type=click.Path(exists=True, file_okay=False))
 @click.option("--strict", is_flag=True, help="treat warnings as errors")
 def flows_lint(directory_, locales, strict) -> None:
-    """Check every flow file; print each finding as file:line: message."""
-    root = Path(directory_ or "flows")
+    """Check every flow file (default: WORKERVOICE_FLOWS_DIR, else flows/); print each finding
+    as file:line: message. Exit 1 on errors (on warnings too with --strict)."""
+    root = Path(directory_ or os.environ.get("WORKERVOICE_FLOWS_DIR") or "flows")
+    if not root.is_dir():
+        raise click.ClickException(f"no flows directory {str(root)!r}")
+    findings, checked = lint_flows(root)
+    for finding in findings:
+        click.echo(("warning: " if finding.warning else "") + str(finding))
+    errors = [f for f in findings if not f.warning or strict]
+    click.echo(f"{checked} flow(s) checked, {len(findings)} finding(s)", err=True)
+    sys.exit(1 if errors else 0)
+
+
+def lint_flows(root: Path) -> tuple[list[Finding], int]:
+    """Every finding for the flow files in ``root`` and the number of files that loaded: the
+    same checks the service makes before it accepts a set (an enrolment and a default flow)."""
     findings: list[Finding] = []
     loaded = []
     for path in sorted(root.glob("*.yaml")):
-        flow, found = parse_flow(str(path), path.read_text(encoding="utf-8"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            findings.append(Finding(str(path), 1, f"not UTF-8 text (byte {exc.start})"))
+            continue
+        except OSError as exc:
+            findings.append(Finding(str(path), 1, f"cannot read: {exc.strerror}"))
+            continue
+        flow, found = parse_flow(str(path), text)
         findings.extend(found)
         if flow is not None:
             loaded.append(flow)
     findings.extend(check_set(loaded))
-    for finding in findings:
-        click.echo(("warning: " if finding.warning else "") + str(finding))
-    errors = [f for f in findings if not f.warning or strict]
-    click.echo(f"{len(loaded)} flow(s) checked, {len(findings)} finding(s)", err=True)
-    sys.exit(1 if errors else 0)
+    if not any(not f.warning for f in findings):
+        try:
+            load_flows(root)
+        except FlowError as exc:
+            findings.extend(exc.findings)
+    return findings, len(loaded)
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -231,7 +283,17 @@ def worker(burst) -> None:
 @with_appcontext
 def demo() -> None:
     """Seed a demo workplace and brand (idempotent) and print fresh tokens for both."""
-    svc = services()
+    try:
+        workplace_token, brand_token = _seed_demo(services())
+    except IntegrityError:
+        raise click.ClickException("another workplace already uses the demo code 4321") from None
+    click.echo("demo workplace: demo-garments (enrolment code 4321)")
+    click.echo(f"workplace token: {workplace_token}")
+    click.echo("demo brand: demo-brand (granted demo-garments)")
+    click.echo(f"brand token: {brand_token}")
+
+
+def _seed_demo(svc: Services) -> tuple[str, str]:
     with svc.db.session() as session:
         place = session.scalar(select(Workplace).where(Workplace.slug == "demo-garments"))
         if place is None:
@@ -250,10 +312,7 @@ def demo() -> None:
         brand_token = directory.new_token(session, "brand", brand=buyer, label="demo")
     with svc.db.session() as session:
         directory.grant(session, "demo-garments", "demo-brand")
-    click.echo("demo workplace: demo-garments (enrolment code 4321)")
-    click.echo(f"workplace token: {workplace_token}")
-    click.echo("demo brand: demo-brand (granted demo-garments)")
-    click.echo(f"brand token: {brand_token}")
+    return workplace_token, brand_token
 
 
 @main.command()

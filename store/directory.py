@@ -50,21 +50,27 @@ def principal_for(session: Session, token: str) -> Principal | None:
     return Principal(row.kind, row.brand_id, row.workplace_id)
 
 
+def _visible(who: Principal):
+    """The query for the workplaces this principal may see, or None for no workplace at all."""
+    query = select(Workplace)
+    if who.kind == "workplace":
+        return query.where(Workplace.id == who.workplace_id)
+    if who.kind == "brand":
+        return query.join(Grant, Grant.workplace_id == Workplace.id).where(
+            Grant.brand_id == who.brand_id)
+    return query if who.kind == "operator" else None
+
+
 def visible_workplaces(session: Session, who: Principal) -> list[Workplace]:
     """The workplaces this principal may see, by slug order."""
-    query = select(Workplace).order_by(Workplace.slug)
-    if who.kind == "workplace":
-        query = query.where(Workplace.id == who.workplace_id)
-    elif who.kind == "brand":
-        query = query.join(Grant, Grant.workplace_id == Workplace.id).where(
-            Grant.brand_id == who.brand_id)
-    elif who.kind != "operator":
-        return []
-    return list(session.scalars(query))
+    query = _visible(who)
+    return [] if query is None else list(session.scalars(query.order_by(Workplace.slug)))
 
 
 def visible_workplace(session: Session, who: Principal, slug: str) -> Workplace | None:
-    return next((w for w in visible_workplaces(session, who) if w.slug == slug), None)
+    """The workplace if this principal may see it; None alike when it is hidden or absent."""
+    query = _visible(who)
+    return None if query is None else session.scalar(query.where(Workplace.slug == slug))
 
 
 def workplace_by_slug(session: Session, slug: str) -> Workplace:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from functools import wraps
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -72,22 +73,30 @@ def workplace_indicators(slug: str):
         workplace = visible_workplace(session, g.principal, slug)
         if workplace is None:
             return error(404, NOT_FOUND["error"])
-        days_text = request.args.get("days", "30")
-        if not days_text.isdigit() or int(days_text) not in WINDOW_DAYS:
+        days = _days(request.args.get("days", "30"))
+        if days is None:
             return error(400, "days must be one of " + ", ".join(map(str, WINDOW_DAYS)))
         output = request.args.get("format", "json")
         if output not in ("json", "csv"):
             return error(400, "format must be json or csv")
         flows, texts = services.registry.current()
         language = request.args.get("lang")
-        win = window(services.config.report_cutoff, int(days_text), services.now(),
-                     workplace.timezone)
+        win = window(services.config.report_cutoff, days, services.now(), workplace.timezone)
         body = {"workplace": describe(workplace),
                 **indicators(session, workplace, flows, win, services.config.min_respondents,
                              label=lambda text: texts.report(language, text))}
     if output == "csv":
         return _csv(body)
     return jsonify(body)
+
+
+def _days(text: str) -> int | None:
+    """The window length asked for, or None unless it is one we publish. ASCII digits only:
+    ``str.isdigit`` also accepts characters like '²' that ``int`` then refuses."""
+    if not re.fullmatch(r"[0-9]{1,3}", text):
+        return None
+    days = int(text)
+    return days if days in WINDOW_DAYS else None
 
 
 def _csv(body: dict) -> Response:

@@ -1,15 +1,16 @@
 """Flow definitions: load and validate flows/*.yaml into immutable values.
 
 Loading is apart from walking (runtime.py). Files are read as YAML 1.2 with ruamel.yaml, so
-``yes``/``no`` are strings, and every problem is reported as ``file:line: message``.
+``yes``/``no``/``on``/``off`` are strings, and every problem is reported as
+``file:line: message`` at the line that holds it. The value types live in model.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,134 +18,105 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-CHOICE, NUMBER, TEXT, INFO = "choice", "number", "text", "info"
-LANGUAGE, CONSENT, WORKPLACE = "language", "consent", "workplace"
-QUESTION_TYPES = {CHOICE, NUMBER, TEXT, INFO, LANGUAGE, CONSENT, WORKPLACE}
-ENROLMENT_TYPES = {LANGUAGE, CONSENT, WORKPLACE}
-ENROL_FLOW = "enrol"
-CONSENT_VALUES = ("agree", "decline")
+from . import words
+from .model import (
+    CHOICE,
+    CONSENT,
+    CONSENT_VALUES,
+    ENROL_FLOW,
+    ENROLMENT_TYPES,
+    INFO,
+    LANGUAGE,
+    NUMBER,
+    QUESTION_TYPES,
+    TEXT,
+    WORKPLACE,
+    Finding,
+    Flow,
+    FlowError,
+    FlowSet,
+    Indicator,
+    Option,
+    Question,
+)
+from .parsing import as_number_text, parse_number
 
 FLOW_KEYS = {"title", "version", "default", "keywords", "sample", "questions", "finish"}
 QUESTION_KEYS = {"id", "ask", "type", "options", "min", "max", "only_if", "indicator"}
 INDICATOR_KEYS = {"label", "positive", "measure"}
+MEASURES = ("share", "mean")
+# Twilio's standard opt-out words (PROVIDERS.md §8) are reserved beside STOP in every language.
+OPT_OUT_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
+RESERVED_KEYWORDS = OPT_OUT_WORDS | {words.KEYWORD_HELP.upper(), words.KEYWORD_LANG.upper()}
+# Types whose answer is not picked from the file's options.
+WITHOUT_OPTIONS = {NUMBER, TEXT, INFO, LANGUAGE, WORKPLACE}
+
+__all__ = [
+    "CHOICE",
+    "CONSENT",
+    "ENROL_FLOW",
+    "INFO",
+    "LANGUAGE",
+    "NUMBER",
+    "OPT_OUT_WORDS",
+    "TEXT",
+    "WORKPLACE",
+    "Finding",
+    "Flow",
+    "FlowError",
+    "FlowSet",
+    "Indicator",
+    "Option",
+    "Question",
+    "check_set",
+    "load_flows",
+    "parse_flow",
+]
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One problem in a flow file, printed as ``file:line: message``."""
-
-    file: str
-    line: int
-    message: str
-    warning: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+def key_line(node: Any, key: object) -> int:
+    """The 1-based line of ``key`` in a parsed mapping (the mapping's own line if unknown)."""
+    try:
+        return int(node.lc.key(key)[0]) + 1
+    except (KeyError, AttributeError, TypeError):
+        return node_line(node)
 
 
-class FlowError(Exception):
-    """Raised when flow files do not load; carries every finding."""
-
-    def __init__(self, findings: list[Finding]):
-        self.findings = findings
-        super().__init__("\n".join(str(f) for f in findings))
-
-
-@dataclass(frozen=True)
-class Option:
-    value: str
-    text: str
+def item_line(node: Any, index: int) -> int:
+    """The 1-based line of item ``index`` of a parsed sequence."""
+    try:
+        return int(node.lc.item(index)[0]) + 1
+    except (KeyError, AttributeError, TypeError, IndexError):
+        return node_line(node)
 
 
-@dataclass(frozen=True)
-class Indicator:
-    label: str
-    measure: str  # "share" or "mean"
-    positive: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    type: str
-    ask: str
-    options: tuple[Option, ...] = ()
-    min: float | None = None
-    max: float | None = None
-    only_if: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    indicator: Indicator | None = None
-    line: int = 0
-
-    def option(self, value: str) -> Option | None:
-        return next((o for o in self.options if o.value == value), None)
-
-
-@dataclass(frozen=True)
-class Flow:
-    id: str
-    title: str
-    version: str
-    questions: tuple[Question, ...]
-    default: bool = False
-    keywords: tuple[str, ...] = ()
-    sample: int | None = None
-    finish: str | None = None
-    path: str = ""
-
-    def question(self, qid: str) -> Question:
-        return next(q for q in self.questions if q.id == qid)
-
-    def index(self, qid: str) -> int:
-        return next(i for i, q in enumerate(self.questions) if q.id == qid)
-
-
-@dataclass(frozen=True)
-class FlowSet:
-    """Every loaded flow, with the enrolment flow and the default flow picked out."""
-
-    flows: Mapping[str, Flow]
-
-    @property
-    def enrol(self) -> Flow:
-        return self.flows[ENROL_FLOW]
-
-    @property
-    def default(self) -> Flow:
-        return next(f for f in self.flows.values() if f.default)
-
-    def __getitem__(self, flow_id: str) -> Flow:
-        return self.flows[flow_id]
-
-    def __contains__(self, flow_id: object) -> bool:
-        return flow_id in self.flows
+def node_line(node: Any) -> int:
+    lc = getattr(node, "lc", None)
+    return int(lc.line) + 1 if lc is not None and lc.line is not None else 1
 
 
 class _Reader:
     """Turns one parsed YAML document into a Flow, collecting findings instead of stopping."""
 
-    def __init__(self, path: str, text: str):
+    def __init__(self, path: str, flow_id: str, text: str):
         self.path = path
+        self.flow_id = flow_id
         self.text = text
         self.findings: list[Finding] = []
 
     def error(self, line: int, message: str) -> None:
         self.findings.append(Finding(self.path, line, message))
 
-    @staticmethod
-    def key_line(node: CommentedMap, key: str) -> int:
-        try:
-            return node.lc.key(key)[0] + 1
-        except (KeyError, AttributeError, TypeError):
-            return node.lc.line + 1 if hasattr(node, "lc") else 1
-
     def string(self, node: CommentedMap, key: str, required: bool = False) -> str | None:
         if key not in node:
             if required:
-                self.error(node.lc.line + 1, f"missing '{key}'")
+                self.error(node_line(node), f"missing '{key}'")
             return None
         value = node[key]
         if not isinstance(value, str | int | float) or isinstance(value, bool) or value == "":
-            self.error(self.key_line(node, key), f"'{key}' must be non-empty text")
+            self.error(key_line(node, key), f"'{key}' must be non-empty text")
             return None
         return str(value)
 
@@ -153,88 +125,107 @@ class _Reader:
             return None
         value = node[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(self.key_line(node, key), f"'{key}' must be a number")
+            self.error(key_line(node, key), f"'{key}' must be a number")
             return None
         return value
 
     def unknown_keys(self, node: CommentedMap, allowed: set[str], what: str) -> None:
         for key in node:
             if key not in allowed:
-                self.error(self.key_line(node, key), f"unknown key '{key}' in {what}")
+                self.error(key_line(node, key), f"unknown key '{key}' in {what}")
 
-    def flow(self, flow_id: str, doc: Any) -> Flow | None:
+    # -- the flow ------------------------------------------------------------------------
+    def flow(self, doc: Any) -> Flow | None:
         if not isinstance(doc, CommentedMap):
-            self.error(1, "a flow file must be a mapping with 'questions'")
+            self.error(node_line(doc), "a flow file must be a mapping with 'questions'")
             return None
         self.unknown_keys(doc, FLOW_KEYS, "flow")
         questions_node = doc.get("questions")
         if not isinstance(questions_node, CommentedSeq) or not questions_node:
-            line = self.key_line(doc, "questions") if "questions" in doc else 1
+            line = key_line(doc, "questions") if "questions" in doc else 1
             self.error(line, "'questions' must be a non-empty list")
             return None
         questions: list[Question] = []
-        for item in questions_node:
-            question = self.question(item, questions)
+        for index, item in enumerate(questions_node):
+            question = self.question(item, item_line(questions_node, index), questions)
             if question is not None:
                 questions.append(question)
         default = doc.get("default", False)
         if not isinstance(default, bool):
-            self.error(self.key_line(doc, "default"), "'default' must be true or false")
+            self.error(key_line(doc, "default"), "'default' must be true or false")
             default = False
-        keywords = self.keywords(doc)
-        sample = doc.get("sample")
-        if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
-            self.error(self.key_line(doc, "sample"), "'sample' must be a whole number of at least 1")
-            sample = None
+        keywords, keyword_lines = self.keywords(doc)
         version = doc.get("version")
-        version_text = str(version) if version is not None else _content_version(self.text)
-        return Flow(
-            id=flow_id,
-            title=self.string(doc, "title") or flow_id,
-            version=version_text,
+        flow = Flow(
+            id=self.flow_id,
+            title=self.string(doc, "title") or self.flow_id,
+            version=str(version) if version is not None else content_version(self.text),
             questions=tuple(questions),
             default=default,
             keywords=keywords,
-            sample=sample,
+            sample=self.sample(doc),
             finish=self.string(doc, "finish"),
             path=self.path,
+            default_line=key_line(doc, "default") if "default" in doc else 1,
+            keyword_lines=keyword_lines,
         )
+        if self.flow_id == ENROL_FLOW:
+            self.check_enrolment(doc, flow)
+        return flow
 
-    def keywords(self, doc: CommentedMap) -> tuple[str, ...]:
+    def sample(self, doc: CommentedMap) -> int | None:
+        sample = doc.get("sample")
+        if sample is None:
+            return None
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+            self.error(key_line(doc, "sample"), "'sample' must be a whole number of at least 1")
+            return None
+        return sample
+
+    def keywords(self, doc: CommentedMap) -> tuple[tuple[str, ...], tuple[int, ...]]:
         node = doc.get("keywords", [])
         if not isinstance(node, list) or not all(isinstance(k, str) and k.strip() for k in node):
-            self.error(self.key_line(doc, "keywords"), "'keywords' must be a list of words")
-            return ()
-        return tuple(k.strip().upper() for k in node)
+            self.error(key_line(doc, "keywords"), "'keywords' must be a list of words")
+            return (), ()
+        found: list[str] = []
+        lines: list[int] = []
+        for index, raw in enumerate(node):
+            word, line = raw.strip().upper(), item_line(node, index)
+            if word in RESERVED_KEYWORDS:
+                self.error(line, f"keyword '{word}' is reserved for the service")
+                continue
+            found.append(word)
+            lines.append(line)
+        return tuple(found), tuple(lines)
 
-    def question(self, node: Any, earlier: list[Question]) -> Question | None:
+    def check_enrolment(self, doc: CommentedMap, flow: Flow) -> None:
+        """enrol.yaml asks each special question once and is never started any other way."""
+        if flow.default:
+            self.error(flow.default_line, "the enrolment flow cannot be the default flow")
+        if flow.keywords:
+            self.error(flow.keyword_lines[0], "the enrolment flow cannot have keywords")
+        for qtype in sorted(ENROLMENT_TYPES):
+            if not any(q.type == qtype for q in flow.questions):
+                self.error(key_line(doc, "questions"), f"enrolment needs a '{qtype}' question")
+
+    # -- one question --------------------------------------------------------------------
+    def question(self, node: Any, line: int, earlier: list[Question]) -> Question | None:
         if not isinstance(node, CommentedMap):
-            line = getattr(getattr(node, "lc", None), "line", 0) + 1
             self.error(line, "each question must be a mapping")
             return None
-        line = node.lc.line + 1
         self.unknown_keys(node, QUESTION_KEYS, "question")
         qid = self.string(node, "id", required=True)
         ask = self.string(node, "ask", required=True)
         if qid is None or ask is None:
             return None
         if any(q.id == qid for q in earlier):
-            self.error(self.key_line(node, "id"), f"duplicate question id '{qid}'")
+            self.error(key_line(node, "id"), f"duplicate question id '{qid}'")
             return None
         options = self.options(node)
-        qtype = node.get("type", CHOICE if options else None)
-        if qtype not in QUESTION_TYPES:
-            where = self.key_line(node, "type") if "type" in node else line
-            self.error(where, f"question '{qid}': unknown type '{qtype}'" if qtype else
-                       f"question '{qid}': a choice needs 'options' (or give a 'type')")
+        qtype = self.question_type(node, qid, options, line)
+        if qtype is None:
             return None
-        if qtype == CHOICE and not options:
-            self.error(line, f"question '{qid}': a choice needs 'options'")
-        if qtype == CONSENT and sorted(o.value for o in options) != sorted(CONSENT_VALUES):
-            self.error(line, f"question '{qid}': consent options must be 'agree' and 'decline'")
-        low, high = self.number(node, "min"), self.number(node, "max")
-        if low is not None and high is not None and low > high:
-            self.error(self.key_line(node, "min"), f"question '{qid}': min is above max")
+        low, high = self.limits(node, qid, qtype)
         question = Question(
             id=qid,
             type=qtype,
@@ -247,74 +238,152 @@ class _Reader:
         )
         return replace(question, indicator=self.indicator(node, question))
 
+    def question_type(
+        self, node: CommentedMap, qid: str, options: tuple[Option, ...], line: int
+    ) -> str | None:
+        if "type" not in node:
+            if not options and "options" not in node:
+                self.error(line, f"question '{qid}': a choice needs 'options' (or give a 'type')")
+                return None
+            return CHOICE
+        qtype, where = node["type"], key_line(node, "type")
+        if qtype not in QUESTION_TYPES:
+            self.error(where, f"question '{qid}': unknown type '{qtype}'")
+            return None
+        if qtype in ENROLMENT_TYPES and self.flow_id != ENROL_FLOW:
+            self.error(where, f"question '{qid}': type '{qtype}' belongs in enrol.yaml only")
+        if qtype in (CHOICE, CONSENT) and "options" not in node:
+            self.error(where, f"question '{qid}': a {qtype} needs 'options'")
+        if qtype in WITHOUT_OPTIONS and "options" in node:
+            self.error(key_line(node, "options"), f"question '{qid}': a {qtype} takes no options")
+        if qtype == CONSENT and options and {o.value for o in options} != set(CONSENT_VALUES):
+            self.error(
+                key_line(node, "options"),
+                f"question '{qid}': consent options must be 'agree' and 'decline'",
+            )
+        return str(qtype)
+
     def options(self, node: CommentedMap) -> tuple[Option, ...]:
         raw = node.get("options")
-        if raw is None:
+        if raw is None and "options" not in node:
             return ()
         if not isinstance(raw, CommentedMap) or not raw:
-            self.error(self.key_line(node, "options"), "'options' must map values to texts")
+            self.error(key_line(node, "options"), "'options' must map values to texts")
             return ()
         options = []
         for value, text in raw.items():
-            if not isinstance(text, str | int | float) or text == "":
-                self.error(self.key_line(raw, value), f"option '{value}' needs a text")
+            if not isinstance(text, str | int | float) or isinstance(text, bool) or text == "":
+                self.error(key_line(raw, value), f"option '{value}' needs a text")
                 continue
             options.append(Option(str(value), str(text)))
         return tuple(options)
 
+    def limits(self, node: CommentedMap, qid: str, qtype: str) -> tuple[float | None, float | None]:
+        low, high = self.number(node, "min"), self.number(node, "max")
+        for key in ("min", "max"):
+            if key in node and qtype != NUMBER:
+                self.error(key_line(node, key), f"question '{qid}': '{key}' is for numbers only")
+        if low is not None and high is not None and low > high:
+            self.error(key_line(node, "min"), f"question '{qid}': min is above max")
+        return low, high
+
     def only_if(self, node: CommentedMap, qid: str, earlier: list[Question]) -> dict:
         raw = node.get("only_if")
-        if raw is None:
+        if raw is None and "only_if" not in node:
             return {}
-        line = self.key_line(node, "only_if")
         if not isinstance(raw, CommentedMap) or not raw:
-            self.error(line, f"question '{qid}': 'only_if' must map question ids to values")
+            self.error(
+                key_line(node, "only_if"),
+                f"question '{qid}': 'only_if' must map question ids to values",
+            )
             return {}
         conditions: dict[str, tuple[str, ...]] = {}
         for ref, wanted in raw.items():
-            values = tuple(str(v) for v in (wanted if isinstance(wanted, list) else [wanted]))
-            target = next((q for q in earlier if q.id == ref), None)
+            line = key_line(raw, ref)
+            target = next((q for q in earlier if q.id == str(ref)), None)
             if target is None:
-                self.error(line, f"question '{qid}': only_if names unknown or later question '{ref}'")
+                self.error(
+                    line, f"question '{qid}': only_if names unknown or later question '{ref}'"
+                )
                 continue
-            if target.options:
-                for value in values:
-                    if target.option(value) is None:
-                        self.error(line, f"question '{qid}': only_if value '{value}' is not an "
-                                         f"option of '{ref}'")
-            conditions[str(ref)] = values
+            values = wanted if isinstance(wanted, list) else [wanted]
+            if not values:
+                self.error(line, f"question '{qid}': only_if gives no value for '{ref}'")
+                continue
+            kept = [self.condition_value(target, qid, value, line) for value in values]
+            conditions[target.id] = tuple(v for v in kept if v is not None)
         return conditions
+
+    def condition_value(self, target: Question, qid: str, value: Any, line: int) -> str | None:
+        """The answer ``value`` as the runtime stores it, or None (with a finding) if impossible."""
+        text = str(value)
+        impossible = f"question '{qid}': only_if value '{text}' can never be an answer to "
+        if target.type == INFO:
+            self.error(line, impossible + f"'{target.id}' (an info question takes no answer)")
+            return None
+        if target.options:
+            if target.option(text) is None:
+                self.error(line, impossible + f"'{target.id}' (not one of its options)")
+                return None
+            return text
+        if target.type == NUMBER:
+            number = None if isinstance(value, bool) else parse_number(text)
+            low = target.min if target.min is not None else float("-inf")
+            high = target.max if target.max is not None else float("inf")
+            if number is None or not low <= number <= high:
+                self.error(line, impossible + f"'{target.id}' (not a number it accepts)")
+                return None
+            return str(as_number_text(number))
+        return text
 
     def indicator(self, node: CommentedMap, question: Question) -> Indicator | None:
         raw = node.get("indicator")
-        if raw is None:
+        if raw is None and "indicator" not in node:
             return None
-        line = self.key_line(node, "indicator")
+        line = key_line(node, "indicator")
+        where = f"question '{question.id}'"
         if not isinstance(raw, CommentedMap):
-            self.error(line, f"question '{question.id}': 'indicator' must be a mapping")
+            self.error(line, f"{where}: 'indicator' must be a mapping")
             return None
         self.unknown_keys(raw, INDICATOR_KEYS, "indicator")
         label = self.string(raw, "label", required=True) or question.id
         measure = raw.get("measure", "share")
+        if measure not in MEASURES:
+            self.error(key_line(raw, "measure"), f"{where}: unknown measure '{measure}'")
+            return None
         if question.type == NUMBER and measure == "mean":
+            if "positive" in raw:
+                self.error(key_line(raw, "positive"), f"{where}: a mean takes no 'positive'")
             return Indicator(label=label, measure="mean")
         if question.type == CHOICE and measure == "share":
-            positive = raw.get("positive")
-            if not isinstance(positive, list) or not positive:
-                self.error(line, f"question '{question.id}': a share indicator needs 'positive'")
-                return None
-            values = tuple(str(v) for v in positive)
-            for value in values:
-                if question.option(value) is None:
-                    self.error(line, f"question '{question.id}': positive value '{value}' is not "
-                                     "an option")
-            return Indicator(label=label, measure="share", positive=values)
-        self.error(line, f"question '{question.id}': a {question.type} question cannot have a "
-                         f"'{measure}' indicator (choice: share with positive; number: mean)")
+            return self.share(raw, question, line, label)
+        self.error(
+            key_line(raw, "measure") if "measure" in raw else line,
+            f"{where}: a {question.type} question cannot have a '{measure}' indicator "
+            "(choice: share with positive; number: mean)",
+        )
         return None
 
+    def share(self, raw: CommentedMap, question: Question, line: int, label: str) -> Indicator:
+        positive = raw.get("positive")
+        where = f"question '{question.id}'"
+        if "positive" not in raw:
+            self.error(line, f"{where}: a share indicator needs 'positive'")
+            return Indicator(label=label, measure="share")
+        if not isinstance(positive, CommentedSeq) or not positive:
+            self.error(key_line(raw, "positive"), f"{where}: 'positive' must list option values")
+            return Indicator(label=label, measure="share")
+        for index, value in enumerate(positive):
+            if question.option(str(value)) is None:
+                self.error(
+                    item_line(positive, index),
+                    f"{where}: positive value '{value}' is not an option",
+                )
+        return Indicator(label=label, measure="share", positive=tuple(str(v) for v in positive))
 
-def _content_version(text: str) -> str:
+
+def content_version(text: str) -> str:
+    """A flow's version when the file gives none: a hash of its text."""
     return "sha-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -325,51 +394,52 @@ def _yaml() -> YAML:
     return yaml
 
 
+def _syntax_finding(path: str, exc: YAMLError) -> Finding:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = mark.line + 1 if mark is not None else 1
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and start.line + 1 != line:
+        problem = f"{problem} ({context} at line {start.line + 1})"
+    return Finding(path, line, f"YAML syntax: {problem}")
+
+
 def parse_flow(path: str, text: str) -> tuple[Flow | None, list[Finding]]:
-    """Parse one flow file's text; return the flow (if usable) and every finding."""
-    flow_id = Path(path).stem
-    reader = _Reader(path, text)
+    """Parse one flow file's text; return the flow (if it has no errors) and every finding."""
+    reader = _Reader(path, Path(path).stem, text)
     try:
         doc = _yaml().load(text)
     except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return None, [Finding(path, line, f"YAML syntax: {problem}")]
-    flow = reader.flow(flow_id, doc)
-    if flow is not None and flow_id != ENROL_FLOW:
-        for question in flow.questions:
-            if question.type in ENROLMENT_TYPES:
-                reader.error(question.line, f"question '{question.id}': type '{question.type}' "
-                                            "belongs in enrol.yaml only")
-    return (flow if not reader.findings else None), reader.findings
+        return None, [_syntax_finding(path, exc)]
+    flow = reader.flow(doc)
+    errors = [f for f in reader.findings if not f.warning]
+    return (flow if not errors else None), reader.findings
 
 
 def check_set(flows: Iterable[Flow]) -> list[Finding]:
-    """Findings that concern several files: defaults, keywords, the enrolment flow."""
-    flows = list(flows)
+    """Findings that concern several files: more than one default, clashing keywords."""
+    flows = sorted(flows, key=lambda f: f.path)
     findings: list[Finding] = []
     defaults = [f for f in flows if f.default]
     for extra in defaults[1:]:
-        findings.append(Finding(extra.path, 1, f"more than one default flow ('{defaults[0].id}' "
-                                               f"and '{extra.id}')"))
+        message = f"more than one default flow ('{defaults[0].id}' and '{extra.id}')"
+        findings.append(Finding(extra.path, extra.default_line, message))
     seen: dict[str, str] = {}
     for flow in flows:
-        for word in flow.keywords:
-            if word in seen and seen[word] != flow.id:
-                findings.append(Finding(flow.path, 1, f"keyword '{word}' clashes with flow "
-                                                      f"'{seen[word]}'"))
+        for word, line in zip(flow.keywords, flow.keyword_lines, strict=True):
+            if seen.get(word, flow.id) != flow.id:
+                message = f"keyword '{word}' clashes with flow '{seen[word]}'"
+                findings.append(Finding(flow.path, line, message))
             seen.setdefault(word, flow.id)
     return findings
 
 
-def load_flows(directory: str | os.PathLike) -> FlowSet:
+def load_flows(directory: str | os.PathLike[str]) -> FlowSet:
     """Load every ``*.yaml`` in a directory; raise FlowError listing every problem."""
     root = Path(directory)
-    files = sorted(root.glob("*.yaml"))
     findings: list[Finding] = []
     flows: dict[str, Flow] = {}
-    for path in files:
+    for path in sorted(root.glob("*.yaml")):
         flow, found = parse_flow(str(path), path.read_text(encoding="utf-8"))
         findings.extend(found)
         if flow is not None:
