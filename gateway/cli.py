@@ -276,7 +276,9 @@ def worker(burst) -> None:
     if svc.config.embedded_redis:
         raise click.ClickException("REDIS_URL is not set: the embedded default runs jobs in the "
                                    "web process, no separate worker is needed")
-    SimpleWorker([QUEUE_NAME], connection=svc.redis).work(burst=burst, logging_level="INFO")
+    # The scheduler moves retried jobs (store.jobs.RETRY, outbound.SEND_RETRY) back when due.
+    SimpleWorker([QUEUE_NAME], connection=svc.redis).work(burst=burst, logging_level="INFO",
+                                                          with_scheduler=True)
 
 
 @main.command()

@@ -51,6 +51,13 @@ def _workplace(session: Session, slug: str | None) -> Workplace | None:
     return session.scalar(select(Workplace).where(Workplace.slug == slug))
 
 
+def _instant(text: str) -> datetime:
+    """An event's ISO 8601 time as UTC; a time without an offset is taken as UTC already, not
+    as the worker process's local time."""
+    at = datetime.fromisoformat(text)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def _insert(session: Session):
     return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)
 
@@ -60,7 +67,7 @@ def _answer(session: Session, batch: dict, event: dict) -> int:
     if workplace is None:
         log.warning("answer for an unknown workplace dropped", extra={"event": event["event_id"]})
         return 0
-    at = datetime.fromisoformat(event["at"]).astimezone(UTC)
+    at = _instant(event["at"])
     value = event["value"]
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     row = {
@@ -92,8 +99,9 @@ def _answer(session: Session, batch: dict, event: dict) -> int:
 def _enrolled(session: Session, batch: dict, event: dict) -> int:
     workplace = _workplace(session, event.get("workplace"))
     if workplace is None:
+        log.warning("enrolment for an unknown workplace dropped")
         return 0
-    at = datetime.fromisoformat(event["at"]).astimezone(UTC)
+    at = _instant(event["at"])
     row = {"pseudonym": batch["pseudonym"], "key_id": batch["key_id"],
            "language": event["language"], "workplace_id": workplace.id, "consented_at": at,
            "updated_at": at}

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from . import words
-from .definition import (
+from .definition import OPT_OUT_WORDS
+from .model import (
     CHOICE,
     CONSENT,
     ENROL_FLOW,
@@ -44,9 +45,6 @@ from .texts import SOURCE_LANGUAGE, Texts, guess_language, language_name, langua
 
 WORKPLACE_TRIES = 3
 LANGUAGE_PROMPT = "@language"  # pseudo question used by LANG outside enrolment
-# Twilio's standard opt-out words (PROVIDERS.md §8) are reserved beside STOP in every language.
-OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
-                           "OPTOUT"})
 
 
 @dataclass(frozen=True)
@@ -82,8 +80,9 @@ class _Run:
 
     @property
     def language(self) -> str:
-        return self.profile.language or guess_language(self.profile.country,
-                                                       self.ctx.texts.languages())
+        return self.profile.language or guess_language(
+            self.profile.country, self.ctx.texts.languages()
+        )
 
     def say(self, msgid: str, **values: object) -> None:
         self.events.append(Say(self.ctx.texts.service(self.language, msgid).format(**values)))
@@ -106,22 +105,51 @@ class _Run:
             self.events.append(OptedOut())
             self.say(words.STOPPED)
             return self.done(None)
+        self.drop_if_stale()
         if self.keyword(text, words.KEYWORD_HELP):
             self.say(words.HELP)
-            if not self.session.idle:
-                self.ask(self.session.current)
+            self.ask(self.session.current)
             return self.done(self.session)
-        if self.keyword(text, words.KEYWORD_LANG):
-            if self.session.current != LANGUAGE_PROMPT:
-                self.session.resume = self.session.current
-            self.session.current = LANGUAGE_PROMPT
-            self.ask(LANGUAGE_PROMPT)
+        if self.keyword(text, words.KEYWORD_LANG) and self.change_language():
             return self.done(self.session)
         if self.session.idle:
             self.begin(text)
         else:
             self.answer(text)
         return self.done(self.session if self.session_alive else None)
+
+    def drop_if_stale(self) -> None:
+        """Forget a flow that was changed or removed since the session started it.
+
+        A running service reloads edited flow files (SPEC §4); the pending question may be gone
+        or mean something else now, so the session goes back to idle and the input starts afresh.
+        """
+        if self.session.flow is None:
+            return
+        flow = self.flows.flows.get(self.session.flow)
+        if flow is not None and flow.version == self.session.version:
+            return
+        self.session.flow = self.session.version = None
+        self.session.plan, self.session.answers, self.session.tries = [], {}, 0
+        if self.session.current != LANGUAGE_PROMPT:
+            self.session.current = None
+        self.session.resume = None
+
+    def change_language(self) -> bool:
+        """LANG: ask the language menu, then return to the pending question. False if LANG is
+        better treated as an ordinary first message (an unknown worker: enrolment asks anyway)."""
+        if not self.profile.enrolled and self.session.idle:
+            return False
+        if self.session.current not in (LANGUAGE_PROMPT, None):
+            question = self.flow.question(self.session.current)
+            if question.type == LANGUAGE:  # already the language menu: ask it again
+                self.ask(question.id)
+                return True
+        if self.session.current != LANGUAGE_PROMPT:
+            self.session.resume = self.session.current
+        self.session.current = LANGUAGE_PROMPT
+        self.ask(LANGUAGE_PROMPT)
+        return True
 
     def begin(self, text: str) -> None:
         """No question pending: enrol an unknown worker, else start the flow the text names."""
@@ -134,8 +162,10 @@ class _Run:
         word = clean(text).upper()
         for flow in self.flows.flows.values():
             for keyword in flow.keywords:
-                forms = {keyword} | {clean(self.ctx.texts.flow(lang, keyword)).upper()
-                                     for lang in self.ctx.texts.languages()}
+                forms = {keyword} | {
+                    clean(self.ctx.texts.flow(lang, keyword)).upper()
+                    for lang in self.ctx.texts.languages()
+                }
                 if word in forms:
                     return flow
         return None
@@ -153,6 +183,8 @@ class _Run:
 
     @property
     def flow(self) -> Flow:
+        if self.session.flow is None:
+            raise RuntimeError("no flow is running")
         return self.flows[self.session.flow]
 
     def advance(self) -> None:
@@ -171,8 +203,9 @@ class _Run:
         self.finish()
 
     def applies(self, question: Question) -> bool:
-        return all(str(self.session.answers.get(ref)) in values
-                   for ref, values in question.only_if.items())
+        return all(
+            str(self.session.answers.get(ref)) in values for ref, values in question.only_if.items()
+        )
 
     def finish(self) -> None:
         flow = self.flow
@@ -181,9 +214,16 @@ class _Run:
             self.events.append(Say(self.ctx.texts.flow(self.language, flow.finish)))
         self.events.append(FlowFinished(flow.id))
         if flow.id == ENROL_FLOW:
+            if self.profile.workplace is None:  # load_flows makes enrol ask for it
+                raise RuntimeError("enrolment finished without a workplace")
             self.profile.enrolled = True
-            self.events.append(Enrolled(language=self.language, workplace=self.profile.workplace,
-                                        at=self.ctx.now.isoformat()))
+            self.events.append(
+                Enrolled(
+                    language=self.language,
+                    workplace=self.profile.workplace,
+                    at=self.ctx.now.isoformat(),
+                )
+            )
             self.start(self.flows.default)
             return
         self.session.flow = self.session.version = None
@@ -199,9 +239,16 @@ class _Run:
         if qid == LANGUAGE_PROMPT:
             names = tuple(language_name(code) for code in self.language_choices())
             prompt = next(q for q in self.flows.enrol.questions if q.type == LANGUAGE)
-            self.events.append(Ask(flow=ENROL_FLOW, question=LANGUAGE_PROMPT, type=LANGUAGE,
-                                   text=self.ctx.texts.flow(self.language, prompt.ask),
-                                   options=names, language=self.language))
+            self.events.append(
+                Ask(
+                    flow=ENROL_FLOW,
+                    question=LANGUAGE_PROMPT,
+                    type=LANGUAGE,
+                    text=self.ctx.texts.flow(self.language, prompt.ask),
+                    options=names,
+                    language=self.language,
+                )
+            )
             return
         question = self.flow.question(qid)
         lang = self.language
@@ -209,9 +256,18 @@ class _Run:
             options = tuple(language_name(code) for code in self.language_choices())
         else:
             options = tuple(self.ctx.texts.flow(lang, o.text) for o in question.options)
-        self.events.append(Ask(flow=self.flow.id, question=question.id, type=question.type,
-                               text=self.ctx.texts.flow(lang, question.ask), options=options,
-                               min=question.min, max=question.max, language=lang))
+        self.events.append(
+            Ask(
+                flow=self.flow.id,
+                question=question.id,
+                type=question.type,
+                text=self.ctx.texts.flow(lang, question.ask),
+                options=options,
+                min=question.min,
+                max=question.max,
+                language=lang,
+            )
+        )
 
     # -- answering -----------------------------------------------------------------------
     def answer(self, text: str) -> None:
@@ -219,6 +275,8 @@ class _Run:
         if qid == LANGUAGE_PROMPT:
             self.answer_language_change(text)
             return
+        if qid is None:
+            raise RuntimeError("no question is pending")
         question = self.flow.question(qid)
         handler = {
             CHOICE: self.answer_choice,
@@ -246,9 +304,16 @@ class _Run:
     def record(self, question: Question, value: str | float) -> None:
         self.session.answers[question.id] = value
         if self.flow.id != ENROL_FLOW:
-            self.events.append(AnswerRecorded(
-                flow=self.flow.id, version=self.flow.version, question=question.id, value=value,
-                at=self.ctx.now.isoformat(), workplace=self.profile.workplace))
+            self.events.append(
+                AnswerRecorded(
+                    flow=self.flow.id,
+                    version=self.flow.version,
+                    question=question.id,
+                    value=value,
+                    at=self.ctx.now.isoformat(),
+                    workplace=self.profile.workplace,
+                )
+            )
         self.advance()
 
     def answer_choice(self, question: Question, text: str) -> None:
@@ -262,8 +327,12 @@ class _Run:
         high = question.max if question.max is not None else float("inf")
         if number is None or not low <= number <= high:
             if question.min is not None and question.max is not None:
-                self.retry(question.id, words.NUMBER_RANGE, min=as_number_text(question.min),
-                           max=as_number_text(question.max))
+                self.retry(
+                    question.id,
+                    words.NUMBER_RANGE,
+                    min=as_number_text(question.min),
+                    max=as_number_text(question.max),
+                )
             else:
                 self.retry(question.id, words.NUMBER_ANY)
             return

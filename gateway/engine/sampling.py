@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from .definition import Flow
+from .model import Flow
 
 
 def groups(flow: Flow) -> list[list[str]]:

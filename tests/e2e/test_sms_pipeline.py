@@ -12,12 +12,16 @@ six answer every question and the figures are exact; the rotation has its own te
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 
 import pytest
 import requests
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from gateway.config import Config
 from gateway.engine.definition import load_flows
 from gateway.i18n import Texts
 from gateway.services import Services
@@ -33,7 +37,7 @@ from ..support import (
     twilio_sms_form,
 )
 from .leaks import assert_no_numbers
-from .processes import FakeAfricasTalking, Processes
+from .processes import FakeAfricasTalking, Processes, free_port
 
 # question -> answer of workers 1..6 (option value, or number)
 ANSWERS = {
@@ -73,9 +77,35 @@ BENGALI_DIGITS = str.maketrans("0123456789", "০১২৩৪৫৬৭৮৯")
 
 
 @pytest.fixture
-def stack(tmp_path, migrated, app, services):
-    if migrated.embedded_redis:
-        pytest.skip("needs a Redis server (REDIS_URL) shared by gunicorn and the RQ worker")
+def redis_url(tmp_path, migrated):
+    """The suite's Redis server; without one (a laptop), a private redis-server if installed."""
+    if not migrated.embedded_redis:
+        yield migrated.redis_url
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("needs a Redis server shared by gunicorn and the RQ worker: set REDIS_URL "
+                    "or install redis-server")
+    port = free_port()
+    child = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(tmp_path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            Redis.from_url(url).ping()
+            break
+        except RedisError:
+            time.sleep(0.05)
+    yield url
+    child.terminate()
+    child.wait(timeout=10)
+
+
+@pytest.fixture
+def stack(tmp_path, app, redis_url):
+    """gunicorn + RQ worker on the suite's database, and Services seeing what they see."""
     flows = tmp_path / "flows"
     shutil.copytree(ROOT / "flows", flows)
     checkin = flows / "checkin.yaml"
@@ -83,14 +113,18 @@ def stack(tmp_path, migrated, app, services):
     fake_at = FakeAfricasTalking()
     environ = environ_for(tmp_path, WORKERVOICE_ENV="production", WORKERVOICE_FLOWS_DIR=str(flows),
                           AT_USERNAME="workervoice", AT_API_KEY="at-key",
-                          WORKERVOICE_AT_API_URL=fake_at.url)
+                          WORKERVOICE_AT_API_URL=fake_at.url, REDIS_URL=redis_url)
+    environ["DATABASE_URL"] = app.extensions["workervoice"].config.database_url
+    services = Services(Config.from_env(environ))
+    services.redis.flushdb()
     logs = tmp_path / "logs"
     logs.mkdir()
     processes = Processes(environ, logs)
     processes.start()
-    yield processes, fake_at
+    yield processes, fake_at, services
     processes.stop()
     fake_at.close()
+    services.db.dispose()
 
 
 class Conversation:
@@ -168,8 +202,8 @@ def indicators(url: str, token: str, workplace: str = "dhaka-knit") -> requests.
                         headers={"Authorization": f"Bearer {token}"})
 
 
-def test_six_workers_over_twilio_and_at_to_brand_figures(stack, services, tmp_path):
-    processes, fake_at = stack
+def test_six_workers_over_twilio_and_at_to_brand_figures(stack):
+    processes, fake_at, services = stack
     add_workplace(services, "dhaka-knit", "4321", "BD", "Asia/Dhaka")
     brand = add_brand(services, "brand-a", grants=("dhaka-knit",))
     other = add_brand(services, "brand-b")
