@@ -46,20 +46,32 @@ def latest_answers(session: Session, workplace_id: int, win: Window):
     """(flow, question, pseudonym, text, number) of each respondent's latest answer per question."""
     ranked = (
         select(
-            Answer.flow_id, Answer.question_id, Answer.pseudonym, Answer.value_text,
+            Answer.flow_id,
+            Answer.question_id,
+            Answer.pseudonym,
+            Answer.value_text,
             Answer.value_number,
-            func.row_number().over(
+            func.row_number()
+            .over(
                 partition_by=(Answer.flow_id, Answer.question_id, Answer.pseudonym),
                 order_by=(Answer.answered_at.desc(), Answer.id.desc()),
-            ).label("rank"),
+            )
+            .label("rank"),
         )
-        .where(Answer.workplace_id == workplace_id,
-               Answer.answered_at >= win.start.astimezone(UTC),
-               Answer.answered_at < win.end.astimezone(UTC))
+        .where(
+            Answer.workplace_id == workplace_id,
+            Answer.answered_at >= win.start.astimezone(UTC),
+            Answer.answered_at < win.end.astimezone(UTC),
+        )
         .subquery()
     )
-    query = select(ranked.c.flow_id, ranked.c.question_id, ranked.c.pseudonym,
-                   ranked.c.value_text, ranked.c.value_number).where(ranked.c.rank == 1)
+    query = select(
+        ranked.c.flow_id,
+        ranked.c.question_id,
+        ranked.c.pseudonym,
+        ranked.c.value_text,
+        ranked.c.value_number,
+    ).where(ranked.c.rank == 1)
     return session.execute(query).all()
 
 
@@ -81,8 +93,14 @@ def figure(measure: str, positive: tuple[str, ...], rows: list, k: int) -> dict:
     return {"value": round(value, 4), "respondents": respondents, "suppressed": False}
 
 
-def indicators(session: Session, workplace: Workplace, flows: FlowSet, win: Window, k: int,
-               label=lambda text: text) -> dict:
+def indicators(
+    session: Session,
+    workplace: Workplace,
+    flows: FlowSet,
+    win: Window,
+    k: int,
+    label=lambda text: text,
+) -> dict:
     """The body of GET /api/v1/workplaces/<id>/indicators for one workplace and window."""
     rows = latest_answers(session, workplace.id, win)
     by_question: dict[tuple[str, str], list] = defaultdict(list)
@@ -94,11 +112,13 @@ def indicators(session: Session, workplace: Workplace, flows: FlowSet, win: Wind
             if question.indicator is None:
                 continue
             ind = question.indicator
-            published.append({
-                "id": f"{flow.id}.{question.id}",
-                "label": label(ind.label),
-                **figure(ind.measure, ind.positive, by_question[(flow.id, question.id)], k),
-            })
+            published.append(
+                {
+                    "id": f"{flow.id}.{question.id}",
+                    "label": label(ind.label),
+                    **figure(ind.measure, ind.positive, by_question[(flow.id, question.id)], k),
+                }
+            )
     everyone = len({row.pseudonym for row in rows})
     return {
         "window": win.as_dict(),

@@ -39,13 +39,21 @@ def _create_app():
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
     except FlowError as exc:
-        click.echo(f"flow files refused ({len(exc.findings)} error(s)); run "
-                   "'workervoice flows lint' to see them", err=True)
+        click.echo(
+            f"flow files refused ({len(exc.findings)} error(s)); run "
+            "'workervoice flows lint' to see them",
+            err=True,
+        )
         sys.exit(2)
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False,
-             load_dotenv=False, set_debug_flag=False)
+@click.group(
+    cls=FlaskGroup,
+    create_app=_create_app,
+    add_version_option=False,
+    load_dotenv=False,
+    set_debug_flag=False,
+)
 def main() -> None:
     """WorkerVoice gateway administration."""
 
@@ -123,17 +131,26 @@ def workplace_add(slug, name, country, code, timezone, languages) -> None:
     if not (code.isascii() and code.isdigit() and 4 <= len(code) <= 8):
         raise click.BadParameter("must be 4 to 8 digits", param_hint="--code")
     zone = check_zone(timezone) or zone_for_country(country)
-    langs = [check_language(part.strip(), "--languages")
-             for part in languages.split(",") if part.strip()]
+    langs = [
+        check_language(part.strip(), "--languages") for part in languages.split(",") if part.strip()
+    ]
     try:
         with services().db.session() as session:
-            taken = session.scalar(select(Workplace).where(
-                (Workplace.slug == slug) | (Workplace.code == code)))
+            taken = session.scalar(
+                select(Workplace).where((Workplace.slug == slug) | (Workplace.code == code))
+            )
             if taken is not None:
                 what = "slug" if taken.slug == slug else "code"
                 raise click.ClickException(f"a workplace with that {what} already exists")
-            place = Workplace(slug=slug, name=name, country=country, code=code, timezone=zone,
-                              languages=langs, created_at=datetime.now(UTC))
+            place = Workplace(
+                slug=slug,
+                name=name,
+                country=country,
+                code=code,
+                timezone=zone,
+                languages=langs,
+                created_at=datetime.now(UTC),
+            )
             session.add(place)
             session.flush()
             token = directory.new_token(session, "workplace", workplace=place)
@@ -161,16 +178,24 @@ def brand_add(slug, name, email, locale, schedule, timezone) -> None:
     if len(email) > EMAIL_MAX or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
         raise click.BadParameter("not an email address", param_hint="--email")
     if schedule is not None and (len(schedule.split()) != 5 or not croniter.is_valid(schedule)):
-        raise click.BadParameter("not a five-field cron expression like '0 8 * * 1'",
-                                 param_hint="--schedule")
+        raise click.BadParameter(
+            "not a five-field cron expression like '0 8 * * 1'", param_hint="--schedule"
+        )
     check_language(locale, "--locale")
     check_zone(timezone)
     try:
         with services().db.session() as session:
             if session.scalar(select(Brand).where(Brand.slug == slug)) is not None:
                 raise click.ClickException("a brand with that slug already exists")
-            new = Brand(slug=slug, name=name, email=email, locale=locale, schedule=schedule,
-                        timezone=timezone, created_at=datetime.now(UTC))
+            new = Brand(
+                slug=slug,
+                name=name,
+                email=email,
+                locale=locale,
+                schedule=schedule,
+                timezone=timezone,
+                created_at=datetime.now(UTC),
+            )
             session.add(new)
             session.flush()
             token = directory.new_token(session, "brand", brand=new)
@@ -205,8 +230,9 @@ def revoke(workplace_slug, brand_slug) -> None:
             changed = directory.revoke(session, workplace_slug, brand_slug)
     except directory.DirectoryError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{brand_slug} {'may no longer see' if changed else 'could not see'} "
-               f"{workplace_slug}")
+    click.echo(
+        f"{brand_slug} {'may no longer see' if changed else 'could not see'} {workplace_slug}"
+    )
 
 
 # -- flows ---------------------------------------------------------------------------------------
@@ -217,8 +243,9 @@ def flows() -> None:
 
 # No app context: lint is how an administrator finds out why the service refuses its flows.
 @flows.command("lint", with_appcontext=False)
-@click.argument("directory_", metavar="[DIR]", required=False,
-                type=click.Path(exists=True, file_okay=False))
+@click.argument(
+    "directory_", metavar="[DIR]", required=False, type=click.Path(exists=True, file_okay=False)
+)
 @click.option("--locales", type=click.Path(exists=True, file_okay=False))
 @click.option("--strict", is_flag=True, help="treat warnings as errors")
 def flows_lint(directory_, locales, strict) -> None:
@@ -274,11 +301,14 @@ def worker(burst) -> None:
 
     svc = services()
     if svc.config.embedded_redis:
-        raise click.ClickException("REDIS_URL is not set: the embedded default runs jobs in the "
-                                   "web process, no separate worker is needed")
+        raise click.ClickException(
+            "REDIS_URL is not set: the embedded default runs jobs in the "
+            "web process, no separate worker is needed"
+        )
     # The scheduler moves retried jobs (store.jobs.RETRY, outbound.SEND_RETRY) back when due.
-    SimpleWorker([QUEUE_NAME], connection=svc.redis).work(burst=burst, logging_level="INFO",
-                                                          with_scheduler=True)
+    SimpleWorker([QUEUE_NAME], connection=svc.redis).work(
+        burst=burst, logging_level="INFO", with_scheduler=True
+    )
 
 
 @main.command()
@@ -299,14 +329,26 @@ def _seed_demo(svc: Services) -> tuple[str, str]:
     with svc.db.session() as session:
         place = session.scalar(select(Workplace).where(Workplace.slug == "demo-garments"))
         if place is None:
-            place = Workplace(slug="demo-garments", name="Demo Garments Ltd", country="BD",
-                              code="4321", timezone="Asia/Dhaka", languages=["bn", "en"],
-                              created_at=datetime.now(UTC))
+            place = Workplace(
+                slug="demo-garments",
+                name="Demo Garments Ltd",
+                country="BD",
+                code="4321",
+                timezone="Asia/Dhaka",
+                languages=["bn", "en"],
+                created_at=datetime.now(UTC),
+            )
             session.add(place)
         buyer = session.scalar(select(Brand).where(Brand.slug == "demo-brand"))
         if buyer is None:
-            buyer = Brand(slug="demo-brand", name="Demo Brand", email="reports@example.org",
-                          locale="en", timezone="UTC", created_at=datetime.now(UTC))
+            buyer = Brand(
+                slug="demo-brand",
+                name="Demo Brand",
+                email="reports@example.org",
+                locale="en",
+                timezone="UTC",
+                created_at=datetime.now(UTC),
+            )
             session.add(buyer)
         session.flush()
         session.query(ApiToken).filter(ApiToken.label == "demo").delete()
@@ -320,8 +362,12 @@ def _seed_demo(svc: Services) -> tuple[str, str]:
 @main.command()
 @click.argument("channel", type=click.Choice(["sms"]))
 @click.argument("phone")
-@click.option("--url", default="http://localhost:5000", show_default=True,
-              help="where the service is listening")
+@click.option(
+    "--url",
+    default="http://localhost:5000",
+    show_default=True,
+    help="where the service is listening",
+)
 @with_appcontext
 def simulate(channel, phone, url) -> None:
     """Text a running service as the worker PHONE would (USSD and voice: later)."""

@@ -9,11 +9,15 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +25,7 @@ DEVELOPMENT, PRODUCTION = "development", "production"
 MIN_K = 5
 SESSION_TTL_SECONDS = 6 * 3600  # an SMS conversation left this long starts afresh
 REPLY_CACHE_SECONDS = 24 * 3600  # provider retries of one message are answered from this cache
+REDIS_DB_PATH = re.compile(r"/?|/\d+")  # redis://host:port, redis://host:port/ or .../<db number>
 
 
 class ConfigError(Exception):
@@ -121,10 +126,14 @@ class _Reader:
         return value
 
     def url(self, name: str, default: str) -> str:
+        """A base URL: http(s), a host, a valid port, no query or fragment (signatures are
+        computed over base + path + query, so a base holding either could never match)."""
         value = self.get(name) or default
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"{name}: must be an http(s) URL like https://example.org, not {value!r}")
+        if (parts.scheme not in ("http", "https") or not parts.hostname or not _port_ok(parts)
+                or parts.query or parts.fragment or "?" in value or "#" in value):
+            raise ConfigError(f"{name}: must be an http(s) URL like https://example.org, "
+                              f"not {_redact_url(value)!r}")
         return value
 
     def optional_url(self, name: str) -> str | None:
@@ -138,17 +147,32 @@ class _Reader:
         scheme, sep, rest = raw.partition("://")
         if not sep or not rest:
             raise ConfigError(f"DATABASE_URL: not a database URL: {_redact_url(raw)!r}")
-        if scheme in ("postgres", "postgresql"):
-            return f"postgresql+psycopg://{rest}"
-        if scheme in ("postgresql+psycopg", "sqlite"):
-            return raw
-        raise ConfigError(f"DATABASE_URL: unsupported scheme {scheme!r} (use postgresql:// or sqlite://)")
+        if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+            url = f"postgresql+psycopg://{rest}"
+        elif scheme == "sqlite":
+            url = raw
+        else:
+            raise ConfigError(f"DATABASE_URL: unsupported scheme {scheme!r} "
+                              "(use postgresql:// or sqlite://)")
+        try:
+            make_url(url)  # the port must be a number, the host well formed
+        except (ArgumentError, ValueError):
+            raise ConfigError(f"DATABASE_URL: malformed URL {_redact_url(raw)!r}") from None
+        if scheme != "sqlite" and not urlsplit(url).path.strip("/"):
+            raise ConfigError(f"DATABASE_URL: names no database: {_redact_url(raw)!r}")
+        return url
 
     def redis_url(self) -> str | None:
         raw = self.get("REDIS_URL")
         if raw is None:
             return None
-        if urlsplit(raw).scheme not in ("redis", "rediss", "unix") or "://" not in raw:
+        parts = urlsplit(raw)
+        if parts.scheme == "unix":
+            ok = "://" in raw and bool(parts.path)
+        else:
+            ok = (parts.scheme in ("redis", "rediss") and "://" in raw and bool(parts.hostname)
+                  and _port_ok(parts) and REDIS_DB_PATH.fullmatch(parts.path) is not None)
+        if not ok:
             raise ConfigError(f"REDIS_URL: must be redis://host:port/db, not {_redact_url(raw)!r}")
         return raw
 
@@ -196,6 +220,14 @@ class _InstanceSecrets:
             with os.fdopen(fd, "w") as handle:
                 handle.write(generate() + "\n")
         return path.read_text().strip()
+
+
+def _port_ok(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError:
+        return False
+    return True
 
 
 def _redact_url(url: str) -> str:

@@ -87,6 +87,7 @@ def _converse(services: Services, inbound: Inbound, who: Pseudonym) -> Reply:
     else:
         services.sessions.save(who.value, result.session)
     if opted_out:
+        services.sessions.mark_forgotten(who.value, now)
         with services.db.session() as db:
             profiles.forget(db, who.value)
     reply = render_sms(result.events)

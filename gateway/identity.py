@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,19 @@ KEY_CACHE_SECONDS = 5.0
 KEY_PURPOSE = "pseudonym-key"
 CHANNEL_PREFIXES = ("whatsapp:", "tel:", "sms:")
 REDACTED = "[number removed]"
+# What a sender address may hold once its channel prefix is gone: digits and the usual
+# separators. Letters are refused: phonenumbers would read them as a vanity number.
+ADDRESS_CHARS = re.compile(r"[+\d ().\-]*\d[+\d ().\-]*")
+# 7+ digits (any script), optionally led by + and broken by spaces, dots, dashes or brackets.
+PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
+MIN_PHONE_DIGITS = 7
+# An ISO-8601 date or timestamp, which PHONE_LIKE would otherwise take for a number.
+ISO_TIMESTAMP = re.compile(
+    r"(?<![\d+])(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+    r"(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d{1,9})?)?(?:Z|[+-]\d\d:?\d\d)?)?"
+    r"(?!\d)")
+_DIGIT_BEFORE = re.compile(r"\d[\s().\-+]*\Z")
+_DIGIT_AFTER = re.compile(r"[\s().\-]*\+?\d")
 
 
 class InvalidAddress(ValueError):
@@ -50,7 +64,9 @@ def normalise(address: str) -> phonenumbers.PhoneNumber:
     for prefix in CHANNEL_PREFIXES:
         if raw.lower().startswith(prefix):
             raw = raw[len(prefix):].strip()
-    if raw and raw[0].isdigit():
+    if not ADDRESS_CHARS.fullmatch(raw):
+        raise InvalidAddress("sender is not a phone number")
+    if raw[0].isdigit():
         raw = "+" + raw  # WhatsApp WaId and some gateways drop the plus
     try:
         number = phonenumbers.parse(raw, None)
@@ -66,14 +82,42 @@ def e164(address: str) -> str:
 
 
 def scrub(text: str, region: str | None = None) -> str:
-    """Free text with every phone number in it replaced, before it is stored anywhere."""
+    """Free text with every phone number in it replaced, before it is stored anywhere.
+
+    phonenumbers finds numbers in international and (given the region) national formats; any
+    run of 7 or more digits left after that goes too, whatever its format or script.
+    """
     if not text:
         return text
     spans = [(m.start, m.end) for m in PhoneNumberMatcher(text, region or "ZZ",
                                                           leniency=phonenumbers.Leniency.POSSIBLE)]
     for start, end in reversed(spans):
         text = text[:start] + REDACTED + text[end:]
-    return text
+    return redact_phone_like(text, REDACTED)
+
+
+def redact_phone_like(text: str, replacement: str) -> str:
+    """Text with every run of 7+ digits replaced; ISO dates and timestamps standing clear of
+    other digits survive (a log line keeps its times, a number next to one still goes)."""
+    kept: list[tuple[int, int]] = []
+    for match in ISO_TIMESTAMP.finditer(text):
+        # A date glued to other digits may be part of a number. A time (":") cannot be, so
+        # only a bare date is also checked on its right.
+        glued = _DIGIT_BEFORE.search(text, 0, match.start()) or (
+            ":" not in match.group() and _DIGIT_AFTER.match(text, match.end()))
+        if not glued:
+            kept.append(match.span())
+    pieces, position = [], 0
+    for start, end in kept + [(len(text), len(text))]:
+        pieces.append(_redact_runs(text[position:start], replacement))
+        pieces.append(text[start:end])
+        position = end
+    return "".join(pieces)
+
+
+def _redact_runs(text: str, replacement: str) -> str:
+    return PHONE_LIKE.sub(lambda m: replacement if sum(c.isdigit() for c in m.group())
+                          >= MIN_PHONE_DIGITS else m.group(), text)
 
 
 @dataclass(frozen=True)
@@ -126,5 +170,7 @@ class Identity:
         key = self.ring.current()
         digest = hmac.new(key.secret, phonenumbers.format_number(number, PhoneNumberFormat.E164)
                           .encode(), hashlib.sha256).hexdigest()
-        region = phonenumbers.region_code_for_number(number)
-        return Pseudonym(value=digest, key_id=key.id, country=region if region != "ZZ" else None)
+        region = phonenumbers.region_code_for_number(number) or ""
+        # "ZZ" unknown, "001" non-geographic (satellite, +800): no country to go by.
+        country = region if region.isalpha() and region != "ZZ" else None
+        return Pseudonym(value=digest, key_id=key.id, country=country)

@@ -7,7 +7,10 @@ the port; ``AfricasTalkingSender`` and ``OutboxSender`` implement it.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +24,13 @@ RECIPIENT_PURPOSE = "job-recipient"
 RECIPIENT_TTL_SECONDS = 3600  # longer than every retry below put together
 SEND_RETRY = Retry(max=4, interval=[2, 10, 60, 300])
 AT_ACCEPTED = {100, 101, 102}  # Processed, Sent, Queued
+AT_STATUS = {  # statusCode -> name (PROVIDERS.md §5.2)
+    100: "Processed", 101: "Sent", 102: "Queued", 401: "RiskHold", 402: "InvalidSenderId",
+    403: "InvalidPhoneNumber", 404: "UnsupportedNumberType", 405: "InsufficientBalance",
+    406: "UserInBlacklist", 407: "CouldNotRoute", 409: "DoNotDisturbRejection",
+    500: "InternalServerError", 501: "GatewayError", 502: "RejectedByGateway",
+}
+AT_RECIPIENT = re.compile(r"\+\d{1,3}\d{3,}")  # what the SDK accepts
 AT_FINAL_REFUSALS = {403, 404, 406, 409}  # invalid, unsupported, blacklisted, do-not-disturb
 
 
@@ -38,7 +48,7 @@ class SmsSender(Protocol):
 
 
 class AfricasTalkingSender:
-    """Africa's Talking SMS through its Python SDK."""
+    """Africa's Talking SMS through its Python SDK (PROVIDERS.md §5.2)."""
 
     def __init__(self, username: str, api_key: str, api_url: str | None = None):
         from africastalking.SMS import SMSService
@@ -50,34 +60,45 @@ class AfricasTalkingSender:
     def send(self, to: str, text: str) -> str:
         from africastalking.Service import AfricasTalkingException
 
+        if not AT_RECIPIENT.fullmatch(to):  # the SDK's own refusal would quote the number
+            raise SendRefused("Africa's Talking cannot take the recipient's format")
         try:
             response = self.service.send(text, [to])
-        except ValueError:  # the SDK's message would quote the number: never pass it on
-            raise SendRefused("Africa's Talking SDK refused the recipient's format") from None
         except AfricasTalkingException:  # its text is the API's body, which may echo the number
             raise SendError("Africa's Talking answered with an error status") from None
-        except OSError as exc:
+        except ValueError:  # a JSON content type over a body that is not JSON
+            raise SendError("Africa's Talking answered with something other than JSON") from None
+        except OSError as exc:  # requests' connection errors and timeouts
             raise SendError(f"Africa's Talking unreachable: {type(exc).__name__}") from None
         return _at_message_id(response)
 
 
-def _at_message_id(response) -> str:
-    if isinstance(response, str):
-        import json
+def _at_message_id(response: object) -> str:
+    """The message id from a send answer, or SendError/SendRefused naming only the status.
 
+    Nothing from the answer but the status code goes into the exception: the provider's texts
+    may quote the number.
+    """
+    if isinstance(response, str | bytes):
         try:
             response = json.loads(response)
         except ValueError:
             raise SendError("Africa's Talking answered with something other than JSON") from None
-    recipients = (response or {}).get("SMSMessageData", {}).get("Recipients") or []
-    if not recipients:
+    try:
+        recipients = response["SMSMessageData"]["Recipients"]  # type: ignore[index]
+        first = recipients[0] if recipients else None
+        status = int(first["statusCode"]) if first is not None else None
+        message_id = str(first.get("messageId") or "") if first is not None else ""
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        raise SendError("Africa's Talking answered in an unexpected shape") from None
+    if status is None:
         raise SendError("Africa's Talking accepted no recipient")
-    status = int(recipients[0].get("statusCode", 0))
+    name = AT_STATUS.get(status, "unknown")
     if status in AT_FINAL_REFUSALS:
-        raise SendRefused(f"Africa's Talking status {status} {recipients[0].get('status')}")
+        raise SendRefused(f"Africa's Talking status {status} {name}")
     if status not in AT_ACCEPTED:
-        raise SendError(f"Africa's Talking status {status} {recipients[0].get('status')}")
-    return str(recipients[0].get("messageId", ""))
+        raise SendError(f"Africa's Talking status {status} {name}")
+    return message_id
 
 
 class OutboxSender:
@@ -89,8 +110,9 @@ class OutboxSender:
     def send(self, to: str, text: str) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        path = self.directory / f"sms-{stamp}.txt"
-        path.write_text(text + "\n", encoding="utf-8")
+        path = self.directory / f"sms-{stamp}-{secrets.token_hex(4)}.txt"
+        with path.open("x", encoding="utf-8") as handle:  # never overwrite another message
+            handle.write(text + "\n")
         return path.name
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from redis import Redis
 
@@ -12,7 +13,9 @@ from .engine.session import Session
 SESSION_KEY = "wv:session:{}"
 REPLY_KEY = "wv:reply:{}:{}"
 LOCK_KEY = "wv:lock:{}"
+FORGOTTEN_KEY = "wv:forgotten:{}"
 LOCK_SECONDS = 10
+FORGOTTEN_SECONDS = 24 * 3600  # outlives every retry of a job queued before the opt-out
 
 
 class SessionStore:
@@ -30,6 +33,17 @@ class SessionStore:
 
     def delete(self, pseudonym: str) -> None:
         self.redis.delete(SESSION_KEY.format(pseudonym))
+
+    def mark_forgotten(self, pseudonym: str, at: datetime) -> None:
+        """Remember for a day that the worker opted out at ``at``, so that a job queued before
+        (and retried after) cannot bring their profile back. Holds no number and no profile."""
+        self.redis.set(FORGOTTEN_KEY.format(pseudonym), at.isoformat(), ex=FORGOTTEN_SECONDS)
+
+    def forgotten_at(self, pseudonym: str) -> datetime | None:
+        raw = self.redis.get(FORGOTTEN_KEY.format(pseudonym))
+        if not raw:
+            return None
+        return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
 
     @contextmanager
     def locked(self, pseudonym: str) -> Iterator[None]:

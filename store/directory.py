@@ -23,14 +23,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token(session: Session, kind: str, *, brand: Brand | None = None,
-              workplace: Workplace | None = None, label: str | None = None) -> str:
+def new_token(
+    session: Session,
+    kind: str,
+    *,
+    brand: Brand | None = None,
+    workplace: Workplace | None = None,
+    label: str | None = None,
+) -> str:
     """Mint a token; only its hash is stored, so the caller must show it now or never."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(token_hash=hash_token(token), kind=kind,
-                         brand_id=brand.id if brand else None,
-                         workplace_id=workplace.id if workplace else None,
-                         label=label, created_at=datetime.now(UTC)))
+    session.add(
+        ApiToken(
+            token_hash=hash_token(token),
+            kind=kind,
+            brand_id=brand.id if brand else None,
+            workplace_id=workplace.id if workplace else None,
+            label=label,
+            created_at=datetime.now(UTC),
+        )
+    )
     return token
 
 
@@ -57,7 +69,8 @@ def _visible(who: Principal):
         return query.where(Workplace.id == who.workplace_id)
     if who.kind == "brand":
         return query.join(Grant, Grant.workplace_id == Workplace.id).where(
-            Grant.brand_id == who.brand_id)
+            Grant.brand_id == who.brand_id
+        )
     return query if who.kind == "operator" else None
 
 
@@ -105,6 +118,7 @@ def revoke(session: Session, workplace_slug: str, brand_slug: str) -> bool:
     """Stop the brand seeing the workplace; False if it could not see it anyway."""
     workplace = workplace_by_slug(session, workplace_slug)
     brand = brand_by_slug(session, brand_slug)
-    result = session.execute(delete(Grant).where(Grant.workplace_id == workplace.id,
-                                                 Grant.brand_id == brand.id))
+    result = session.execute(
+        delete(Grant).where(Grant.workplace_id == workplace.id, Grant.brand_id == brand.id)
+    )
     return bool(result.rowcount)

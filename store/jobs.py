@@ -2,7 +2,8 @@
 
 A job's payload holds pseudonyms and answers, never a number. Answers are upserted on
 (worker, workplace, question, local day): a second run of the same job writes the same row, and a
-later answer the same day replaces the earlier one, never the other way round.
+later answer the same day replaces the earlier one, never the other way round. A profile likewise
+keeps its newest state: a retried enrolment or language change never undoes a later one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from rq import Retry
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,22 +28,31 @@ def persist_events(batch: dict) -> dict:
     """Write one message's events: answers, enrolment, language change, opt-out."""
     from gateway.services import current  # the worker pushed the app context
 
+    services = current()
     counts = {"answers": 0, "profiles": 0, "forgotten": 0}
-    with current().db.session() as session:
+    with services.db.session() as session:
         for event in batch["events"]:
             kind = event["kind"]
             if kind == "answer_recorded":
                 counts["answers"] += _answer(session, batch, event)
             elif kind == "enrolled":
+                if _forgotten_since(services, batch):
+                    continue  # a retried enrolment must not bring back a worker who left
                 counts["profiles"] += _enrolled(session, batch, event)
             elif kind == "language_changed":
-                session.query(Worker).filter_by(pseudonym=batch["pseudonym"]).update(
-                    {"language": event["language"], "updated_at": datetime.now(UTC)})
+                _language_changed(session, batch, event)
             elif kind == "opted_out":
                 profiles.forget(session, batch["pseudonym"])
                 counts["forgotten"] += 1
     log.info("persisted events", extra={"counts": counts, "channel": batch.get("channel")})
     return counts
+
+
+def _forgotten_since(services, batch: dict) -> bool:
+    """The worker sent STOP after this batch's message arrived (SPEC §4: forgotten at once)."""
+    stopped = services.sessions.forgotten_at(batch["pseudonym"])
+    received = batch.get("received_at")
+    return stopped is not None and received is not None and _instant(received) <= stopped
 
 
 def _workplace(session: Session, slug: str | None) -> Workplace | None:
@@ -59,7 +69,7 @@ def _instant(text: str) -> datetime:
 
 
 def _insert(session: Session):
-    return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)
+    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
 
 
 def _answer(session: Session, batch: dict, event: dict) -> int:
@@ -85,8 +95,18 @@ def _answer(session: Session, batch: dict, event: dict) -> int:
         "channel": batch.get("channel", "sms"),
     }
     insert = _insert(session)(Answer).values(**row)
-    changing = {k: insert.excluded[k] for k in ("flow_version", "value_text", "value_number",
-                                                   "answered_at", "event_id", "channel", "key_id")}
+    changing = {
+        k: insert.excluded[k]
+        for k in (
+            "flow_version",
+            "value_text",
+            "value_number",
+            "answered_at",
+            "event_id",
+            "channel",
+            "key_id",
+        )
+    }
     statement = insert.on_conflict_do_update(
         index_elements=["pseudonym", "workplace_id", "flow_id", "question_id", "answered_on"],
         set_=changing,
@@ -102,12 +122,35 @@ def _enrolled(session: Session, batch: dict, event: dict) -> int:
         log.warning("enrolment for an unknown workplace dropped")
         return 0
     at = _instant(event["at"])
-    row = {"pseudonym": batch["pseudonym"], "key_id": batch["key_id"],
-           "language": event["language"], "workplace_id": workplace.id, "consented_at": at,
-           "updated_at": at}
+    row = {
+        "pseudonym": batch["pseudonym"],
+        "key_id": batch["key_id"],
+        "language": event["language"],
+        "workplace_id": workplace.id,
+        "consented_at": at,
+        "updated_at": at,
+    }
     insert = _insert(session)(Worker).values(**row)
-    session.execute(insert.on_conflict_do_update(
-        index_elements=["pseudonym"],
-        set_={k: insert.excluded[k] for k in ("language", "workplace_id", "key_id",
-                                               "consented_at", "updated_at")}))
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["pseudonym"],
+            set_={
+                k: insert.excluded[k]
+                for k in ("language", "workplace_id", "key_id", "consented_at", "updated_at")
+            },
+            where=Worker.updated_at <= insert.excluded.updated_at,
+        )
+    )
     return 1
+
+
+def _language_changed(session: Session, batch: dict, event: dict) -> None:
+    """The worker chose another language (LANG). The event carries no time of its own, so the
+    message's arrival time orders it against the profile's last change."""
+    stamp = event.get("at") or batch.get("received_at")
+    at = _instant(stamp) if stamp else datetime.now(UTC)
+    session.execute(
+        update(Worker)
+        .where(Worker.pseudonym == batch["pseudonym"], Worker.updated_at <= at)
+        .values(language=event["language"], updated_at=at)
+    )

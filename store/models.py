@@ -45,8 +45,9 @@ class Workplace(Base):
     languages: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    grants: Mapped[list[Grant]] = relationship(back_populates="workplace",
-                                               cascade="all, delete-orphan")
+    grants: Mapped[list[Grant]] = relationship(
+        back_populates="workplace", cascade="all, delete-orphan"
+    )
 
 
 class Brand(Base):
@@ -67,10 +68,12 @@ class Grant(Base):
 
     __tablename__ = "grants"
 
-    workplace_id: Mapped[int] = mapped_column(ForeignKey("workplaces.id", ondelete="CASCADE"),
-                                              primary_key=True)
-    brand_id: Mapped[int] = mapped_column(ForeignKey("brands.id", ondelete="CASCADE"),
-                                          primary_key=True)
+    workplace_id: Mapped[int] = mapped_column(
+        ForeignKey("workplaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    brand_id: Mapped[int] = mapped_column(
+        ForeignKey("brands.id", ondelete="CASCADE"), primary_key=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     workplace: Mapped[Workplace] = relationship(back_populates="grants")
@@ -86,7 +89,8 @@ class ApiToken(Base):
     kind: Mapped[str] = mapped_column(String(16))  # brand | workplace | operator
     brand_id: Mapped[int | None] = mapped_column(ForeignKey("brands.id", ondelete="CASCADE"))
     workplace_id: Mapped[int | None] = mapped_column(
-        ForeignKey("workplaces.id", ondelete="CASCADE"))
+        ForeignKey("workplaces.id", ondelete="CASCADE")
+    )
     label: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -122,8 +126,14 @@ class Answer(Base):
 
     __tablename__ = "answers"
     __table_args__ = (
-        UniqueConstraint("pseudonym", "workplace_id", "flow_id", "question_id", "answered_on",
-                         name="uq_answers_one_per_day"),
+        UniqueConstraint(
+            "pseudonym",
+            "workplace_id",
+            "flow_id",
+            "question_id",
+            "answered_on",
+            name="uq_answers_one_per_day",
+        ),
         Index("ix_answers_figures", "workplace_id", "flow_id", "question_id", "answered_at"),
     )
 

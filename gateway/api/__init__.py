@@ -82,9 +82,17 @@ def workplace_indicators(slug: str):
         flows, texts = services.registry.current()
         language = request.args.get("lang")
         win = window(services.config.report_cutoff, days, services.now(), workplace.timezone)
-        body = {"workplace": describe(workplace),
-                **indicators(session, workplace, flows, win, services.config.min_respondents,
-                             label=lambda text: texts.report(language, text))}
+        body = {
+            "workplace": describe(workplace),
+            **indicators(
+                session,
+                workplace,
+                flows,
+                win,
+                services.config.min_respondents,
+                label=lambda text: texts.report(language, text),
+            ),
+        }
     if output == "csv":
         return _csv(body)
     return jsonify(body)
@@ -102,14 +110,37 @@ def _days(text: str) -> int | None:
 def _csv(body: dict) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["workplace", "from", "to", "days", "indicator", "label", "value",
-                     "respondents", "suppressed"])
+    writer.writerow(
+        [
+            "workplace",
+            "from",
+            "to",
+            "days",
+            "indicator",
+            "label",
+            "value",
+            "respondents",
+            "suppressed",
+        ]
+    )
     win = body["window"]
     for item in body["indicators"]:
-        writer.writerow([body["workplace"]["id"], win["from"], win["to"], win["days"], item["id"],
-                         item["label"], "" if item["value"] is None else item["value"],
-                         "" if item["respondents"] is None else item["respondents"],
-                         "true" if item["suppressed"] else "false"])
+        writer.writerow(
+            [
+                body["workplace"]["id"],
+                win["from"],
+                win["to"],
+                win["days"],
+                item["id"],
+                item["label"],
+                "" if item["value"] is None else item["value"],
+                "" if item["respondents"] is None else item["respondents"],
+                "true" if item["suppressed"] else "false",
+            ]
+        )
     filename = f"{body['workplace']['id']}-indicators-{win['days']}d.csv"
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 from flask import Blueprint, Response
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+# A provider's message id is the key its retries are recognised by: a short plain token.
+EXTERNAL_ID = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 
 class BadRequest(Exception):
@@ -25,6 +31,23 @@ def required(form, *names: str) -> list[str]:
             raise BadRequest(f"missing field '{name}'")
         values.append(value)
     return values
+
+
+def bounded(form, limits: Mapping[str, int]) -> None:
+    """BadRequest naming the first field longer than its limit (characters)."""
+    for name, limit in limits.items():
+        value = form.get(name)
+        if value is not None and len(value) > limit:
+            raise BadRequest(f"field '{name}' is longer than {limit} characters")
+
+
+def external_id(value: str, name: str) -> str:
+    """The provider's message id, or BadRequest if it is empty or not a plain token."""
+    if not value:
+        raise BadRequest(f"empty field '{name}'")
+    if not EXTERNAL_ID.fullmatch(value):
+        raise BadRequest(f"malformed field '{name}'")
+    return value
 
 
 from . import at_sms, twilio_sms  # noqa: E402,F401  (registers the routes)

@@ -14,7 +14,10 @@ from ..conversation import Inbound, handle
 from ..identity import InvalidAddress, e164
 from ..outbound import enqueue_reply
 from ..services import current
-from . import BadRequest, reject, required, webhooks
+from . import BadRequest, bounded, external_id, reject, required, webhooks
+
+MAX_TEXT = 1600  # our cap on one inbound message (AT documents none); longer is refused
+LIMITS = {"from": 64, "id": 100, "text": MAX_TEXT}
 
 
 def token_ok(expected: str | None) -> bool:
@@ -29,8 +32,8 @@ def at_sms() -> Response:
         return reject(403, "invalid webhook token")
     try:
         sender, text, message_id = required(request.form, "from", "text", "id")
-        if not message_id.strip():
-            raise BadRequest("empty field 'id'")
+        bounded(request.form, LIMITS)
+        message_id = external_id(message_id, "id")
         recipient = e164(sender)
         reply = handle(services, Inbound("at", "sms", sender, text, message_id))
     except (BadRequest, InvalidAddress) as exc:

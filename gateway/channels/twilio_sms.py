@@ -9,9 +9,13 @@ from twilio.twiml.messaging_response import MessagingResponse
 from ..conversation import Inbound, handle
 from ..identity import InvalidAddress
 from ..services import current
-from . import BadRequest, reject, required, webhooks
+from . import BadRequest, bounded, external_id, reject, required, webhooks
 
 MAX_BODY = 1600  # Twilio's limit for one message body
+LIMITS = {"From": 64, "MessageSid": 64, "Body": MAX_BODY}  # longer is not a Twilio request
+# Twilio's standard opt-out words (PROVIDERS.md §8.1): Twilio itself confirms and blocks them.
+OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
+                           "OPTOUT"})
 
 
 def signature_ok(token: str | None, public_url: str) -> bool:
@@ -23,6 +27,12 @@ def signature_ok(token: str | None, public_url: str) -> bool:
     if request.query_string:
         url += "?" + request.query_string.decode("latin-1")
     return RequestValidator(token).validate(url, request.form, signature)
+
+
+def twilio_confirms_opt_out(form) -> bool:
+    """Twilio already answered this message with its own opt-out confirmation."""
+    word = (form.get("Body") or "").strip().upper()
+    return word in OPT_OUT_WORDS or form.get("OptOutType", "").upper() == "STOP"
 
 
 def twiml(text: str | None) -> Response:
@@ -38,12 +48,14 @@ def twilio_sms() -> Response:
     if not signature_ok(services.config.twilio_auth_token, services.config.public_url):
         return reject(403, "invalid Twilio signature")
     try:
-        sender, message_id = required(request.form, "From", "MessageSid")
-        body = request.form.get("Body")
-        if body is None:
-            raise BadRequest("missing field 'Body'")
+        sender, message_id, body = required(request.form, "From", "MessageSid", "Body")
+        bounded(request.form, LIMITS)
+        message_id = external_id(message_id, "MessageSid")
         reply = handle(services, Inbound("twilio", "sms", sender, body, message_id))
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
-    # Twilio confirms opt-outs and blocks later sends itself: answer STOP with an empty Response.
-    return twiml(None if reply.opted_out else reply.text)
+    # An opt-out (and a retry of one, answered from the reply cache) gets an empty Response:
+    # Twilio confirms and blocks later sends itself.
+    if reply.opted_out or twilio_confirms_opt_out(request.form):
+        return twiml(None)
+    return twiml(reply.text)

@@ -120,12 +120,19 @@ def _yaml() -> YAML:
 
 
 def _syntax_finding(path: str, exc: YAMLError) -> Finding:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    line = mark.line + 1 if mark is not None else 1
+    """A YAML error at the line to fix: where the parser stopped, or, when it ran off the end
+    of the file (an unclosed quote or bracket), where the unclosed thing began."""
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    if context and start is not None and start.line + 1 != line:
-        problem = f"{problem} ({context} at line {start.line + 1})"
+    context = getattr(exc, "context", None)
+    at_end = "end of stream" in problem or "<stream end>" in problem
+    if context and context_mark is not None and (at_end or problem_mark is None):
+        return Finding(path, context_mark.line + 1, f"YAML syntax: {problem} ({context} here)")
+    mark = problem_mark or context_mark
+    line = mark.line + 1 if mark is not None else 1
+    if context and context_mark is not None and context_mark.line + 1 != line:
+        problem = f"{problem} ({context} from line {context_mark.line + 1})"
     return Finding(path, line, f"YAML syntax: {problem}")
 
 
@@ -137,8 +144,9 @@ def parse_flow(path: str, text: str) -> tuple[Flow | None, list[Finding]]:
     except YAMLError as exc:
         return None, [_syntax_finding(path, exc)]
     flow = reader.flow(doc)
-    errors = [f for f in reader.findings if not f.warning]
-    return (flow if not errors else None), reader.findings
+    findings = sorted(reader.findings, key=lambda f: f.line)
+    errors = [f for f in findings if not f.warning]
+    return (flow if not errors else None), findings
 
 
 def check_set(flows: Iterable[Flow]) -> list[Finding]:

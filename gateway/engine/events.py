@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+from .session import Session
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,16 @@ class Declined(Event):
     kind: ClassVar[str] = "declined"
 
 
+E = TypeVar("E", bound=Event)
+
+
 @dataclass(frozen=True)
 class Step:
     """What one input produced: the new session (None = session over) and the events."""
 
-    session: Any
+    session: Session | None
     events: tuple[Event, ...] = field(default_factory=tuple)
 
-    def of(self, cls: type) -> list:
+    def of(self, cls: type[E]) -> list[E]:
+        """The events of one kind, in order."""
         return [e for e in self.events if isinstance(e, cls)]

@@ -7,18 +7,27 @@ import unicodedata
 from collections.abc import Iterable
 
 _SPACES = re.compile(r"\s+")
-_EDGE_PUNCTUATION = ".,;:!?'\"()[]{}-_*#"
+
+
+def _is_edge(ch: str) -> bool:
+    """Punctuation in any script (``.``, ``!``, the Bengali and Devanagari danda ``।``) or space."""
+    return ch.isspace() or unicodedata.category(ch).startswith("P")
 
 
 def clean(text: str) -> str:
-    """Normalise a reply for matching: NFC, single spaces, no surrounding punctuation, casefolded."""
-    text = unicodedata.normalize("NFC", text or "")
-    text = _SPACES.sub(" ", text).strip().strip(_EDGE_PUNCTUATION).strip()
-    return text.casefold()
+    """Normalise a reply for matching: NFC, single spaces, no edge punctuation, casefolded."""
+    text = _SPACES.sub(" ", unicodedata.normalize("NFC", text or ""))
+    start, end = 0, len(text)
+    while start < end and _is_edge(text[start]):
+        start += 1
+    while end > start and _is_edge(text[end - 1]):
+        end -= 1
+    return text[start:end].casefold()
 
 
 def ascii_digits(text: str) -> str | None:
-    """Digits in any script (Bengali ৩, Devanagari ३, Tamil ௩ ...) as ASCII, or None if not all digits."""
+    """Digits in any script (Bengali ৩, Devanagari ३, Tamil ௩ ...) as ASCII; None if not all
+    digits."""
     text = (text or "").strip()
     if not text or not all(ch.isdecimal() for ch in text):
         return None
@@ -26,20 +35,21 @@ def ascii_digits(text: str) -> str | None:
 
 
 def parse_number(text: str) -> float | None:
-    """A whole or decimal number written in any script's digits; None when it is not one."""
+    """A whole or decimal number written in any script's digits; None when it is not one.
+
+    A comma works as the decimal mark too (``2,5``), and a trailing mark is ignored (``5.``).
+    """
     text = (text or "").strip().replace(",", ".")
-    whole, dot, fraction = text.partition(".")
-    whole_digits = ascii_digits(whole.lstrip("-")) if whole.lstrip("-") else ("0" if dot else None)
+    negative = text.startswith("-")
+    whole, dot, fraction = text.removeprefix("-").partition(".")
+    whole_digits = ascii_digits(whole) if whole else ("0" if dot and fraction else None)
     if whole_digits is None:
         return None
-    if dot:
-        fraction_digits = ascii_digits(fraction)
-        if fraction_digits is None:
-            return None
-        value = float(f"{whole_digits}.{fraction_digits}")
-    else:
-        value = float(whole_digits)
-    return -value if whole.startswith("-") else value
+    fraction_digits = ascii_digits(fraction) if fraction else "0"
+    if fraction_digits is None:
+        return None
+    value = float(f"{whole_digits}.{fraction_digits}")
+    return -value if negative else value
 
 
 def pick_option(text: str, choices: Iterable[Iterable[str]]) -> int | None:
@@ -49,7 +59,7 @@ def pick_option(text: str, choices: Iterable[Iterable[str]]) -> int | None:
     the worker's language, the source text, the stored value); matching ignores case.
     """
     choices = [list(names) for names in choices]
-    digits = ascii_digits(text)
+    digits = ascii_digits(clean(text))  # "1", " 1.", "(১)" all pick the first option
     if digits is not None:
         index = int(digits) - 1
         return index if 0 <= index < len(choices) else None

@@ -246,7 +246,7 @@ class QuestionReader:
             return self.share(raw, question, line, label)
         self.error(
             key_line(raw, "measure") if "measure" in raw else line,
-            f"{where}: a {question.type} question cannot have a '{measure}' indicator "
+            f"{where}: no '{measure}' indicator for type '{question.type}' "
             "(choice: share with positive; number: mean)",
         )
         return None

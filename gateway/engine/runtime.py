@@ -13,6 +13,18 @@ from datetime import date, datetime
 
 from . import words
 from .definition import OPT_OUT_WORDS
+from .events import (
+    AnswerRecorded,
+    Ask,
+    Declined,
+    Enrolled,
+    Event,
+    FlowFinished,
+    LanguageChanged,
+    OptedOut,
+    Say,
+    Step,
+)
 from .model import (
     CHOICE,
     CONSENT,
@@ -25,18 +37,6 @@ from .model import (
     Flow,
     FlowSet,
     Question,
-)
-from .events import (
-    AnswerRecorded,
-    Ask,
-    Declined,
-    Enrolled,
-    Event,
-    FlowFinished,
-    LanguageChanged,
-    OptedOut,
-    Say,
-    Step,
 )
 from .parsing import as_number_text, ascii_digits, clean, parse_number, pick_option
 from .sampling import todays_plan

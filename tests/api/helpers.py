@@ -4,7 +4,7 @@ straight into the table so figures are exact, and the published indicator ids.""
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -28,22 +28,41 @@ def dhaka(day: int, hour: int = 12, minute: int = 0, month: int = 11) -> datetim
     return datetime(2026, month, day, hour, minute, tzinfo=DHAKA)
 
 
-def add_answer(services: Services, who: str, question: str, value: str | float, at: datetime,
-               workplace: str = "dhaka-knit", flow: str = "checkin", version: str = "1") -> None:
+def add_answer(
+    services: Services,
+    who: str,
+    question: str,
+    value: str | float,
+    at: datetime,
+    workplace: str = "dhaka-knit",
+    flow: str = "checkin",
+    version: str = "1",
+) -> None:
     """Store one answer as the persistence job would (the workplace's local day included)."""
     numeric = isinstance(value, int | float)
     with services.db.session() as session:
         place = session.scalar(select(Workplace).where(Workplace.slug == workplace))
-        session.add(Answer(
-            pseudonym=who.ljust(64, "0"), key_id=1, workplace_id=place.id, flow_id=flow,
-            flow_version=version, question_id=question,
-            value_text=None if numeric else value, value_number=value if numeric else None,
-            answered_on=at.astimezone(ZoneInfo(place.timezone)).date(), answered_at=at,
-            event_id=f"test:{next(_events)}", channel="sms"))
+        session.add(
+            Answer(
+                pseudonym=who.ljust(64, "0"),
+                key_id=1,
+                workplace_id=place.id,
+                flow_id=flow,
+                flow_version=version,
+                question_id=question,
+                value_text=None if numeric else value,
+                value_number=value if numeric else None,
+                answered_on=at.astimezone(ZoneInfo(place.timezone)).date(),
+                answered_at=at.astimezone(UTC),  # as the job stores it (SQLite drops the zone)
+                event_id=f"test:{next(_events)}",
+                channel="sms",
+            )
+        )
 
 
-def add_answers(services: Services, question: str, answers: dict[str, list[tuple]],
-                **kwargs) -> None:
+def add_answers(
+    services: Services, question: str, answers: dict[str, list[tuple]], **kwargs
+) -> None:
     """``{respondent: [(value, at), ...]}`` for one question."""
     for who, given in answers.items():
         for value, at in given:

@@ -1,0 +1,502 @@
+"""Table-driven webhook tests (after nyaruka/courier's handler test harness).
+
+An adapter's test file is a list of ``Case`` values; ``run_case`` sends each one as the provider
+would and checks the answer, what the adapter handed to ``gateway.conversation.handle``, which
+jobs were queued, and the rules every request obeys whatever the case:
+
+- no answer is a 500; a refusal (4xx) is one plain-text line and changes nothing at all (the
+  whole of Redis and the database are compared before and after);
+- a provider retry gets the same answer as the first delivery;
+- a reply job carries the recipient only sealed;
+- the sender's number, in any format, ends up nowhere: not in Redis (job payloads included,
+  decompressed), not in the database, not in the outbox, not in a log record.
+
+Also here: ``FakeAfricasTalking``, a local stand-in for the AT SMS API (PROVIDERS.md §5.2).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import phonenumbers
+from phonenumbers import PhoneNumberFormat
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+
+from gateway.channels import at_sms, twilio_sms
+from gateway.conversation import Inbound
+from gateway.identity import InvalidAddress, e164
+from gateway.outbound import RECIPIENT_PURPOSE
+from gateway.services import Services
+from store.models import Base, Worker
+
+from ..conftest import AT_TOKEN, TWILIO_TOKEN
+from ..support import PUBLIC_URL, SmsWorker, add_workplace, options, run_jobs
+
+SIGNED = "<sign correctly>"  # Case.signature: sign the request as Twilio would
+WORKPLACE_CODE = "4321"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the adapter hands to the shared handler (provider and channel come from Channel)."""
+
+    address: str
+    text: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Case:
+    """One provider request and everything expected of it."""
+
+    label: str
+    form: dict[str, str]
+    status: int = 200
+    body: str | None = None  # a fragment every answer's body holds
+    recorded: Recorded | None = None  # None: the handler is never reached with a usable input
+    jobs: tuple[str, ...] = ()  # names of the job functions queued, in order
+    repeat: int = 1  # the provider delivers it this many times (retries)
+    # Twilio: the X-Twilio-Signature header (SIGNED = correct, None = absent, else sent as is),
+    # and what a correct-looking signature is computed over instead of the real request.
+    signature: str | None = SIGNED
+    signed_url: str | None = None
+    signed_form: dict[str, str] | None = None
+    signing_token: str = TWILIO_TOKEN
+    # AT: the webhook token in the query (None = no token).
+    token: str | None = AT_TOKEN
+    query: str = ""  # extra query string, e.g. "?src=1"
+    method: str = "POST"
+    raw: bytes | None = None  # sent instead of the form, with content_type
+    content_type: str = "application/x-www-form-urlencoded"
+    before: Callable[[Run], None] | None = None  # what happened earlier (enrolment ...)
+    check: Callable[[Run], None] | None = None  # further assertions
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A provider channel: its webhook, its form field names and how it authenticates."""
+
+    provider: str
+    path: str
+    module: ModuleType
+    sender_field: str
+    text_field: str
+    id_field: str
+
+
+TWILIO = Channel("twilio", "/webhooks/twilio/sms", twilio_sms, "From", "Body", "MessageSid")
+AT = Channel("at", "/webhooks/at/sms", at_sms, "from", "text", "id")
+
+
+@dataclass
+class Queued:
+    name: str
+    args: tuple
+    kwargs: dict
+    job: Any
+
+
+@dataclass
+class Run:
+    """One case in progress: what tests and ``before``/``check`` hooks get to look at."""
+
+    app: Any
+    client: Any
+    services: Services
+    channel: Channel
+    case: Case
+    phone: str | None  # the sender in E.164, if it is a phone number
+    responses: list = field(default_factory=list)
+    inbounds: list[Inbound] = field(default_factory=list)
+    queued: list[Queued] = field(default_factory=list)
+    records: list[str] = field(default_factory=list)  # every log record, as logged
+    outbox_before: set[Path] = field(default_factory=set)
+
+    def pseudonym(self, phone: str | None = None) -> str:
+        return self.services.identity.pseudonymise(phone or self.phone).value
+
+    def sessions(self) -> list[str]:
+        """Pseudonyms that have a session in Redis."""
+        return sorted(k.decode().rsplit(":", 1)[1] for k in self.services.redis.keys("wv:session:*"))
+
+    def outbox(self) -> list[Path]:
+        return _outbox(self.services)
+
+    def profile_exists(self, phone: str | None = None) -> bool:
+        with self.services.db.session() as db:
+            found = db.scalar(select(Worker.pseudonym).where(Worker.pseudonym ==
+                                                              self.pseudonym(phone)))
+        return found is not None
+
+
+def run_case(channel: Channel, case: Case, app, client, services: Services, monkeypatch) -> Run:
+    """Send the case as the provider would and check everything expected of it."""
+    run = Run(app, client, services, channel, case, _phone(case.form.get(channel.sender_field)))
+    if case.before:
+        case.before(run)
+        run_jobs(app)
+    _spy(run, monkeypatch)
+    state_before = snapshot(services)
+    run.outbox_before = outbox_before = set(_outbox(services))
+    with _capture_logs(run.records):
+        for _ in range(case.repeat):
+            run.responses.append(_send(channel, case, client))
+        state_after = snapshot(services)  # before a worker runs: it keeps books of its own
+        run_jobs(app)
+
+    texts = [r.get_data(as_text=True) for r in run.responses]
+    for response, text in zip(run.responses, texts, strict=True):
+        assert response.status_code == case.status, f"{case.label}: {response.status_code} {text}"
+        assert response.status_code < 500 and "Traceback" not in text
+        if case.body is not None:
+            assert case.body in text, f"{case.label}: {case.body!r} not in {text!r}"
+    assert len(set(texts)) == 1, f"{case.label}: a retry was answered differently: {texts}"
+
+    if case.status >= 400:
+        assert texts[0].endswith("\n") and "\n" not in texts[0][:-1], f"not one line: {texts[0]!r}"
+        assert run.responses[0].mimetype == "text/plain"
+        assert state_after == state_before, f"{case.label}: a refusal changed state"
+        assert set(_outbox(services)) == outbox_before
+    expected = [] if case.recorded is None else [
+        Inbound(channel.provider, "sms", case.recorded.address, case.recorded.text,
+                case.recorded.message_id)] * case.repeat
+    assert run.inbounds == expected, f"{case.label}: handed on {run.inbounds}"
+    assert tuple(q.name for q in run.queued) == case.jobs, f"{case.label}: queued {run.queued}"
+    for queued in run.queued:
+        if queued.name == "send_sms":
+            _check_sealed(run, queued)
+    if run.phone:
+        _check_no_number(run, set(_outbox(services)) - outbox_before)
+    if case.check:
+        case.check(run)
+    return run
+
+
+# -- sending ------------------------------------------------------------------------------------
+
+
+def _send(channel: Channel, case: Case, client):
+    url, headers = channel.path + case.query, {}
+    if channel is TWILIO and case.signature is not None:
+        headers["X-Twilio-Signature"] = case.signature
+        if case.signature == SIGNED:
+            signed_url = case.signed_url or PUBLIC_URL + url
+            headers["X-Twilio-Signature"] = RequestValidator(case.signing_token).compute_signature(
+                signed_url, case.signed_form if case.signed_form is not None else case.form)
+    if channel is AT and case.token is not None:
+        url += ("&" if "?" in url else "?") + "token=" + quote(case.token)
+    if case.raw is not None:
+        return client.open(url, method=case.method, data=case.raw,
+                           content_type=case.content_type, headers=headers)
+    return client.open(url, method=case.method, data=case.form, headers=headers)
+
+
+def _phone(address: str | None) -> str | None:
+    try:
+        return e164(address or "")
+    except InvalidAddress:
+        return None
+
+
+def _spy(run: Run, monkeypatch) -> None:
+    """Record what the adapter hands on and which jobs it queues; both still run for real."""
+    real_handle = run.channel.module.handle
+    real_enqueue = run.services.queue.enqueue
+
+    def handle(services, inbound):
+        reply = real_handle(services, inbound)
+        run.inbounds.append(inbound)
+        return reply
+
+    def enqueue(function, *args, **kwargs):
+        job = real_enqueue(function, *args, **kwargs)
+        run.queued.append(Queued(function.__name__, args, kwargs, job))
+        return job
+
+    monkeypatch.setattr(run.channel.module, "handle", handle)
+    monkeypatch.setattr(run.services.queue, "enqueue", enqueue)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list):
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Everything the record holds, as it was logged (before any redaction filter).
+        text = record.getMessage() + " " + repr(record.__dict__)
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        self.records.append(text)
+
+
+@contextmanager
+def _capture_logs(records: list) -> Iterator[None]:
+    """Every log record, first in line on the root logger, so it sees the raw record."""
+    handler = _ListHandler(records)
+    logging.getLogger().handlers.insert(0, handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+# -- state and privacy --------------------------------------------------------------------------
+
+
+def snapshot(services: Services) -> dict[str, Any]:
+    """The whole of Redis and of the database, as plain comparable values."""
+    return {"redis": redis_dump(services.redis), "db": db_dump(services)}
+
+
+def redis_dump(redis) -> dict[bytes, Any]:
+    """Every key's value; zlib-compressed values (RQ job payloads) decompressed."""
+    dump: dict[bytes, Any] = {}
+    for key in sorted(redis.keys("*")):
+        kind = redis.type(key).decode()
+        if kind == "string":
+            value: Any = _open(redis.get(key))
+        elif kind == "hash":
+            value = {k: _open(v) for k, v in sorted(redis.hgetall(key).items())}
+        elif kind == "list":
+            value = [_open(v) for v in redis.lrange(key, 0, -1)]
+        elif kind == "set":
+            value = sorted(_open(v) for v in redis.smembers(key))
+        elif kind == "zset":
+            value = [(_open(m), s) for m, s in redis.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            value = [(i, {k: _open(v) for k, v in d.items()}) for i, d in redis.xrange(key)]
+        else:
+            value = kind
+        dump[key] = value
+    return dump
+
+
+def _open(value):
+    if isinstance(value, bytes):
+        try:
+            return zlib.decompress(value)
+        except zlib.error:
+            return value
+    return value
+
+
+def db_dump(services: Services) -> dict[str, list]:
+    with services.db.engine.connect() as connection:
+        return {table.name: sorted(map(repr, connection.execute(table.select())))
+                for table in Base.metadata.sorted_tables}
+
+
+def number_forms(phone: str) -> set[str]:
+    """The number as text in every format someone might write or encode it."""
+    number = phonenumbers.parse(phone)
+    e164_ = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    national = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
+    international = phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL)
+    forms = {e164_, e164_[1:], phonenumbers.national_significant_number(number), national,
+             international, phonenumbers.format_number(number, PhoneNumberFormat.RFC3966),
+             "".join(c for c in national if c.isdigit()), international.replace(" ", "-"),
+             international.replace(" ", "")}
+    for plain in (e164_, e164_[1:]):
+        raw = plain.encode()
+        forms |= {base64.b64encode(raw).decode().rstrip("="),
+                  base64.urlsafe_b64encode(raw).decode().rstrip("="), raw.hex()}
+    return forms
+
+
+def find_number(phone: str, *haystacks: Any) -> list[str]:
+    """The forms of the number that occur in the haystacks (any nesting of str/bytes/...)."""
+    text = repr(haystacks)
+    raw = b"".join(_bytes(h) for h in haystacks)
+    return sorted(f for f in number_forms(phone) if f in text or f.encode() in raw)
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, dict):
+        return b"".join(_bytes(k) + _bytes(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return b"".join(_bytes(v) for v in value)
+    return repr(value).encode("utf-8", "replace")
+
+
+def _outbox(services: Services) -> list[Path]:
+    directory = services.config.instance_dir / "outbox"
+    return sorted(directory.iterdir()) if directory.exists() else []
+
+
+def outbox_texts(paths) -> list[str]:
+    return [path.read_text(encoding="utf-8").rstrip("\n") for path in sorted(paths)]
+
+
+def _check_no_number(run: Run, new_outbox: set[Path]) -> None:
+    outbox = [(p.name, p.read_bytes()) for p in new_outbox]
+    for where, haystack in (("redis", redis_dump(run.services.redis)),
+                            ("database", db_dump(run.services)), ("outbox", outbox),
+                            ("logs", run.records)):
+        assert not find_number(run.phone, haystack), \
+            f"{run.case.label}: the number is in {where}: {find_number(run.phone, haystack)}"
+
+
+def _check_sealed(run: Run, queued: Queued) -> None:
+    """A reply job holds the provider, the sealed recipient and the text: never the number."""
+    from rq.job import Job
+
+    job = Job.fetch(queued.job.id, connection=run.services.redis)
+    provider, sealed, text = job.args
+    assert provider == run.channel.provider and text and not job.kwargs
+    assert run.services.crypto.unseal(sealed, RECIPIENT_PURPOSE) == run.phone
+    assert not find_number(run.phone, job.args, job.kwargs, job.description, job.meta,
+                           run.services.redis.hgetall(job.key))
+
+
+# -- before / check hooks -----------------------------------------------------------------------
+
+
+def enrolled(phone: str) -> Callable[[Run], None]:
+    """The worker at ``phone`` has enrolled (over Twilio SMS, in English) and has been asked
+    the first check-in question."""
+
+    def before(run: Run) -> None:
+        if run.services.find_workplace(WORKPLACE_CODE) is None:
+            add_workplace(run.services, code=WORKPLACE_CODE)
+        worker = SmsWorker(run.client, phone)
+        english = options(worker.send("hello")).index("English") + 1
+        worker.send(str(english))
+        worker.send("1")  # I agree
+        assert "1." in worker.send(WORKPLACE_CODE)
+        run_jobs(run.app)
+        assert run.profile_exists(phone)
+
+    return before
+
+
+def started(phone: str, text: str = "hello") -> Callable[[Run], None]:
+    """The worker at ``phone`` sent one message over Twilio SMS (and was asked a language)."""
+
+    def before(run: Run) -> None:
+        SmsWorker(run.client, phone).send(text)
+
+    return before
+
+
+def checks(*hooks: Callable[[Run], None]) -> Callable[[Run], None]:
+    def check(run: Run) -> None:
+        for hook in hooks:
+            hook(run)
+
+    return check
+
+
+def forgotten(run: Run) -> None:
+    """STOP: the profile and the session are gone."""
+    assert not run.profile_exists()
+    assert run.pseudonym() not in run.sessions()
+
+
+def one_session(run: Run) -> None:
+    """Exactly one worker is in conversation: the sender's pseudonym."""
+    assert run.sessions() == [run.pseudonym()]
+
+
+def no_session(run: Run) -> None:
+    assert run.sessions() == []
+
+
+def answers(count: int) -> Callable[[Run], None]:
+    def check(run: Run) -> None:
+        from store.models import Answer
+
+        with run.services.db.session() as db:
+            rows = db.scalars(select(Answer.pseudonym)).all()
+        assert rows == [run.pseudonym()] * count
+
+    return check
+
+
+def replies(*fragments: str) -> Callable[[Run], None]:
+    """The reply jobs carry these texts (one fragment per job, in order)."""
+
+    def check(run: Run) -> None:
+        sent = [q.args[2] for q in run.queued if q.name == "send_sms"]
+        assert len(sent) == len(fragments), sent
+        for text, fragment in zip(sent, fragments, strict=True):
+            assert fragment in text, (fragment, text)
+
+    return check
+
+
+# -- a local Africa's Talking SMS API -----------------------------------------------------------
+
+
+@dataclass
+class FakeAfricasTalking:
+    """POST /version1/messaging on 127.0.0.1, answering as PROVIDERS.md §5.2 shows.
+
+    ``answer(form) -> (http_status, content_type, body)`` decides each answer; the default
+    accepts every recipient with statusCode 101. Requests are kept in ``requests``.
+    """
+
+    answer: Callable[[dict[str, str]], tuple[int, str, str]] | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode()
+                form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+                fake.requests.append({"path": self.path, "headers": dict(self.headers),
+                                      "form": form})
+                status, content_type, text = (fake.answer or accepted)(form)
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def at_answer(status_code: int, status: str, number: str, message_id: str = "ATPid_1",
+              http_status: int = 201, content_type: str = "application/json"):
+    """An ``answer`` for FakeAfricasTalking giving one recipient this statusCode."""
+    body = json.dumps({"SMSMessageData": {
+        "Message": f"Sent to 1/1 Total Cost: KES 0.8000 ({number})",
+        "Recipients": [{"statusCode": status_code, "number": number, "status": status,
+                        "cost": "KES 0.8000", "messageId": message_id}]}})
+    return lambda form: (http_status, content_type, body)
+
+
+def accepted(form: dict[str, str]) -> tuple[int, str, str]:
+    return at_answer(101, "Success", form.get("to", ""))(form)

@@ -1,0 +1,302 @@
+"""store.jobs.persist_events: idempotent, latest-wins per local day, profiles, no phone numbers."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from store import jobs, keyring
+from store.models import Answer, Worker
+
+from ..support import SmsWorker, add_workplace, run_jobs
+
+WHO = "a" * 64
+FINISH = "Thank you. Your answers are anonymous."
+
+
+@pytest.fixture
+def key_id(services) -> int:
+    with services.db.session() as session:
+        return keyring.live_keys(session)[0].id
+
+
+@pytest.fixture
+def persist(app, key_id):
+    """Run the job as the RQ worker would: inside the app context, with one worker's batch."""
+
+    def run(
+        *events: dict, who: str = WHO, channel: str = "sms", received: datetime | None = None
+    ) -> dict:
+        batch = {
+            "pseudonym": who,
+            "key_id": key_id,
+            "channel": channel,
+            "received_at": (received or utc(25, 12)).isoformat(),
+            "events": list(events),
+        }
+        with app.app_context():
+            return jobs.persist_events(batch)
+
+    return run
+
+
+def answer(
+    question: str,
+    value,
+    at: datetime,
+    event_id: str,
+    workplace: str | None = "dhaka-knit",
+    flow: str = "checkin",
+    version: str = "1",
+) -> dict:
+    return {
+        "kind": "answer_recorded",
+        "flow": flow,
+        "version": version,
+        "question": question,
+        "value": value,
+        "at": at.isoformat(),
+        "workplace": workplace,
+        "event_id": event_id,
+    }
+
+
+def utc(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=UTC)
+
+
+def stored(services) -> list[Answer]:
+    with services.db.session() as session:
+        return list(session.scalars(select(Answer).order_by(Answer.answered_at)))
+
+
+def profile(services, who: str = WHO) -> Worker | None:
+    with services.db.session() as session:
+        return session.get(Worker, who)
+
+
+def test_the_same_batch_run_twice_stores_each_answer_once(services, persist):
+    add_workplace(services)
+    events = (
+        answer("long_hours", "yes", utc(25, 4), "twilio:SM1:0"),
+        answer("pay_fairness", 4, utc(25, 4), "twilio:SM1:1"),
+    )
+    first = persist(*events)
+    second = persist(*events)
+    rows = stored(services)
+    assert first["answers"] == second["answers"] == 2
+    assert sorted((r.question_id, r.value_text, r.value_number) for r in rows) == [
+        ("long_hours", "yes", None),
+        ("pay_fairness", None, 4.0),
+    ]
+
+
+def test_a_second_answer_the_same_local_day_replaces_the_first(services, persist):
+    add_workplace(services)
+    persist(answer("long_hours", "yes", utc(25, 3), "twilio:SM1:0"))
+    persist(answer("long_hours", "no", utc(25, 9), "twilio:SM2:0"))
+    [row] = stored(services)
+    assert (row.value_text, row.event_id) == ("no", "twilio:SM2:0")
+    assert row.answered_at.astimezone(UTC) == utc(25, 9)
+    assert row.answered_on == date(2026, 11, 25)
+
+
+def test_an_older_event_replayed_after_a_newer_one_does_not_overwrite_it(services, persist):
+    add_workplace(services)
+    older = answer("long_hours", "yes", utc(25, 3), "twilio:SM1:0")
+    newer = answer("long_hours", "no", utc(25, 9), "twilio:SM2:0", version="2")
+    persist(older)
+    persist(newer)
+    persist(older)  # an RQ retry of the first message's job, after the second one ran
+    [row] = stored(services)
+    assert (row.value_text, row.flow_version, row.event_id) == ("no", "2", "twilio:SM2:0")
+    assert row.answered_at.astimezone(UTC) == utc(25, 9)
+
+
+def test_answers_either_side_of_local_midnight_are_separate_days(services, persist):
+    # Dhaka is UTC+6: 17:59 UTC is 23:59 on the 24th there, 18:01 UTC is 00:01 on the 25th.
+    add_workplace(services)
+    persist(answer("long_hours", "yes", utc(24, 17, 59), "twilio:SM1:0"))
+    persist(answer("long_hours", "no", utc(24, 18, 1), "twilio:SM2:0"))
+    rows = stored(services)
+    assert [(r.answered_on, r.value_text) for r in rows] == [
+        (date(2026, 11, 24), "yes"),
+        (date(2026, 11, 25), "no"),
+    ]
+
+
+def test_the_same_two_instants_are_one_day_in_a_utc_workplace(services, persist):
+    add_workplace(services, slug="london-sew", code="5555", country="GB", timezone="UTC")
+    persist(answer("long_hours", "yes", utc(24, 17, 59), "twilio:SM1:0", workplace="london-sew"))
+    persist(answer("long_hours", "no", utc(24, 18, 1), "twilio:SM2:0", workplace="london-sew"))
+    [row] = stored(services)
+    assert (row.answered_on, row.value_text) == (date(2026, 11, 24), "no")
+
+
+def test_each_answer_records_its_flow_version_channel_and_key(services, persist, key_id):
+    add_workplace(services)
+    persist(answer("fire_exits", "unsure", utc(25, 4), "at:ATX1:0", version="7"), channel="ussd")
+    [row] = stored(services)
+    assert (row.flow_id, row.flow_version, row.question_id) == ("checkin", "7", "fire_exits")
+    assert (row.channel, row.key_id, row.pseudonym) == ("ussd", key_id, WHO)
+
+
+def test_enrolment_then_language_change_then_opt_out(services, persist):
+    add_workplace(services)
+    enrolled = {
+        "kind": "enrolled",
+        "language": "bn",
+        "workplace": "dhaka-knit",
+        "at": utc(25, 3).isoformat(),
+    }
+    counts = persist(enrolled, answer("long_hours", "yes", utc(25, 3), "twilio:SM1:1"))
+    assert counts == {"answers": 1, "profiles": 1, "forgotten": 0}
+    row = profile(services)
+    assert (row.language, row.consented_at.astimezone(UTC)) == ("bn", utc(25, 3))
+    with services.db.session() as session:
+        assert (
+            row.workplace_id
+            == session.execute(
+                text("SELECT id FROM workplaces WHERE slug = 'dhaka-knit'")
+            ).scalar_one()
+        )
+
+    persist({"kind": "language_changed", "language": "en"}, received=utc(25, 5))
+    assert profile(services).language == "en"
+
+    counts = persist({"kind": "opted_out"})
+    assert counts["forgotten"] == 1
+    assert profile(services) is None
+    [kept] = stored(services)  # the anonymous answer stays
+    assert (kept.pseudonym, kept.value_text) == (WHO, "yes")
+
+
+def enrolment(at: datetime, language: str = "bn") -> dict:
+    return {
+        "kind": "enrolled",
+        "language": language,
+        "workplace": "dhaka-knit",
+        "at": at.isoformat(),
+    }
+
+
+def test_a_retried_older_profile_change_does_not_undo_a_newer_one(services, persist):
+    add_workplace(services)
+    persist(enrolment(utc(25, 3)), received=utc(25, 3))
+    persist({"kind": "language_changed", "language": "en"}, received=utc(25, 5))
+    persist({"kind": "language_changed", "language": "hi"}, received=utc(25, 4))  # a late retry
+    persist(enrolment(utc(25, 3)), received=utc(25, 3))  # the enrolment job run again
+    row = profile(services)
+    assert (row.language, row.updated_at.astimezone(UTC)) == ("en", utc(25, 5))
+    persist({"kind": "language_changed", "language": "hi"}, received=utc(25, 6))
+    assert profile(services).language == "hi"
+
+
+def test_an_enrolment_retried_after_stop_does_not_bring_the_worker_back(services, persist):
+    add_workplace(services)
+    services.sessions.mark_forgotten(WHO, utc(25, 4))  # STOP arrived at 04:00
+    persist(enrolment(utc(25, 3)), received=utc(25, 3))  # the 03:00 enrolment job, retried late
+    assert profile(services) is None
+    persist(enrolment(utc(25, 5)), received=utc(25, 5))  # the worker joins again later
+    assert profile(services).language == "bn"
+
+
+def test_opting_out_forgets_only_that_worker(services, persist):
+    add_workplace(services)
+    for who in (WHO, "b" * 64):
+        persist(
+            {
+                "kind": "enrolled",
+                "language": "bn",
+                "workplace": "dhaka-knit",
+                "at": utc(25, 3).isoformat(),
+            },
+            who=who,
+        )
+    persist({"kind": "opted_out"})
+    assert profile(services) is None
+    assert profile(services, "b" * 64) is not None
+
+
+@pytest.mark.parametrize("workplace", ["no-such-place", None])
+def test_an_answer_for_an_unknown_workplace_is_dropped_without_error(services, persist, workplace):
+    add_workplace(services)
+    counts = persist(
+        answer("long_hours", "yes", utc(25, 3), "twilio:SM1:0", workplace=workplace),
+        {
+            "kind": "enrolled",
+            "language": "bn",
+            "workplace": "no-such-place",
+            "at": utc(25, 3).isoformat(),
+        },
+    )
+    assert counts == {"answers": 0, "profiles": 0, "forgotten": 0}
+    assert stored(services) == []
+    assert profile(services) is None
+
+
+# -- no phone number at rest ------------------------------------------------------------------
+PHONE = "+8801711000099"
+FORMS = (PHONE, PHONE[1:], "0" + PHONE[4:], PHONE[4:], "+880 1711-000099", "01711-000099")
+
+
+def _holds_number(value) -> bool:
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        try:
+            raw += zlib.decompress(raw)  # RQ stores job payloads zlib-compressed
+        except zlib.error:
+            pass
+        return any(form.encode() in raw for form in FORMS)
+    return value is not None and any(form in str(value) for form in FORMS)
+
+
+def _converse(client) -> None:
+    worker = SmsWorker(client, PHONE)
+    reply = worker.enrol()
+    for _ in range(8):
+        if FINISH in reply:
+            return
+        reply = worker.send("1")
+    raise AssertionError(f"the check-in did not finish: {reply!r}")
+
+
+def test_no_column_anywhere_holds_the_phone_number(app, client, services):
+    add_workplace(services)
+    _converse(client)
+    run_jobs(app)
+    rows_seen = 0
+    with services.db.engine.connect() as connection:
+        for table in inspect(connection).get_table_names():
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')).mappings():
+                rows_seen += 1
+                leaks = [column for column, value in row.items() if _holds_number(value)]
+                assert not leaks, f"{table}.{leaks} holds the phone number"
+    with services.db.session() as session:
+        assert session.scalar(select(Worker)) is not None  # the scan was not of an empty store
+        assert session.scalars(select(Answer)).all()
+    assert rows_seen
+
+
+def test_no_redis_value_holds_the_phone_number(app, client, services):
+    add_workplace(services)
+    _converse(client)
+    run_jobs(app)
+    redis = services.redis
+    for key in redis.scan_iter(count=1000):
+        kind = redis.type(key).decode()
+        if kind == "string":
+            values = [redis.get(key)]
+        elif kind == "hash":
+            values = [v for pair in redis.hgetall(key).items() for v in pair]
+        elif kind == "list":
+            values = redis.lrange(key, 0, -1)
+        elif kind in ("set", "zset"):
+            values = list(redis.smembers(key)) if kind == "set" else redis.zrange(key, 0, -1)
+        else:
+            values = []
+        assert not _holds_number(key), key
+        assert not any(_holds_number(v) for v in values), f"Redis {key!r} holds the phone number"

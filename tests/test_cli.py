@@ -1,0 +1,365 @@
+"""The ``workervoice`` command line (SPEC §8), run against the test app with flask's CLI runner."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import inspect, select, text
+
+from gateway import create_app
+from gateway.cli import main
+from gateway.config import Config
+from store.models import ApiToken, Brand, Grant, PseudonymKey, Workplace
+
+from .conftest import ROOT, environ_for
+from .support import add_workplace, bearer
+
+FLOWS = ROOT / "flows"
+TOKEN_LINE = re.compile(r"^token: (\S+)$", re.MULTILINE)
+
+
+@pytest.fixture
+def cli(app):
+    runner = app.test_cli_runner()
+
+    def run(*args: str):
+        return runner.invoke(main, list(args))
+
+    return run
+
+
+def token_of(result) -> str:
+    assert result.exit_code == 0, result.output
+    [token] = TOKEN_LINE.findall(result.stdout)
+    return token
+
+
+def one_line_error(result, *words: str) -> str:
+    """The command failed with one line on stderr naming what was wrong, and no traceback."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def workplaces(services) -> list[Workplace]:
+    with services.db.session() as session:
+        return list(session.scalars(select(Workplace).order_by(Workplace.slug)))
+
+
+def add(cli, slug="dhaka-knit", code="4321", country="BD", *extra: str):
+    return cli(
+        "workplace",
+        "add",
+        slug,
+        "--name",
+        "Dhaka Knit Ltd",
+        "--country",
+        country,
+        "--code",
+        code,
+        *extra,
+    )
+
+
+# -- workplace add -------------------------------------------------------------------------------
+def test_workplace_add_prints_a_token_that_works_and_is_stored_only_as_a_hash(
+    cli, client, services
+):
+    result = add(cli)
+    token = token_of(result)
+    assert "token: " + token in result.stdout.splitlines()
+    response = client.get("/api/v1/workplaces", headers=bearer(token))
+    assert response.get_json() == {
+        "workplaces": [{"id": "dhaka-knit", "name": "Dhaka Knit Ltd", "country": "BD"}]
+    }
+    with services.db.session() as session:
+        [row] = session.scalars(select(ApiToken)).all()
+        assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
+        assert row.kind == "workplace"
+    with services.db.engine.connect() as connection:
+        for table in inspect(connection).get_table_names():
+            for values in connection.execute(text(f'SELECT * FROM "{table}"')):
+                assert not any(token in str(v) for v in values), f"{table} holds the token"
+
+
+@pytest.mark.parametrize(
+    ("country", "zone"),
+    [("BD", "Asia/Dhaka"), ("bd", "Asia/Dhaka"), ("KE", "Africa/Nairobi"), ("IN", "Asia/Kolkata")],
+)
+def test_the_time_zone_defaults_to_the_countrys_main_zone(cli, services, country, zone):
+    token_of(add(cli, "dhaka-knit", "4321", country))
+    [place] = workplaces(services)
+    assert (place.country, place.timezone) == (country.upper(), zone)
+
+
+def test_a_given_time_zone_and_languages_are_kept(cli, services):
+    token_of(
+        add(cli, "dhaka-knit", "4321", "BD", "--timezone", "Asia/Kolkata", "--languages", "bn, en")
+    )
+    [place] = workplaces(services)
+    assert (place.timezone, place.languages) == ("Asia/Kolkata", ["bn", "en"])
+
+
+@pytest.mark.parametrize(
+    ("slug", "code", "word"), [("dhaka-knit", "9999", "slug"), ("other-mill", "4321", "code")]
+)
+def test_a_duplicate_slug_or_code_is_one_clear_error(cli, services, slug, code, word):
+    token_of(add(cli))
+    result = add(cli, slug, code)
+    one_line_error(result, word, "already exists")
+    assert len(workplaces(services)) == 1
+    assert "token:" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (("--country", "XX"), "country"),
+        (("--country", "Bangladesh"), "country"),
+        (("--code", "123"), "code"),
+        (("--code", "123456789"), "code"),
+        (("--code", "12a4"), "code"),
+        (("--code", "\u09e7\u09e8\u09e9\u09ea"), "code"),  # Bengali digits: not keyable everywhere
+        (("--timezone", "Mars/Olympus_Mons"), "timezone"),
+        (("--timezone", "America"), "timezone"),  # a directory of zones, not a zone
+        (("--timezone", "../../etc/passwd"), "timezone"),
+        (("--languages", "bn,xx"), "languages"),
+        (("--name", "   "), "name"),
+        (("--name", "x" * 201), "name"),
+    ],
+)
+def test_bad_workplace_values_are_refused(cli, services, args, word):
+    base = {"--name": "Dhaka Knit", "--country": "BD", "--code": "4321"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    result = cli("workplace", "add", "dhaka-knit", *[x for pair in base.items() for x in pair])
+    one_line_error(result, word)
+    assert workplaces(services) == []
+
+
+@pytest.mark.parametrize(
+    "slug", ["Dhaka", "a", "_dhaka", "dhaka_knit", "dhaka knit", "dhaka\n", "x" * 64]
+)
+def test_bad_slugs_are_refused(cli, services, slug):
+    result = add(cli, slug)
+    one_line_error(result, "SLUG")
+    assert workplaces(services) == []
+
+
+# -- brand add -----------------------------------------------------------------------------------
+def test_brand_add_prints_a_token_that_works(cli, client, services):
+    result = cli(
+        "brand",
+        "add",
+        "brand-a",
+        "--name",
+        "Brand A",
+        "--email",
+        "csr@brand-a.example",
+        "--schedule",
+        "0 8 * * 1",
+        "--timezone",
+        "Europe/Berlin",
+        "--locale",
+        "de",
+    )
+    token = token_of(result)
+    response = client.get("/api/v1/workplaces", headers=bearer(token))
+    assert response.get_json() == {"workplaces": []}
+    with services.db.session() as session:
+        brand = session.scalar(select(Brand))
+        assert (brand.slug, brand.email, brand.schedule, brand.timezone, brand.locale) == (
+            "brand-a",
+            "csr@brand-a.example",
+            "0 8 * * 1",
+            "Europe/Berlin",
+            "de",
+        )
+        [row] = session.scalars(select(ApiToken)).all()
+        assert (row.kind, row.brand_id, row.token_hash) == (
+            "brand",
+            brand.id,
+            hashlib.sha256(token.encode()).hexdigest(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (("--email", "not-an-address"), "email"),
+        (("--email", "a@b"), "email"),
+        (("--email", "a b@c.org"), "email"),
+        (("--email", "a@" + "b" * 320 + ".org"), "email"),
+        (("--schedule", "every monday"), "schedule"),
+        (("--schedule", "99 * * * *"), "schedule"),
+        (("--schedule", "0 0 8 * * 1"), "schedule"),
+        (("--timezone", "Nowhere/City"), "timezone"),
+        (("--locale", "zz"), "locale"),
+    ],
+)
+def test_bad_brand_values_are_refused(cli, services, args, word):
+    result = cli(
+        "brand", "add", "brand-a", "--name", "Brand A", "--email", "csr@brand-a.example", *args
+    )
+    one_line_error(result, word)
+    with services.db.session() as session:
+        assert session.scalar(select(Brand)) is None
+
+
+def test_a_duplicate_brand_is_one_clear_error(cli):
+    token_of(cli("brand", "add", "brand-a", "--name", "A", "--email", "a@a.example"))
+    result = cli("brand", "add", "brand-a", "--name", "A", "--email", "a@a.example")
+    one_line_error(result, "already exists")
+
+
+# -- grant and revoke ----------------------------------------------------------------------------
+def test_grant_and_revoke_change_what_the_brand_sees(cli, client, services):
+    token_of(add(cli))
+    brand = token_of(cli("brand", "add", "brand-a", "--name", "A", "--email", "a@a.example"))
+    indicators = "/api/v1/workplaces/dhaka-knit/indicators"
+    assert client.get(indicators, headers=bearer(brand)).status_code == 404
+
+    result = cli("grant", "dhaka-knit", "brand-a")
+    assert result.exit_code == 0 and "may now see" in result.stdout
+    assert cli("grant", "dhaka-knit", "brand-a").exit_code == 0  # again: nothing changes
+    with services.db.session() as session:
+        assert len(session.scalars(select(Grant)).all()) == 1
+    assert client.get(indicators, headers=bearer(brand)).status_code == 200
+
+    result = cli("revoke", "dhaka-knit", "brand-a")
+    assert result.exit_code == 0 and "may no longer see" in result.stdout
+    assert client.get(indicators, headers=bearer(brand)).status_code == 404
+    assert client.get("/api/v1/workplaces", headers=bearer(brand)).get_json() == {"workplaces": []}
+    assert cli("revoke", "dhaka-knit", "brand-a").exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["grant", "revoke"])
+@pytest.mark.parametrize(
+    ("place", "brand", "word"),
+    [("no-such-place", "brand-a", "workplace"), ("dhaka-knit", "no-such-brand", "brand")],
+)
+def test_unknown_slugs_are_errors(cli, command, place, brand, word):
+    token_of(add(cli))
+    token_of(cli("brand", "add", "brand-a", "--name", "A", "--email", "a@a.example"))
+    one_line_error(cli(command, place, brand), word)
+
+
+# -- flows lint ----------------------------------------------------------------------------------
+def test_lint_passes_the_real_flows(cli):
+    result = cli("flows", "lint", str(FLOWS))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+
+
+@pytest.fixture
+def broken(tmp_path) -> Path:
+    """A copy of the real flows plus one file with an unknown key on line 5."""
+    for path in FLOWS.glob("*.yaml"):
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "broken.yaml").write_text(
+        "title: Broken\nquestions:\n  - id: a\n    ask: Hello?\n    bogus: 1\n"
+        "    options: {yes: 'Yes', no: 'No'}\n",
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+def test_lint_reports_file_line_message_and_exits_1(cli, broken):
+    result = cli("flows", "lint", str(broken))
+    assert result.exit_code == 1
+    assert (
+        f"{broken / 'broken.yaml'}:5: unknown key 'bogus' in question" in result.stdout.splitlines()
+    )
+    assert all(
+        re.fullmatch(r"(warning: )?\S+\.yaml:\d+: .+", line) for line in result.stdout.splitlines()
+    )
+
+
+def test_lint_reports_what_the_service_would_refuse(cli, broken):
+    (broken / "enrol.yaml").unlink()
+    (broken / "broken.yaml").unlink()
+    result = cli("flows", "lint", str(broken))
+    assert result.exit_code == 1
+    assert f"{broken / 'enrol.yaml'}:1: the enrolment flow is missing" in result.stdout
+
+
+def test_lint_reports_a_file_that_is_not_utf8(cli, broken):
+    (broken / "broken.yaml").write_bytes(b"title: \xff\xfe\n")
+    result = cli("flows", "lint", str(broken))
+    assert result.exit_code == 1
+    assert re.search(r"broken\.yaml:1: not UTF-8", result.stdout), result.output
+
+
+def test_lint_refuses_a_missing_directory(cli, tmp_path):
+    result = cli("flows", "lint", str(tmp_path / "nowhere"))
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+
+
+def test_lint_runs_when_the_configured_flows_would_stop_the_app(broken, monkeypatch):
+    # No app is built for lint: it is how an administrator learns why the service refused.
+    monkeypatch.setenv("WORKERVOICE_FLOWS_DIR", str(broken))
+    monkeypatch.setenv("WORKERVOICE_MASTER_KEY", "too-short")  # would stop create_app() too
+    result = CliRunner().invoke(main, ["flows", "lint"])
+    assert result.exit_code == 1, result.output
+    assert "unknown key 'bogus'" in result.stdout
+
+
+# -- db upgrade and demo -------------------------------------------------------------------------
+def test_db_upgrade_is_idempotent(cli, services):
+    for _ in range(2):
+        result = cli("db", "upgrade")
+        assert result.exit_code == 0, result.output
+        assert "database is up to date" in result.stdout
+    with services.db.session() as session:
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        keys = session.scalars(select(PseudonymKey.status)).all()
+    assert keys.count("current") == 1
+
+
+def test_db_upgrade_builds_a_fresh_database_twice_over(tmp_path):
+    config = Config.from_env(environ_for(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/new.db"))
+    app = create_app(config)
+    runner = app.test_cli_runner()
+    for _ in range(2):
+        result = runner.invoke(main, ["db", "upgrade"])
+        assert result.exit_code == 0, result.output
+    services = app.extensions["workervoice"]
+    with services.db.engine.connect() as connection:
+        tables = set(inspect(connection).get_table_names())
+        assert {"workplaces", "brands", "answers", "workers", "api_tokens"} <= tables
+        assert connection.execute(text("SELECT count(*) FROM pseudonym_keys")).scalar() == 1
+    services.db.dispose()
+
+
+def demo_tokens(result) -> tuple[str, str]:
+    assert result.exit_code == 0, result.output
+    found = dict(re.findall(r"^(workplace|brand) token: (\S+)$", result.stdout, re.MULTILINE))
+    return found["workplace"], found["brand"]
+
+
+def test_demo_is_idempotent_and_prints_fresh_tokens(cli, client, services):
+    first = demo_tokens(cli("demo"))
+    second = demo_tokens(cli("demo"))
+    assert set(first).isdisjoint(second)
+    for token in second:
+        response = client.get("/api/v1/workplaces", headers=bearer(token))
+        assert [w["id"] for w in response.get_json()["workplaces"]] == ["demo-garments"]
+    with services.db.session() as session:
+        assert session.scalars(select(Workplace.slug)).all() == ["demo-garments"]
+        assert session.scalars(select(Brand.slug)).all() == ["demo-brand"]
+        assert len(session.scalars(select(Grant)).all()) == 1
+        assert len(session.scalars(select(ApiToken)).all()) == 2  # the old ones are gone
+
+
+def test_demo_explains_a_clash_with_an_existing_workplace_code(cli, services):
+    add_workplace(services, slug="real-mill", code="4321")
+    one_line_error(cli("demo"), "4321")
