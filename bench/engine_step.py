@@ -34,8 +34,13 @@ def main() -> None:
     steps = 0
     started = time.perf_counter()
     for seed in range(args.conversations):
-        ctx = Context(now=now, today=now.date(), seed=seed, texts=texts,
-                      find_workplace=lambda code: "demo" if code == "4321" else None)
+        ctx = Context(
+            now=now,
+            today=now.date(),
+            seed=seed,
+            texts=texts,
+            find_workplace=lambda code: "demo" if code == "4321" else None,
+        )
         session: Session | None = Session(profile=Profile(country="BD"))
         for text in SCRIPT:
             result = step(flows, session, text, ctx)
@@ -43,17 +48,24 @@ def main() -> None:
             steps += 1
     engine = (time.perf_counter() - started) / steps
 
-    sample = Session(profile=Profile(language="bn", workplace="demo", country="BD",
-                                     enrolled=True), flow="checkin", version="1",
-                     plan=["a", "b", "c"], current="long_hours", answers={"x": "yes"})
+    sample = Session(
+        profile=Profile(language="bn", workplace="demo", country="BD", enrolled=True),
+        flow="checkin",
+        version="1",
+        plan=["a", "b", "c"],
+        current="long_hours",
+        answers={"x": "yes"},
+    )
     rounds = steps
     started = time.perf_counter()
     for _ in range(rounds):
         Session.from_json(sample.to_json())
     baseline = (time.perf_counter() - started) / rounds
     print(f"baseline session JSON round trip  {baseline * 1e6:8.1f} us/message")
-    print(f"engine step + JSON round trip     {engine * 1e6:8.1f} us/message "
-          f"({steps} messages, {engine / baseline:.1f}x baseline)")
+    print(
+        f"engine step + JSON round trip     {engine * 1e6:8.1f} us/message "
+        f"({steps} messages, {engine / baseline:.1f}x baseline)"
+    )
 
 
 if __name__ == "__main__":

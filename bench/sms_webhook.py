@@ -61,8 +61,17 @@ def prepare(env: dict[str, str]) -> Services:
     services.ensure_key_ring()
     services.redis.flushdb()
     with services.db.session() as session:
-        session.add(Workplace(slug="bench", name="Bench", country="BD", code="4321",
-                              timezone="Asia/Dhaka", languages=[], created_at=datetime.now(UTC)))
+        session.add(
+            Workplace(
+                slug="bench",
+                name="Bench",
+                country="BD",
+                code="4321",
+                timezone="Asia/Dhaka",
+                languages=[],
+                created_at=datetime.now(UTC),
+            )
+        )
     return services
 
 
@@ -75,8 +84,9 @@ def conversation(url: str, index: int) -> list[float]:
         form = twilio_sms_form(phone, body)
         headers = {"X-Twilio-Signature": twilio_signature(form, token=TOKEN)}
         started = time.perf_counter()
-        response = requests.post(url + "/webhooks/twilio/sms", data=form, headers=headers,
-                                 timeout=30)
+        response = requests.post(
+            url + "/webhooks/twilio/sms", data=form, headers=headers, timeout=30
+        )
         latencies.append(time.perf_counter() - started)
         response.raise_for_status()
     return latencies
@@ -94,8 +104,10 @@ def health(url: str, count: int) -> list[float]:
 def report(name: str, latencies: list[float], seconds: float) -> None:
     ms = sorted(x * 1000 for x in latencies)
     p95 = ms[int(len(ms) * 0.95) - 1]
-    print(f"{name:<28} n={len(ms):>5}  {len(ms) / seconds:8.1f} req/s  "
-          f"p50={statistics.median(ms):6.1f} ms  p95={p95:6.1f} ms  max={ms[-1]:6.1f} ms")
+    print(
+        f"{name:<28} n={len(ms):>5}  {len(ms) / seconds:8.1f} req/s  "
+        f"p50={statistics.median(ms):6.1f} ms  p95={p95:6.1f} ms  max={ms[-1]:6.1f} ms"
+    )
 
 
 def main() -> None:
@@ -114,20 +126,30 @@ def main() -> None:
             per_thread = args.workers * 12 // args.concurrency
             with ThreadPoolExecutor(args.concurrency) as pool:
                 started = time.perf_counter()
-                baseline = [x for r in pool.map(lambda _: health(processes.url, per_thread),
-                                                 range(args.concurrency)) for x in r]
+                baseline = [
+                    x
+                    for r in pool.map(
+                        lambda _: health(processes.url, per_thread), range(args.concurrency)
+                    )
+                    for x in r
+                ]
                 report("baseline GET /healthz", baseline, time.perf_counter() - started)
                 started = time.perf_counter()
-                sms = [x for r in pool.map(lambda i: conversation(processes.url, i),
-                                           range(args.workers)) for x in r]
+                sms = [
+                    x
+                    for r in pool.map(lambda i: conversation(processes.url, i), range(args.workers))
+                    for x in r
+                ]
                 report("POST /webhooks/twilio/sms", sms, time.perf_counter() - started)
             drain_started = time.perf_counter()
             while services.queue.count and time.perf_counter() - drain_started < 120:
                 time.sleep(0.05)
             with services.db.session() as session:
                 stored = session.scalar(select(func.count(Answer.id)))
-            print(f"queue drained {time.perf_counter() - drain_started:.2f} s after the last "
-                  f"reply; {stored} answers stored from {args.workers} workers")
+            print(
+                f"queue drained {time.perf_counter() - drain_started:.2f} s after the last "
+                f"reply; {stored} answers stored from {args.workers} workers"
+            )
         finally:
             processes.stop()
 

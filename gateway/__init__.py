@@ -25,11 +25,15 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     logs.configure(config.production)
     if config.report_cutoff == "now":
-        log.warning("WORKERVOICE_REPORT_CUTOFF=now: published figures move with every answer "
-                    "(demos and tests only)")
+        log.warning(
+            "WORKERVOICE_REPORT_CUTOFF=now: published figures move with every answer "
+            "(demos and tests only)"
+        )
     if config.embedded_redis:
-        log.warning("REDIS_URL is not set: using the embedded in-process Redis emulation "
-                    "(single-process demo only)")
+        log.warning(
+            "REDIS_URL is not set: using the embedded in-process Redis emulation "
+            "(single-process demo only)"
+        )
     app = Flask(__name__, instance_path=str(config.instance_dir))
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
     services = Services(config)
@@ -66,8 +70,13 @@ def _register_errors(app: Flask) -> None:
     def unexpected(exc: Exception):
         unavailable = isinstance(exc, OperationalError | RedisError)
         if unavailable:  # the database or Redis is down: the caller may retry
-            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path,
-                      str(exc).splitlines()[0][:200])
+            log.error(
+                "%s on %s %s: %s",
+                type(exc).__name__,
+                request.method,
+                request.path,
+                str(exc).splitlines()[0][:200],
+            )
         else:
             log.exception("unhandled error on %s %s", request.method, request.path)
         message = "temporarily unavailable" if unavailable else "internal error"

@@ -102,8 +102,11 @@ def _fresh_session(services: Services, who: Pseudonym) -> Session:
         stored = profiles.load(db, who.value)
     if stored is None:
         return Session(profile=Profile(country=who.country))
-    return Session(profile=Profile(language=stored.language, workplace=stored.workplace,
-                                   country=who.country, enrolled=True))
+    return Session(
+        profile=Profile(
+            language=stored.language, workplace=stored.workplace, country=who.country, enrolled=True
+        )
+    )
 
 
 def _zone(services: Services, session: Session) -> ZoneInfo:
@@ -115,8 +118,9 @@ def _zone(services: Services, session: Session) -> ZoneInfo:
     return ZoneInfo(zone_for_country(session.profile.country))
 
 
-def _enqueue(services: Services, inbound: Inbound, who: Pseudonym, events: tuple[Event, ...],
-             now: datetime) -> None:
+def _enqueue(
+    services: Services, inbound: Inbound, who: Pseudonym, events: tuple[Event, ...], now: datetime
+) -> None:
     kept = []
     for index, event in enumerate(events):
         if not event.persist:
@@ -128,11 +132,22 @@ def _enqueue(services: Services, inbound: Inbound, who: Pseudonym, events: tuple
         kept.append(data)
     if not kept:
         return
-    batch = {"pseudonym": who.value, "key_id": who.key_id, "channel": inbound.channel,
-             "received_at": now.isoformat(), "events": kept}
-    services.queue.enqueue(jobs.persist_events, batch, job_id=_job_id(inbound),
-                           description="persist worker events", result_ttl=3600,
-                           failure_ttl=7 * 86400, retry=jobs.RETRY)
+    batch = {
+        "pseudonym": who.value,
+        "key_id": who.key_id,
+        "channel": inbound.channel,
+        "received_at": now.isoformat(),
+        "events": kept,
+    }
+    services.queue.enqueue(
+        jobs.persist_events,
+        batch,
+        job_id=_job_id(inbound),
+        description="persist worker events",
+        result_ttl=3600,
+        failure_ttl=7 * 86400,
+        retry=jobs.RETRY,
+    )
 
 
 def _job_id(inbound: Inbound) -> str:

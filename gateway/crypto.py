@@ -34,8 +34,12 @@ class Crypto:
 
     def _aead(self, purpose: str) -> AESGCM:
         if purpose not in self._subkeys:
-            key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                       info=b"workervoice:" + purpose.encode()).derive(self._master)
+            key = HKDF(
+                algorithm=hashes.SHA256(),
+                length=32,
+                salt=None,
+                info=b"workervoice:" + purpose.encode(),
+            ).derive(self._master)
             self._subkeys[purpose] = AESGCM(key)
         return self._subkeys[purpose]
 

@@ -18,8 +18,11 @@ def read_catalog(path: Path) -> dict[str, str]:
     """msgid -> translation for every translated, non-fuzzy message of a .po file."""
     with path.open("rb") as handle:
         catalog = read_po(handle)
-    return {m.id: m.string for m in catalog
-            if m.id and isinstance(m.id, str) and m.string and not m.fuzzy}
+    return {
+        m.id: m.string
+        for m in catalog
+        if m.id and isinstance(m.id, str) and m.string and not m.fuzzy
+    }
 
 
 def read_domain(root: Path, domain: str) -> dict[str, dict[str, str]]:
@@ -35,8 +38,12 @@ def read_domain(root: Path, domain: str) -> dict[str, dict[str, str]]:
 
 
 class Texts:
-    def __init__(self, flows: dict[str, dict[str, str]], service: dict[str, dict[str, str]],
-                 reports: dict[str, dict[str, str]] | None = None):
+    def __init__(
+        self,
+        flows: dict[str, dict[str, str]],
+        service: dict[str, dict[str, str]],
+        reports: dict[str, dict[str, str]] | None = None,
+    ):
         self._flows = flows
         self._service = service
         self._reports = reports or {}
@@ -44,8 +51,11 @@ class Texts:
 
     @classmethod
     def load(cls, locales_dir: Path) -> Texts:
-        return cls(read_domain(locales_dir, "flows"), read_domain(SERVICE_LOCALES, "service"),
-                   read_domain(locales_dir, "reports"))
+        return cls(
+            read_domain(locales_dir, "flows"),
+            read_domain(SERVICE_LOCALES, "service"),
+            read_domain(locales_dir, "reports"),
+        )
 
     def flow(self, language: str | None, msgid: str) -> str:
         return self._flows.get(language or "", {}).get(msgid, msgid)

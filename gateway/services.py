@@ -80,7 +80,8 @@ class Services:
     def ensure_key_ring(self) -> None:
         with self.db.session() as session:
             stored_keys.ensure_current(
-                session, lambda secret, kid: self.crypto.encrypt(secret, KEY_PURPOSE, context(kid)))
+                session, lambda secret, kid: self.crypto.encrypt(secret, KEY_PURPOSE, context(kid))
+            )
 
     def find_workplace(self, code: str) -> str | None:
         with self.db.session() as session:

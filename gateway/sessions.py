@@ -48,8 +48,9 @@ class SessionStore:
     @contextmanager
     def locked(self, pseudonym: str) -> Iterator[None]:
         """Serialise messages from one worker, so two arriving together cannot both answer."""
-        with self.redis.lock(LOCK_KEY.format(pseudonym), timeout=LOCK_SECONDS,
-                             blocking_timeout=LOCK_SECONDS):
+        with self.redis.lock(
+            LOCK_KEY.format(pseudonym), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+        ):
             yield
 
     def cached_reply(self, provider: str, message_id: str) -> str | None:

@@ -18,11 +18,18 @@ PATH = "/webhooks/twilio/sms"
 
 
 def send(url: str, public_url: str, token: str, phone: str, body: str) -> str:
-    form = {"From": phone, "To": "+15005550006", "Body": body,
-            "MessageSid": "SM" + secrets.token_hex(16), "NumMedia": "0", "NumSegments": "1"}
+    form = {
+        "From": phone,
+        "To": "+15005550006",
+        "Body": body,
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "NumMedia": "0",
+        "NumSegments": "1",
+    }
     signature = RequestValidator(token).compute_signature(public_url + PATH, form)
-    response = requests.post(url.rstrip("/") + PATH, data=form, timeout=15,
-                             headers={"X-Twilio-Signature": signature})
+    response = requests.post(
+        url.rstrip("/") + PATH, data=form, timeout=15, headers={"X-Twilio-Signature": signature}
+    )
     if response.status_code != 200:
         return f"[{response.status_code}] {response.text.strip()}"
     root = ElementTree.fromstring(response.content)

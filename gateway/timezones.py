@@ -9,9 +9,15 @@ from babel.core import get_global
 FALLBACK = "UTC"
 # CLDR lists several zones for these countries without naming a main one: the capital's zone.
 MAIN_ZONES = {
-    "AU": "Australia/Sydney", "BR": "America/Sao_Paulo", "CA": "America/Toronto",
-    "CN": "Asia/Shanghai", "ID": "Asia/Jakarta", "MX": "America/Mexico_City",
-    "MY": "Asia/Kuala_Lumpur", "RU": "Europe/Moscow", "US": "America/New_York",
+    "AU": "Australia/Sydney",
+    "BR": "America/Sao_Paulo",
+    "CA": "America/Toronto",
+    "CN": "Asia/Shanghai",
+    "ID": "Asia/Jakarta",
+    "MX": "America/Mexico_City",
+    "MY": "Asia/Kuala_Lumpur",
+    "RU": "Europe/Moscow",
+    "US": "America/New_York",
 }
 
 

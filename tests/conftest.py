@@ -32,8 +32,9 @@ def _backends() -> tuple[str | None, str | None]:
     redis_url = os.environ.get("REDIS_URL") or None
     if os.environ.get("WORKERVOICE_REQUIRE_SERVICES") == "1":
         if not database_url or not database_url.startswith(("postgres", "postgresql")):
-            raise pytest.UsageError("WORKERVOICE_REQUIRE_SERVICES=1 but DATABASE_URL is not "
-                                    "PostgreSQL")
+            raise pytest.UsageError(
+                "WORKERVOICE_REQUIRE_SERVICES=1 but DATABASE_URL is not PostgreSQL"
+            )
         if not redis_url:
             raise pytest.UsageError("WORKERVOICE_REQUIRE_SERVICES=1 but REDIS_URL is not set")
     return database_url, redis_url

@@ -25,18 +25,29 @@ def message_id(prefix: str = "SM") -> str:
     return f"{prefix}{next(_ids):032x}"
 
 
-def twilio_signature(form: dict, path: str = TWILIO_PATH, token: str = TWILIO_TOKEN,
-                     public_url: str = PUBLIC_URL) -> str:
+def twilio_signature(
+    form: dict, path: str = TWILIO_PATH, token: str = TWILIO_TOKEN, public_url: str = PUBLIC_URL
+) -> str:
     return RequestValidator(token).compute_signature(public_url + path, form)
 
 
 def twilio_sms_form(sender: str, body: str, sid: str | None = None, **extra: str) -> dict:
     """A Twilio inbound SMS as PROVIDERS.md §1.1 shows it."""
     sid = sid or message_id()
-    form = {"ToCountry": "US", "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid,
-            "SmsStatus": "received", "Body": body, "To": "+14155550100", "NumSegments": "1",
-            "MessageSid": sid, "AccountSid": "AC" + "e" * 32, "From": sender,
-            "ApiVersion": "2010-04-01"}
+    form = {
+        "ToCountry": "US",
+        "SmsMessageSid": sid,
+        "NumMedia": "0",
+        "SmsSid": sid,
+        "SmsStatus": "received",
+        "Body": body,
+        "To": "+14155550100",
+        "NumSegments": "1",
+        "MessageSid": sid,
+        "AccountSid": "AC" + "e" * 32,
+        "From": sender,
+        "ApiVersion": "2010-04-01",
+    }
     form.update(extra)
     return form
 
@@ -54,9 +65,15 @@ def twiml_text(response) -> str:
 
 def at_sms_form(sender: str, text: str, msg_id: str | None = None, **extra: str) -> dict:
     """An Africa's Talking incoming SMS as PROVIDERS.md §5.1 shows it."""
-    form = {"from": sender, "to": "28901", "text": text, "date": "2026-11-25T08:34:18.445Z",
-            "id": msg_id or message_id("ATXid_"), "linkId": "SampleLinkId123",
-            "networkCode": "63902"}
+    form = {
+        "from": sender,
+        "to": "28901",
+        "text": text,
+        "date": "2026-11-25T08:34:18.445Z",
+        "id": msg_id or message_id("ATXid_"),
+        "linkId": "SampleLinkId123",
+        "networkCode": "63902",
+    }
     form.update(extra)
     return form
 
@@ -76,13 +93,24 @@ def run_jobs(app) -> None:
         SimpleWorker([QUEUE_NAME], connection=services.redis).work(burst=True)
 
 
-def add_workplace(services: Services, slug: str = "dhaka-knit", code: str = "4321",
-                  country: str = "BD", timezone: str = "Asia/Dhaka") -> str:
+def add_workplace(
+    services: Services,
+    slug: str = "dhaka-knit",
+    code: str = "4321",
+    country: str = "BD",
+    timezone: str = "Asia/Dhaka",
+) -> str:
     """Create a workplace; return its token."""
     with services.db.session() as session:
-        place = Workplace(slug=slug, name=slug.replace("-", " ").title(), country=country,
-                          code=code, timezone=timezone, languages=[],
-                          created_at=datetime.now(UTC))
+        place = Workplace(
+            slug=slug,
+            name=slug.replace("-", " ").title(),
+            country=country,
+            code=code,
+            timezone=timezone,
+            languages=[],
+            created_at=datetime.now(UTC),
+        )
         session.add(place)
         session.flush()
         return directory.new_token(session, "workplace", workplace=place)
@@ -91,8 +119,14 @@ def add_workplace(services: Services, slug: str = "dhaka-knit", code: str = "432
 def add_brand(services: Services, slug: str = "brand-a", grants: tuple[str, ...] = ()) -> str:
     """Create a brand granted the given workplaces; return its token."""
     with services.db.session() as session:
-        brand = Brand(slug=slug, name=slug.title(), email=f"{slug}@example.org", locale="en",
-                      timezone="UTC", created_at=datetime.now(UTC))
+        brand = Brand(
+            slug=slug,
+            name=slug.title(),
+            email=f"{slug}@example.org",
+            locale="en",
+            timezone="UTC",
+            created_at=datetime.now(UTC),
+        )
         session.add(brand)
         session.flush()
         token = directory.new_token(session, "brand", brand=brand)

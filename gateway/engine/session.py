@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 
 @dataclass
@@ -34,10 +35,17 @@ class Session:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Session:
-        data = json.loads(text)
-        data["profile"] = Profile(**data.get("profile", {}))
+        """Read a session back. Fields this version does not know are dropped and missing ones
+        take their defaults, so sessions stored in Redis survive a deploy either way."""
+        data = _known(cls, json.loads(text))
+        data["profile"] = Profile(**_known(Profile, data.get("profile") or {}))
         return cls(**data)
 
     @property
     def idle(self) -> bool:
         return self.current is None
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in names}

@@ -42,9 +42,21 @@ class FakeAfricasTalking:
                 form = parse_qs(self.rfile.read(length).decode())
                 ok = self.path == "/version1/messaging" and self.headers.get("apiKey") == "at-key"
                 recipients = form.get("to", [""])[0].split(",")
-                body = {"SMSMessageData": {"Message": "Sent to 1/1", "Recipients": [
-                    {"statusCode": 101, "number": r, "status": "Success", "cost": "KES 0.8000",
-                     "messageId": f"ATXid_{outer.requests}"} for r in recipients]}}
+                body = {
+                    "SMSMessageData": {
+                        "Message": "Sent to 1/1",
+                        "Recipients": [
+                            {
+                                "statusCode": 101,
+                                "number": r,
+                                "status": "Success",
+                                "cost": "KES 0.8000",
+                                "messageId": f"ATXid_{outer.requests}",
+                            }
+                            for r in recipients
+                        ],
+                    }
+                }
                 with outer.lock:
                     outer.requests += 1
                     if ok:
@@ -93,16 +105,30 @@ class Processes:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.logs / f"{name}.log").open("wb")
-        self.children.append(subprocess.Popen(argv, env=self.environ, stdout=log,
-                                              stderr=subprocess.STDOUT))
+        self.children.append(
+            subprocess.Popen(argv, env=self.environ, stdout=log, stderr=subprocess.STDOUT)
+        )
 
     def start(self) -> None:
         gunicorn = shutil.which("gunicorn", path=str(BIN)) or "gunicorn"
         workervoice = shutil.which("workervoice", path=str(BIN)) or "workervoice"
-        self._spawn("gunicorn", [gunicorn, "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-                                 "--threads", "2", "--access-logfile", "-",
-                                 "--access-logformat", ACCESS_LOG_FORMAT,
-                                 "gateway:create_app()"])
+        self._spawn(
+            "gunicorn",
+            [
+                gunicorn,
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "2",
+                "--threads",
+                "2",
+                "--access-logfile",
+                "-",
+                "--access-logformat",
+                ACCESS_LOG_FORMAT,
+                "gateway:create_app()",
+            ],
+        )
         self._spawn("worker", [workervoice, "worker"])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

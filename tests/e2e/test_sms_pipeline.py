@@ -84,12 +84,28 @@ def redis_url(tmp_path, migrated):
         return
     server = shutil.which("redis-server")
     if server is None:
-        pytest.skip("needs a Redis server shared by gunicorn and the RQ worker: set REDIS_URL "
-                    "or install redis-server")
+        pytest.skip(
+            "needs a Redis server shared by gunicorn and the RQ worker: set REDIS_URL "
+            "or install redis-server"
+        )
     port = free_port()
-    child = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(tmp_path)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -111,9 +127,15 @@ def stack(tmp_path, app, redis_url):
     checkin = flows / "checkin.yaml"
     checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
     fake_at = FakeAfricasTalking()
-    environ = environ_for(tmp_path, WORKERVOICE_ENV="production", WORKERVOICE_FLOWS_DIR=str(flows),
-                          AT_USERNAME="workervoice", AT_API_KEY="at-key",
-                          WORKERVOICE_AT_API_URL=fake_at.url, REDIS_URL=redis_url)
+    environ = environ_for(
+        tmp_path,
+        WORKERVOICE_ENV="production",
+        WORKERVOICE_FLOWS_DIR=str(flows),
+        AT_USERNAME="workervoice",
+        AT_API_KEY="at-key",
+        WORKERVOICE_AT_API_URL=fake_at.url,
+        REDIS_URL=redis_url,
+    )
     environ["DATABASE_URL"] = app.extensions["workervoice"].config.database_url
     services = Services(Config.from_env(environ))
     services.redis.flushdb()
@@ -138,13 +160,18 @@ class Conversation:
     def send(self, text: str, sid: str | None = None) -> str:
         if self.provider == "twilio":
             form = twilio_sms_form(self.address, text, sid=sid)
-            response = requests.post(self.url + "/webhooks/twilio/sms", data=form, timeout=10,
-                                     headers={"X-Twilio-Signature": twilio_signature(form)})
+            response = requests.post(
+                self.url + "/webhooks/twilio/sms",
+                data=form,
+                timeout=10,
+                headers={"X-Twilio-Signature": twilio_signature(form)},
+            )
             assert response.status_code == 200, response.text
             return response.text
         form = at_sms_form(self.address, text, msg_id=sid)
-        response = requests.post(f"{self.url}/webhooks/at/sms?token={AT_TOKEN}", data=form,
-                                 timeout=10)
+        response = requests.post(
+            f"{self.url}/webhooks/at/sms?token={AT_TOKEN}", data=form, timeout=10
+        )
         assert response.status_code == 200, response.text
         self.at_replies += 1
         return self.fake_at.wait_for(self.address, self.at_replies)
@@ -198,8 +225,11 @@ def wait_for_answers(services: Services, expected: int, timeout: float = 10.0) -
 
 
 def indicators(url: str, token: str, workplace: str = "dhaka-knit") -> requests.Response:
-    return requests.get(f"{url}/api/v1/workplaces/{workplace}/indicators?days=7", timeout=10,
-                        headers={"Authorization": f"Bearer {token}"})
+    return requests.get(
+        f"{url}/api/v1/workplaces/{workplace}/indicators?days=7",
+        timeout=10,
+        headers={"Authorization": f"Bearer {token}"},
+    )
 
 
 def test_six_workers_over_twilio_and_at_to_brand_figures(stack):
@@ -210,16 +240,14 @@ def test_six_workers_over_twilio_and_at_to_brand_figures(stack):
     per_worker = [sum(1 for v in ANSWERS.values() if v[i] is not None) for i in range(6)]
 
     for index, (address, provider, choice, language) in enumerate(WORKERS[:4]):
-        run_worker(Conversation(processes.url, fake_at, address, provider), index, choice,
-                   language)
+        run_worker(Conversation(processes.url, fake_at, address, provider), index, choice, language)
     wait_for_answers(services, sum(per_worker[:4]))
     four = indicators(processes.url, brand).json()
     assert four["respondents"] is None
     assert all(i["suppressed"] and i["value"] is None for i in four["indicators"])
 
     for index, (address, provider, choice, language) in enumerate(WORKERS[4:], start=4):
-        run_worker(Conversation(processes.url, fake_at, address, provider), index, choice,
-                   language)
+        run_worker(Conversation(processes.url, fake_at, address, provider), index, choice, language)
     wait_for_answers(services, sum(per_worker))
     six = indicators(processes.url, brand).json()
     assert six["respondents"] == 6
@@ -228,8 +256,11 @@ def test_six_workers_over_twilio_and_at_to_brand_figures(stack):
         versions = set(session.scalars(select(Answer.flow_version)))
     assert versions == {"1"}
 
-    listed = requests.get(processes.url + "/api/v1/workplaces", timeout=10,
-                          headers={"Authorization": f"Bearer {other}"})
+    listed = requests.get(
+        processes.url + "/api/v1/workplaces",
+        timeout=10,
+        headers={"Authorization": f"Bearer {other}"},
+    )
     assert listed.json() == {"workplaces": []}
     hidden, missing = indicators(processes.url, other), indicators(processes.url, other, "nope")
     assert hidden.status_code == missing.status_code == 404

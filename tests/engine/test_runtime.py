@@ -329,3 +329,27 @@ def test_session_json_is_compact_and_keeps_unicode_and_numbers() -> None:
         restored.answers["long_hours_days"], int
     )
     assert Session.from_json("{}") == Session()
+
+
+def test_session_json_from_another_version_still_reads() -> None:
+    """A deploy may meet sessions written by the version before or after it."""
+    data = json.dumps(
+        {
+            "profile": {"language": "bn", "enrolled": True, "channel_hint": "sms"},
+            "flow": "daily",
+            "version": "d1",
+            "current": "safe",
+            "plan": [],
+            "started_at": "2024-03-04T03:00:00+00:00",
+        }
+    )
+    session = Session.from_json(data)
+    assert session.profile == Profile(language="bn", enrolled=True)
+    assert (session.flow, session.current, session.answers, session.tries) == (
+        "daily",
+        "safe",
+        {},
+        0,
+    )
+    result = step(flows_named("test"), session, "1", context(texts_named("fake")))
+    assert [e.to_dict()["value"] for e in result.of(AnswerRecorded)] == ["yes"]
