@@ -21,7 +21,7 @@ def read_catalog(path: Path) -> dict[str, str]:
     return {
         m.id: m.string
         for m in catalog
-        if m.id and isinstance(m.id, str) and m.string and not m.fuzzy
+        if isinstance(m.id, str) and m.id and isinstance(m.string, str) and m.string and not m.fuzzy
     }
 
 

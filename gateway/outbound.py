@@ -58,19 +58,25 @@ class AfricasTalkingSender:
             self.service._baseUrl = api_url.rstrip("/") + "/version1"
 
     def send(self, to: str, text: str) -> str:
-        from africastalking.Service import AfricasTalkingException
-
         if not AT_RECIPIENT.fullmatch(to):  # the SDK's own refusal would quote the number
             raise SendRefused("Africa's Talking cannot take the recipient's format")
-        try:
-            response = self.service.send(text, [to])
-        except AfricasTalkingException:  # its text is the API's body, which may echo the number
-            raise SendError("Africa's Talking answered with an error status") from None
-        except ValueError:  # a JSON content type over a body that is not JSON
-            raise SendError("Africa's Talking answered with something other than JSON") from None
-        except OSError as exc:  # requests' connection errors and timeouts
-            raise SendError(f"Africa's Talking unreachable: {type(exc).__name__}") from None
+        response, failure = self._post(to, text)
+        if failure:  # raised here, outside the except: no exception quoting the number is kept
+            raise SendError(failure)
         return _at_message_id(response)
+
+    def _post(self, to: str, text: str) -> tuple[object, str | None]:
+        """The SDK's answer, or why there is none (the SDK's own errors quote the API body)."""
+        from africastalking.Service import AfricasTalkingException
+
+        try:
+            return self.service.send(text, [to]), None
+        except AfricasTalkingException:
+            return None, "Africa's Talking answered with an error status"
+        except ValueError:  # a JSON content type over a body that is not JSON
+            return None, "Africa's Talking answered with something other than JSON"
+        except OSError as exc:  # requests' connection errors and timeouts
+            return None, f"Africa's Talking unreachable: {type(exc).__name__}"
 
 
 def _at_message_id(response: object) -> str:
@@ -79,26 +85,49 @@ def _at_message_id(response: object) -> str:
     Nothing from the answer but the status code goes into the exception: the provider's texts
     may quote the number.
     """
-    if isinstance(response, str | bytes):
-        try:
-            response = json.loads(response)
-        except ValueError:
-            raise SendError("Africa's Talking answered with something other than JSON") from None
-    try:
-        recipients = response["SMSMessageData"]["Recipients"]  # type: ignore[index]
-        first = recipients[0] if recipients else None
-        status = int(first["statusCode"]) if first is not None else None
-        message_id = str(first.get("messageId") or "") if first is not None else ""
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        raise SendError("Africa's Talking answered in an unexpected shape") from None
-    if status is None:
+    parsed = _json(response) if isinstance(response, str | bytes) else response
+    if parsed is None:
+        raise SendError("Africa's Talking answered with something other than JSON")
+    first = _first_recipient(parsed)
+    if first is _SHAPELESS:
+        raise SendError("Africa's Talking answered in an unexpected shape")
+    if first is None:
         raise SendError("Africa's Talking accepted no recipient")
+    status, message_id = first
     name = AT_STATUS.get(status, "unknown")
     if status in AT_FINAL_REFUSALS:
         raise SendRefused(f"Africa's Talking status {status} {name}")
     if status not in AT_ACCEPTED:
         raise SendError(f"Africa's Talking status {status} {name}")
     return message_id
+
+
+_SHAPELESS = object()
+
+
+def _json(text: str | bytes) -> object | None:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _first_recipient(response: object):
+    """(statusCode, messageId) of the first recipient; None if there is none; _SHAPELESS if the
+    answer is not shaped as documented. Returns rather than raises: the errors caught here may
+    quote the answer, and an exception raised inside ``except`` would keep them as context."""
+    try:
+        recipients = response["SMSMessageData"]["Recipients"]  # type: ignore[index]
+        if not recipients:
+            return None
+        first = recipients[0]
+        status = int(first["statusCode"])
+        message_id = str(first.get("messageId") or "")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return _SHAPELESS
+    if not 100 <= status <= 999:  # int() takes "+2547..." too: a status is three digits
+        return _SHAPELESS
+    return status, message_id
 
 
 class OutboxSender:

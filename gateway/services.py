@@ -75,7 +75,8 @@ class Services:
 
     def _load_keys(self) -> list[tuple[int, str, bytes]]:
         with self.db.session() as session:
-            return [(k.id, k.status, k.secret) for k in stored_keys.live_keys(session)]
+            keys = stored_keys.live_keys(session)
+            return [(k.id, k.status, k.secret) for k in keys if k.secret is not None]
 
     def ensure_key_ring(self) -> None:
         with self.db.session() as session:

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .models import ApiToken, Brand, Grant, Workplace
@@ -118,7 +118,8 @@ def revoke(session: Session, workplace_slug: str, brand_slug: str) -> bool:
     """Stop the brand seeing the workplace; False if it could not see it anyway."""
     workplace = workplace_by_slug(session, workplace_slug)
     brand = brand_by_slug(session, brand_slug)
-    result = session.execute(
-        delete(Grant).where(Grant.workplace_id == workplace.id, Grant.brand_id == brand.id)
-    )
-    return bool(result.rowcount)
+    existing = session.get(Grant, (workplace.id, brand.id))
+    if existing is None:
+        return False
+    session.delete(existing)
+    return True

@@ -69,7 +69,8 @@ def _instant(text: str) -> datetime:
 
 
 def _insert(session: Session):
-    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def _answer(session: Session, batch: dict, event: dict) -> int:

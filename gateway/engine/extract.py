@@ -158,9 +158,8 @@ def extract_flow(
     part = str(options.get("part", "flows")).strip().lower() or "flows"
     if part not in PARTS:
         raise ValueError(f"workervoice_flows: unknown part {part!r} (use 'flows' or 'reports')")
-    data = fileobj.read()
-    if isinstance(data, bytes):
-        data = data.decode(str(options.get("encoding", "utf-8")))
+    raw = fileobj.read()
+    data = raw.decode(str(options.get("encoding", "utf-8"))) if isinstance(raw, bytes) else raw
     doc = _yaml().load(data)
     if not isinstance(doc, CommentedMap):
         return

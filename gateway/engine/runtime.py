@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 from . import words
@@ -234,23 +234,15 @@ class _Run:
         return languages_for(self.profile.country, self.ctx.texts.languages())
 
     def ask(self, qid: str | None) -> None:
+        """Emit the prompt for a question (LANGUAGE_PROMPT: enrolment's language question)."""
         if qid is None:
             return
         if qid == LANGUAGE_PROMPT:
-            names = tuple(language_name(code) for code in self.language_choices())
+            flow_id = ENROL_FLOW
             prompt = next(q for q in self.flows.enrol.questions if q.type == LANGUAGE)
-            self.events.append(
-                Ask(
-                    flow=ENROL_FLOW,
-                    question=LANGUAGE_PROMPT,
-                    type=LANGUAGE,
-                    text=self.ctx.texts.flow(self.language, prompt.ask),
-                    options=names,
-                    language=self.language,
-                )
-            )
-            return
-        question = self.flow.question(qid)
+            question = replace(prompt, id=LANGUAGE_PROMPT)
+        else:
+            flow_id, question = self.flow.id, self.flow.question(qid)
         lang = self.language
         if question.type == LANGUAGE:
             options = tuple(language_name(code) for code in self.language_choices())
@@ -258,7 +250,7 @@ class _Run:
             options = tuple(self.ctx.texts.flow(lang, o.text) for o in question.options)
         self.events.append(
             Ask(
-                flow=self.flow.id,
+                flow=flow_id,
                 question=question.id,
                 type=question.type,
                 text=self.ctx.texts.flow(lang, question.ask),

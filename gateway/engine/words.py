@@ -20,7 +20,9 @@ HELP = N_(
     "WorkerVoice: reply with the number of your answer. Send LANG to change language, "
     "STOP to leave. Your phone number is never stored."
 )
-STOPPED = N_("You have left WorkerVoice and your details are deleted. Send any message to join again.")
+STOPPED = N_(
+    "You have left WorkerVoice and your details are deleted. Send any message to join again."
+)
 DECLINED = N_(
     "You did not agree, so nothing about you was kept. Send any message if you change your mind."
 )

@@ -51,7 +51,7 @@ def write(directory: Path, **files: str) -> Path:
     return directory
 
 
-def findings(tmp_path: Path, **files: str) -> list[str]:
+def findings(tmp_path: Path, **files: str | None) -> list[str]:
     """Every finding of a directory holding ``files`` (plus a good enrol and default flow unless
     given), as ``name.yaml:line: message`` lines."""
     files = {"enrol": ENROL, "daily": DAILY, **files}
@@ -85,7 +85,8 @@ def test_the_real_flows_load() -> None:
     days = checkin.question("long_hours_days")
     assert (days.type, days.min, days.max) == (NUMBER, 1, 7)
     assert dict(days.only_if) == {"long_hours": ("yes",)}
-    assert checkin.question("pay_fairness").indicator.measure == "mean"  # type: ignore[union-attr]
+    pay = checkin.question("pay_fairness").indicator
+    assert pay is not None and (pay.measure, pay.positive) == ("mean", ())
     assert [q.type for q in flows.enrol.questions] == ["language", "consent", "workplace"]
 
 

@@ -17,6 +17,7 @@ session, and the session's JSON itself.
 
 from __future__ import annotations
 
+import ast
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -254,6 +255,7 @@ def test_there_are_scenarios() -> None:
 
 # -- what a conversation file cannot show ----------------------------------------------------
 ENROLLED = Profile(language="en", workplace="acme", country="BD", enrolled=True)
+LANGUAGES_BD = ["বাংলা", "English", "Kiswahili"]
 
 
 def enrolled_session() -> Session:
@@ -299,15 +301,35 @@ def test_a_flow_edited_under_a_running_session_starts_afresh(tmp_path: Path) -> 
     assert result.session.version == "d1" and result.session.current == "safe"
 
 
-def test_a_removed_flow_under_a_running_session_starts_the_default(tmp_path: Path) -> None:
+def test_a_removed_flow_under_a_running_session_is_forgotten(tmp_path: Path) -> None:
     for name in ("enrol.yaml", "daily.yaml"):
         text = (FLOWS["test"] / name).read_text(encoding="utf-8")
         (tmp_path / name).write_text(text, encoding="utf-8")
     flows, ctx = flows_named("test"), context(texts_named("fake"))
     session = round_trip(step(flows, enrolled_session(), "CHECK", ctx).session)
-    for text in ("HELP", "LANG", "1"):
-        result = step(load_flows(tmp_path), session, text, ctx)
-        assert result.session is not None and result.session.flow in (None, "daily")
+    assert session is not None and session.flow == "checkin"
+    without_checkin = load_flows(tmp_path)
+
+    helped = step(without_checkin, session, "HELP", ctx)
+    assert helped.events == (Say(words.HELP),)
+    assert helped.session is not None and (helped.session.flow, helped.session.current) == (
+        None,
+        None,
+    )
+    menu = step(without_checkin, session, "LANG", ctx)
+    assert rendered_reply(menu.events) == [
+        {"ask": "enrol.@language", "text": "Choose your language.", "options": LANGUAGES_BD}
+    ]
+    assert menu.session is not None and menu.session.resume is None
+    answered = step(without_checkin, session, "1", ctx)
+    assert rendered_reply(answered.events) == [
+        {
+            "ask": "daily.safe",
+            "text": "Do you feel safe at work?",
+            "options": ["Yes", "No", "Not sure"],
+        }
+    ]
+    assert answered.of(AnswerRecorded) == []
 
 
 def test_session_json_is_compact_and_keeps_unicode_and_numbers() -> None:
@@ -353,3 +375,29 @@ def test_session_json_from_another_version_still_reads() -> None:
     )
     result = step(flows_named("test"), session, "1", context(texts_named("fake")))
     assert [e.to_dict()["value"] for e in result.of(AnswerRecorded)] == ["yes"]
+
+
+ENGINE = ROOT / "gateway" / "engine"
+FORBIDDEN = {"flask", "redis", "rq", "sqlalchemy", "requests", "fakeredis", "random", "time"}
+
+
+@pytest.mark.parametrize("path", sorted(ENGINE.glob("*.py")), ids=lambda p: p.name)
+def test_the_engine_stays_pure(path: Path) -> None:
+    """No framework, store, network, clock or randomness in the engine (STYLE §1, §9): they come
+    in through Context."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or ""]
+        else:
+            names = []
+        for name in names:
+            assert name.split(".")[0] not in FORBIDDEN | {"gateway", "store", "aggregator"}, name
+        if isinstance(node, ast.Attribute):
+            assert (
+                node.attr not in {"now", "utcnow", "today"}
+                or not isinstance(node.value, ast.Name)
+                or node.value.id not in {"datetime", "date"}
+            ), f"{path.name}: reads the clock"

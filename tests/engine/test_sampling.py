@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def choice(qid: str, **only_if: str) -> Question:
     return Question(qid, CHOICE, f"{qid}?", YES_NO, only_if={k: (v,) for k, v in only_if.items()})
 
 
-def flow(questions: list[Question], sample: int | None) -> Flow:
+def flow(questions: Sequence[Question], sample: int | None) -> Flow:
     return Flow(id="f", title="F", version="1", questions=tuple(questions), sample=sample)
 
 
@@ -33,7 +34,7 @@ def plain(count: int, sample: int | None) -> Flow:
 
 
 CHECKIN = load_flows(ROOT / "flows")["checkin"]
-SHAPES = [(CHECKIN.sample, CHECKIN)] + [
+SHAPES: list[tuple[int, Flow]] = [(CHECKIN.sample or 0, CHECKIN)] + [
     (sample, plain(count, sample)) for count, sample in [(7, 3), (5, 2), (10, 1), (6, 4), (4, 4)]
 ]
 
@@ -55,7 +56,9 @@ def test_same_day_and_seed_give_the_same_plan() -> None:
         assert todays_plan(CHECKIN, date(2024, 3, 4), seed) == first
 
 
-@pytest.mark.parametrize(("sample", "f"), SHAPES, ids=lambda v: str(v) if isinstance(v, int) else "")
+@pytest.mark.parametrize(
+    ("sample", "f"), SHAPES, ids=[f"{len(groups(f))}-groups-sample-{s}" for s, f in SHAPES]
+)
 def test_every_group_is_asked_within_ceil_groups_over_sample_days(sample: int, f: Flow) -> None:
     count = len(groups(f))
     days = math.ceil(count / sample)

@@ -1,0 +1,287 @@
+"""Outbound SMS: the SmsSender port, its implementations, and the send_sms job (SPEC §6).
+
+Every implementation runs through the same contract test. Africa's Talking is pointed at a
+local fake of its SMS API (PROVIDERS.md §5.2) that answers, like the real one, with texts that
+quote the number: no exception, log line or stored failure may carry it on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import socket
+import time
+import traceback
+
+import pytest
+
+from gateway.outbound import (
+    RECIPIENT_PURPOSE,
+    AfricasTalkingSender,
+    OutboxSender,
+    SendError,
+    SendRefused,
+    SmsSender,
+    enqueue_reply,
+    send_sms,
+)
+
+from .channels.harness import FakeAfricasTalking, at_answer, find_number, redis_dump
+from .support import run_jobs
+
+NUMBER = "+254711283946"
+TEXT = "Swali: Je, ulifanya kazi zaidi ya saa 10?\n1. Ndiyo\n2. Hapana"
+
+
+@pytest.fixture
+def fake_at():
+    fake = FakeAfricasTalking()
+    yield fake
+    fake.close()
+
+
+@dataclasses.dataclass
+class Implementation:
+    sender: SmsSender
+    delivered: object  # () -> list of (recipient or None, text) that reached the destination
+
+
+def _africastalking(fake_at, tmp_path) -> Implementation:
+    sender = AfricasTalkingSender("sandbox", "test-key", fake_at.url)
+    return Implementation(sender, lambda: [(r["form"]["to"], r["form"]["message"])
+                                           for r in fake_at.requests])
+
+
+def _outbox(fake_at, tmp_path) -> Implementation:
+    directory = tmp_path / "outbox"
+    return Implementation(OutboxSender(directory), lambda: [
+        (None, p.read_text(encoding="utf-8").rstrip("\n"))
+        for p in sorted(directory.iterdir())] if directory.exists() else [])
+
+
+IMPLEMENTATIONS = {"africastalking": _africastalking, "outbox": _outbox}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def implementation(request, fake_at, tmp_path) -> Implementation:
+    return IMPLEMENTATIONS[request.param](fake_at, tmp_path)
+
+
+# -- the contract: every SmsSender ---------------------------------------------------------------
+
+
+def test_contract_send_delivers_the_text_and_returns_an_id(implementation):
+    message_id = implementation.sender.send(NUMBER, TEXT)
+    assert isinstance(message_id, str) and message_id
+    [(recipient, text)] = implementation.delivered()
+    assert text == TEXT
+    assert recipient in (NUMBER, None)  # None: this sender never keeps the number
+
+
+@pytest.mark.parametrize("text", ["আপনি কি এই সপ্তাহে ১০ ঘণ্টার বেশি কাজ করেছেন?", "x" * 1600,
+                                  "quotes “ ” & <tags> and emoji 🙂"])
+def test_contract_any_text_arrives_intact(implementation, text):
+    implementation.sender.send(NUMBER, text)
+    assert [t for _, t in implementation.delivered()] == [text]
+
+
+def test_contract_each_send_is_its_own_message(implementation):
+    ids = {implementation.sender.send(NUMBER, f"message {n}") for n in range(5)}
+    texts = sorted(t for _, t in implementation.delivered())
+    assert texts == [f"message {n}" for n in range(5)]
+    assert all(ids)
+
+
+# -- Africa's Talking -----------------------------------------------------------------------------
+
+
+def test_at_request_is_what_the_sdk_documents(fake_at):
+    fake_at.answer = at_answer(101, "Success", NUMBER, "ATPid_SampleTxnId123")
+    assert AfricasTalkingSender("sandbox", "test-key", fake_at.url).send(NUMBER, TEXT) == \
+        "ATPid_SampleTxnId123"
+    [request] = fake_at.requests
+    assert request["path"] == "/version1/messaging"
+    assert request["headers"]["apiKey"] == "test-key"
+    assert request["headers"]["Accept"] == "application/json"
+    assert request["form"] == {"username": "sandbox", "to": NUMBER, "message": TEXT,
+                               "bulkSMSMode": "1"}
+
+
+@pytest.mark.parametrize("code,status", [(100, "Processed"), (101, "Success"), (102, "Queued")])
+def test_at_accepted_statuses(fake_at, code, status):
+    fake_at.answer = at_answer(code, status, NUMBER, "ATPid_x")
+    assert AfricasTalkingSender("sandbox", "k", fake_at.url).send(NUMBER, TEXT) == "ATPid_x"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "text/html; charset=UTF-8",
+                                          "application/json; charset=utf-8"])
+def test_at_json_under_another_content_type_is_parsed(fake_at, content_type):
+    """The SDK hands back a raw string unless the type is exactly application/json."""
+    fake_at.answer = at_answer(101, "Success", NUMBER, "ATPid_y", content_type=content_type)
+    assert AfricasTalkingSender("sandbox", "k", fake_at.url).send(NUMBER, TEXT) == "ATPid_y"
+
+
+def _body(data) -> tuple:
+    return lambda form: (201, "application/json", json.dumps(data))
+
+
+FAILURES = [
+    # (label, answer, exception): every answer quotes the number, as the real API's texts do
+    ("406 UserInBlacklist is final", at_answer(406, "UserInBlacklist", NUMBER), SendRefused),
+    ("403 InvalidPhoneNumber is final", at_answer(403, "InvalidPhoneNumber", NUMBER), SendRefused),
+    ("404 UnsupportedNumberType is final", at_answer(404, "UnsupportedNumberType", NUMBER),
+     SendRefused),
+    ("409 DoNotDisturbRejection is final", at_answer(409, "DoNotDisturbRejection", NUMBER),
+     SendRefused),
+    ("500 InternalServerError is retried", at_answer(500, "InternalServerError", NUMBER),
+     SendError),
+    ("501 GatewayError is retried", at_answer(501, "GatewayError", NUMBER), SendError),
+    ("405 InsufficientBalance is retried", at_answer(405, "InsufficientBalance", NUMBER),
+     SendError),
+    ("an unknown status is retried", at_answer(499, NUMBER, NUMBER), SendError),
+    ("HTTP 500", lambda form: (500, "text/plain", f"Internal error sending to {form['to']}"),
+     SendError),
+    ("HTTP 401", lambda form: (401, "application/json", '{"error": "bad key ' + NUMBER + '"}'),
+     SendError),
+    ("empty Recipients (InvalidSenderId)",
+     _body({"SMSMessageData": {"Message": "InvalidSenderId", "Recipients": []}}), SendError),
+    ("not JSON at all", lambda form: (201, "text/html", f"<p>queued {form['to']}</p>"), SendError),
+    ("not JSON under a JSON type", lambda form: (201, "application/json", f"to={form['to']}"),
+     SendError),
+    ("statusCode not a number",
+     _body({"SMSMessageData": {"Recipients": [{"statusCode": NUMBER, "number": NUMBER}]}}),
+     SendError),
+    ("no SMSMessageData", _body({"to": NUMBER}), SendError),
+    ("a list", _body([NUMBER]), SendError),
+]
+
+
+@pytest.mark.parametrize("answer,exception", [f[1:] for f in FAILURES],
+                         ids=[f[0] for f in FAILURES])
+def test_at_failures_never_carry_the_number(fake_at, answer, exception):
+    fake_at.answer = answer
+    with pytest.raises(exception) as caught:
+        AfricasTalkingSender("sandbox", "k", fake_at.url).send(NUMBER, TEXT)
+    assert_clean(caught.value)
+
+
+def test_at_unreachable_is_retried(fake_at):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once the socket closes
+    with pytest.raises(SendError) as caught:
+        AfricasTalkingSender("sandbox", "k", f"http://127.0.0.1:{port}").send(NUMBER, TEXT)
+    assert_clean(caught.value)
+
+
+@pytest.mark.parametrize("recipient", ["0711283946", "254711283946", "+254 711 283946", ""])
+def test_at_recipient_the_sdk_cannot_take_is_refused_unsent(fake_at, recipient):
+    with pytest.raises(SendRefused) as caught:
+        AfricasTalkingSender("sandbox", "k", fake_at.url).send(recipient, TEXT)
+    assert fake_at.requests == []
+    assert_clean(caught.value)
+
+
+def assert_clean(exc: BaseException) -> None:
+    """The exception as anyone could see it: message, repr, traceback, and every exception
+    chained to it, even a suppressed context (an error reporter may walk it)."""
+    chain, link = [], exc
+    while link is not None:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    shown = "".join(traceback.format_exception(exc))
+    shown += "".join(repr(e) + repr(e.args) + str(e) for e in chain)
+    assert not find_number(NUMBER, shown), shown
+
+
+# -- the outbox -----------------------------------------------------------------------------------
+
+
+def test_outbox_writes_the_text_but_never_the_number(tmp_path):
+    directory = tmp_path / "outbox"
+    OutboxSender(directory).send(NUMBER, TEXT)
+    OutboxSender(directory).send(NUMBER, TEXT)  # the same text twice: two files
+    files = sorted(directory.iterdir())
+    assert len(files) == 2
+    for path in files:
+        assert path.read_text(encoding="utf-8") == TEXT + "\n"
+        assert not find_number(NUMBER, path.name, path.read_bytes())
+
+
+# -- the send_sms job -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def at_services(services, fake_at, monkeypatch):
+    """The app's services with Africa's Talking credentials pointing at the fake."""
+    monkeypatch.setattr(services, "config", dataclasses.replace(
+        services.config, at_username="sandbox", at_api_key="test-key", at_api_url=fake_at.url))
+    return services
+
+
+def test_send_sms_opens_the_seal_and_sends(app, at_services, fake_at):
+    sealed = at_services.crypto.seal(NUMBER, RECIPIENT_PURPOSE, 60)
+    with app.app_context():
+        assert send_sms("at", sealed, TEXT) == "ATPid_1"
+    assert [(r["form"]["to"], r["form"]["message"]) for r in fake_at.requests] == [(NUMBER, TEXT)]
+
+
+def test_send_sms_expired_seal_is_not_sent(app, at_services, fake_at, caplog):
+    sealed = at_services.crypto.seal(NUMBER, RECIPIENT_PURPOSE, 60, now=time.time() - 120)
+    with app.app_context(), caplog.at_level(logging.INFO):
+        assert send_sms("at", sealed, TEXT) is None
+    assert fake_at.requests == []
+    assert "expired" in caplog.text
+
+
+@pytest.mark.parametrize("sealed", ["", "not-a-seal", "AQAAAAAAAAAA"])
+def test_send_sms_bad_seal_is_not_sent(app, at_services, fake_at, sealed):
+    with app.app_context():
+        assert send_sms("at", sealed, TEXT) is None
+    assert fake_at.requests == []
+
+
+def test_send_sms_seal_for_another_purpose_is_not_sent(app, at_services, fake_at):
+    sealed = at_services.crypto.seal(NUMBER, "something-else", 60)
+    with app.app_context():
+        assert send_sms("at", sealed, TEXT) is None
+    assert fake_at.requests == []
+
+
+def test_send_sms_final_refusal_is_dropped_quietly(app, at_services, fake_at, caplog):
+    fake_at.answer = at_answer(406, "UserInBlacklist", NUMBER)
+    sealed = at_services.crypto.seal(NUMBER, RECIPIENT_PURPOSE, 60)
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        assert send_sms("at", sealed, TEXT) is None
+    assert "406" in caplog.text
+    assert not find_number(NUMBER, caplog.text, [r.__dict__ for r in caplog.records])
+
+
+def test_send_sms_error_raised_without_the_number(app, at_services, fake_at, caplog):
+    fake_at.answer = lambda form: (500, "text/plain", f"gateway down for {form['to']}")
+    sealed = at_services.crypto.seal(NUMBER, RECIPIENT_PURPOSE, 60)
+    with app.app_context(), caplog.at_level(logging.DEBUG), pytest.raises(SendError) as caught:
+        send_sms("at", sealed, TEXT)
+    assert_clean(caught.value)
+    assert not find_number(NUMBER, caplog.text, [r.__dict__ for r in caplog.records])
+
+
+def test_failed_send_job_is_stored_without_the_number(app, at_services, fake_at, caplog):
+    """A job that fails is kept by RQ with its traceback: neither holds the number."""
+    fake_at.answer = lambda form: (500, "text/plain", f"gateway down for {form['to']}")
+    with caplog.at_level(logging.DEBUG):
+        with app.app_context():  # as in a request (the embedded queue runs the job at once)
+            enqueue_reply(at_services, "at", NUMBER, TEXT)
+        run_jobs(app)
+    assert len(fake_at.requests) == 1  # it was tried (and failed)
+    assert not find_number(NUMBER, redis_dump(at_services.redis))
+    assert not find_number(NUMBER, caplog.text, [r.__dict__ for r in caplog.records])
+
+
+def test_reply_job_is_sent_by_the_worker(app, at_services, fake_at):
+    with app.app_context():
+        enqueue_reply(at_services, "at", NUMBER, TEXT)
+    run_jobs(app)
+    assert [(r["form"]["to"], r["form"]["message"]) for r in fake_at.requests] == [(NUMBER, TEXT)]
+    assert not find_number(NUMBER, redis_dump(at_services.redis))
