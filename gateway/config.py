@@ -25,6 +25,7 @@ DEVELOPMENT, PRODUCTION = "development", "production"
 MIN_K = 5
 SESSION_TTL_SECONDS = 6 * 3600  # an SMS conversation left this long starts afresh
 REPLY_CACHE_SECONDS = 24 * 3600  # provider retries of one message are answered from this cache
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")  # user:password@ up to the last @
 REDIS_DB_PATH = re.compile(r"/?|/\d+")  # redis://host:port, redis://host:port/ or .../<db number>
 
 
@@ -80,7 +81,9 @@ class _Reader:
     def read(self) -> Config:
         env = self.get("WORKERVOICE_ENV") or DEVELOPMENT
         if env not in (DEVELOPMENT, PRODUCTION):
-            raise ConfigError(f"WORKERVOICE_ENV: must be 'development' or 'production', not {env!r}")
+            raise ConfigError(
+                f"WORKERVOICE_ENV: must be 'development' or 'production', not {env!r}"
+            )
         production = env == PRODUCTION
         instance = Path(self.get("WORKERVOICE_INSTANCE_DIR") or "instance").resolve()
         secrets_ = _InstanceSecrets(instance, enabled=not production)
@@ -129,11 +132,21 @@ class _Reader:
         """A base URL: http(s), a host, a valid port, no query or fragment (signatures are
         computed over base + path + query, so a base holding either could never match)."""
         value = self.get(name) or default
-        parts = urlsplit(value)
-        if (parts.scheme not in ("http", "https") or not parts.hostname or not _port_ok(parts)
-                or parts.query or parts.fragment or "?" in value or "#" in value):
-            raise ConfigError(f"{name}: must be an http(s) URL like https://example.org, "
-                              f"not {_redact_url(value)!r}")
+        parts = _split(value)
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or not _port_ok(parts)
+            or parts.query
+            or parts.fragment
+            or "?" in value
+            or "#" in value
+        ):
+            raise ConfigError(
+                f"{name}: must be an http(s) URL like https://example.org, "
+                f"not {_redact_url(value)!r}"
+            )
         return value
 
     def optional_url(self, name: str) -> str | None:
@@ -152,13 +165,18 @@ class _Reader:
         elif scheme == "sqlite":
             url = raw
         else:
-            raise ConfigError(f"DATABASE_URL: unsupported scheme {scheme!r} "
-                              "(use postgresql:// or sqlite://)")
+            raise ConfigError(
+                f"DATABASE_URL: unsupported scheme {scheme!r} (use postgresql:// or sqlite://)"
+            )
         try:
             make_url(url)  # the port must be a number, the host well formed
         except (ArgumentError, ValueError):
-            raise ConfigError(f"DATABASE_URL: malformed URL {_redact_url(raw)!r}") from None
-        if scheme != "sqlite" and not urlsplit(url).path.strip("/"):
+            parts = None
+        else:
+            parts = _split(url)
+        if parts is None or not _port_ok(parts):
+            raise ConfigError(f"DATABASE_URL: malformed URL {_redact_url(raw)!r}")
+        if scheme != "sqlite" and not parts.path.strip("/"):
             raise ConfigError(f"DATABASE_URL: names no database: {_redact_url(raw)!r}")
         return url
 
@@ -166,20 +184,32 @@ class _Reader:
         raw = self.get("REDIS_URL")
         if raw is None:
             return None
-        parts = urlsplit(raw)
-        if parts.scheme == "unix":
+        parts = _split(raw)
+        if parts is None:
+            ok = False
+        elif parts.scheme == "unix":
             ok = "://" in raw and bool(parts.path)
         else:
-            ok = (parts.scheme in ("redis", "rediss") and "://" in raw and bool(parts.hostname)
-                  and _port_ok(parts) and REDIS_DB_PATH.fullmatch(parts.path) is not None)
+            ok = (
+                parts.scheme in ("redis", "rediss")
+                and "://" in raw
+                and bool(parts.hostname)
+                and _port_ok(parts)
+                and REDIS_DB_PATH.fullmatch(parts.path) is not None
+            )
         if not ok:
             raise ConfigError(f"REDIS_URL: must be redis://host:port/db, not {_redact_url(raw)!r}")
         return raw
 
     def smtp_url(self) -> str | None:
         raw = self.get("SMTP_URL")
-        if raw is not None and (urlsplit(raw).scheme not in ("smtp", "smtps") or
-                                not urlsplit(raw).hostname):
+        parts = _split(raw) if raw is not None else None
+        if raw is not None and (
+            parts is None
+            or parts.scheme not in ("smtp", "smtps")
+            or not parts.hostname
+            or not _port_ok(parts)
+        ):
             raise ConfigError("SMTP_URL: must be smtp://user:pass@host:port or smtps://...")
         return raw
 
@@ -187,10 +217,16 @@ class _Reader:
         raw = self.get("WORKERVOICE_MASTER_KEY")
         if raw is None:
             if production:
-                raise ConfigError("WORKERVOICE_MASTER_KEY: required in production "
-                                  "(url-safe base64 of 32 random bytes)")
-            raw = secrets_.get("master.key", generate=lambda: base64.urlsafe_b64encode(
-                secrets.token_bytes(32)).decode())
+                raise ConfigError(
+                    "WORKERVOICE_MASTER_KEY: required in production "
+                    "(url-safe base64 of 32 random bytes)"
+                )
+            raw = secrets_.get(
+                "master.key",
+                generate=lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            )
+        if raw is None:  # secrets_ only returns None in production, handled above
+            raise ConfigError("WORKERVOICE_MASTER_KEY: required")
         try:
             key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         except (ValueError, TypeError):
@@ -222,6 +258,16 @@ class _InstanceSecrets:
         return path.read_text().strip()
 
 
+def _split(url: str) -> SplitResult | None:
+    """The URL's parts, or None if it cannot even be split (e.g. an unclosed IPv6 bracket)."""
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - raises ValueError for a malformed host
+    except ValueError:
+        return None
+    return parts
+
+
 def _port_ok(parts: SplitResult) -> bool:
     try:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
@@ -231,7 +277,5 @@ def _port_ok(parts: SplitResult) -> bool:
 
 
 def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(parts.password, "***")
-    return url
+    """The URL with any password masked (works on URLs too malformed to parse)."""
+    return _PASSWORD.sub(r"\1***@", url)

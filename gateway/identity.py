@@ -28,14 +28,15 @@ REDACTED = "[number removed]"
 # What a sender address may hold once its channel prefix is gone: digits and the usual
 # separators. Letters are refused: phonenumbers would read them as a vanity number.
 ADDRESS_CHARS = re.compile(r"[+\d ().\-]*\d[+\d ().\-]*")
-# 7+ digits (any script), optionally led by + and broken by spaces, dots, dashes or brackets.
-PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
+# 7+ digits (any script), optionally led by ( or +, broken by spaces, dots, dashes or brackets.
+PHONE_LIKE = re.compile(r"\(?\+?\d[\d\s().\-]{5,}\d")
 MIN_PHONE_DIGITS = 7
 # An ISO-8601 date or timestamp, which PHONE_LIKE would otherwise take for a number.
 ISO_TIMESTAMP = re.compile(
     r"(?<![\d+])(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
     r"(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d{1,9})?)?(?:Z|[+-]\d\d:?\d\d)?)?"
-    r"(?!\d)")
+    r"(?!\d)"
+)
 _DIGIT_BEFORE = re.compile(r"\d[\s().\-+]*\Z")
 _DIGIT_AFTER = re.compile(r"[\s().\-]*\+?\d")
 
@@ -63,7 +64,7 @@ def normalise(address: str) -> phonenumbers.PhoneNumber:
     raw = (address or "").strip()
     for prefix in CHANNEL_PREFIXES:
         if raw.lower().startswith(prefix):
-            raw = raw[len(prefix):].strip()
+            raw = raw[len(prefix) :].strip()
     if not ADDRESS_CHARS.fullmatch(raw):
         raise InvalidAddress("sender is not a phone number")
     if raw[0].isdigit():
@@ -89,8 +90,10 @@ def scrub(text: str, region: str | None = None) -> str:
     """
     if not text:
         return text
-    spans = [(m.start, m.end) for m in PhoneNumberMatcher(text, region or "ZZ",
-                                                          leniency=phonenumbers.Leniency.POSSIBLE)]
+    spans = [
+        (m.start, m.end)
+        for m in PhoneNumberMatcher(text, region or "ZZ", leniency=phonenumbers.Leniency.POSSIBLE)
+    ]
     for start, end in reversed(spans):
         text = text[:start] + REDACTED + text[end:]
     return redact_phone_like(text, REDACTED)
@@ -104,7 +107,8 @@ def redact_phone_like(text: str, replacement: str) -> str:
         # A date glued to other digits may be part of a number. A time (":") cannot be, so
         # only a bare date is also checked on its right.
         glued = _DIGIT_BEFORE.search(text, 0, match.start()) or (
-            ":" not in match.group() and _DIGIT_AFTER.match(text, match.end()))
+            ":" not in match.group() and _DIGIT_AFTER.match(text, match.end())
+        )
         if not glued:
             kept.append(match.span())
     pieces, position = [], 0
@@ -116,8 +120,12 @@ def redact_phone_like(text: str, replacement: str) -> str:
 
 
 def _redact_runs(text: str, replacement: str) -> str:
-    return PHONE_LIKE.sub(lambda m: replacement if sum(c.isdigit() for c in m.group())
-                          >= MIN_PHONE_DIGITS else m.group(), text)
+    return PHONE_LIKE.sub(
+        lambda m: (
+            replacement if sum(c.isdigit() for c in m.group()) >= MIN_PHONE_DIGITS else m.group()
+        ),
+        text,
+    )
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,9 @@ KeyLoader = Callable[[], list[tuple[int, str, bytes]]]  # (id, status, ciphertex
 class KeyRing:
     """Decrypted live keys, refreshed from the database at most every KEY_CACHE_SECONDS."""
 
-    def __init__(self, load: KeyLoader, crypto: Crypto, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, load: KeyLoader, crypto: Crypto, clock: Callable[[], float] = time.monotonic
+    ):
         self._load = load
         self._crypto = crypto
         self._clock = clock
@@ -144,8 +154,10 @@ class KeyRing:
     def keys(self) -> list[Key]:
         with self._lock:
             if self._clock() - self._loaded_at >= KEY_CACHE_SECONDS or not self._keys:
-                self._keys = [Key(kid, self._crypto.decrypt(blob, KEY_PURPOSE, context(kid)), status)
-                              for kid, status, blob in self._load()]
+                self._keys = [
+                    Key(kid, self._crypto.decrypt(blob, KEY_PURPOSE, context(kid)), status)
+                    for kid, status, blob in self._load()
+                ]
                 self._loaded_at = self._clock()
             return list(self._keys)
 
@@ -168,8 +180,11 @@ class Identity:
         """The sender's pseudonym under the current key. The number goes no further."""
         number = normalise(address)
         key = self.ring.current()
-        digest = hmac.new(key.secret, phonenumbers.format_number(number, PhoneNumberFormat.E164)
-                          .encode(), hashlib.sha256).hexdigest()
+        digest = hmac.new(
+            key.secret,
+            phonenumbers.format_number(number, PhoneNumberFormat.E164).encode(),
+            hashlib.sha256,
+        ).hexdigest()
         region = phonenumbers.region_code_for_number(number) or ""
         # "ZZ" unknown, "001" non-geographic (satellite, +800): no country to go by.
         country = region if region.isalpha() and region != "ZZ" else None

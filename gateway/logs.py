@@ -34,8 +34,11 @@ def _redact(value: Any) -> Any:
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items()
-            if k not in STANDARD_ATTRS and not k.startswith("_")}
+    return {
+        k: v
+        for k, v in record.__dict__.items()
+        if k not in STANDARD_ATTRS and not k.startswith("_")
+    }
 
 
 class RedactNumbers(logging.Filter):
@@ -89,7 +92,10 @@ def configure(production: bool, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler._workervoice = True  # type: ignore[attr-defined]
     handler.addFilter(RedactNumbers())
-    handler.setFormatter(JsonFormatter() if production else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if production
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root.addHandler(handler)
     root.setLevel(level)

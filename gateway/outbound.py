@@ -25,10 +25,20 @@ RECIPIENT_TTL_SECONDS = 3600  # longer than every retry below put together
 SEND_RETRY = Retry(max=4, interval=[2, 10, 60, 300])
 AT_ACCEPTED = {100, 101, 102}  # Processed, Sent, Queued
 AT_STATUS = {  # statusCode -> name (PROVIDERS.md §5.2)
-    100: "Processed", 101: "Sent", 102: "Queued", 401: "RiskHold", 402: "InvalidSenderId",
-    403: "InvalidPhoneNumber", 404: "UnsupportedNumberType", 405: "InsufficientBalance",
-    406: "UserInBlacklist", 407: "CouldNotRoute", 409: "DoNotDisturbRejection",
-    500: "InternalServerError", 501: "GatewayError", 502: "RejectedByGateway",
+    100: "Processed",
+    101: "Sent",
+    102: "Queued",
+    401: "RiskHold",
+    402: "InvalidSenderId",
+    403: "InvalidPhoneNumber",
+    404: "UnsupportedNumberType",
+    405: "InsufficientBalance",
+    406: "UserInBlacklist",
+    407: "CouldNotRoute",
+    409: "DoNotDisturbRejection",
+    500: "InternalServerError",
+    501: "GatewayError",
+    502: "RejectedByGateway",
 }
 AT_RECIPIENT = re.compile(r"\+\d{1,3}\d{3,}")  # what the SDK accepts
 AT_FINAL_REFUSALS = {403, 404, 406, 409}  # invalid, unsupported, blacklisted, do-not-disturb
@@ -172,6 +182,13 @@ def send_sms(provider: str, sealed_recipient: str, text: str) -> str | None:
 
 def enqueue_reply(services, provider: str, recipient_e164: str, text: str) -> None:
     sealed = services.crypto.seal(recipient_e164, RECIPIENT_PURPOSE, RECIPIENT_TTL_SECONDS)
-    services.queue.enqueue(send_sms, provider, sealed, text, retry=SEND_RETRY,
-                           result_ttl=600, failure_ttl=RECIPIENT_TTL_SECONDS,
-                           description="send reply")
+    services.queue.enqueue(
+        send_sms,
+        provider,
+        sealed,
+        text,
+        retry=SEND_RETRY,
+        result_ttl=600,
+        failure_ttl=RECIPIENT_TTL_SECONDS,
+        description="send reply",
+    )

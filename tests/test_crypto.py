@@ -88,8 +88,9 @@ def test_unseal_expiry_cannot_be_extended(crypto):
         crypto.unseal(forged, "p", now=NOW + 3600)
 
 
-@pytest.mark.parametrize("token", ["", "x", "not a token!", "AQAAAAAAAAAA", "é", "====",
-                                   "AQ" * 200])
+@pytest.mark.parametrize(
+    "token", ["", "x", "not a token!", "AQAAAAAAAAAA", "é", "====", "AQ" * 200]
+)
 def test_unseal_malformed(crypto, token):
     with pytest.raises(CryptoError):
         crypto.unseal(token, "p", now=NOW)

@@ -40,8 +40,10 @@ class Ring:
 
     def load(self) -> list[tuple[int, str, bytes]]:
         self.loads += 1
-        return [(kid, status, CRYPTO.encrypt(secret, KEY_PURPOSE, context(kid)))
-                for kid, status, secret in self.keys]
+        return [
+            (kid, status, CRYPTO.encrypt(secret, KEY_PURPOSE, context(kid)))
+            for kid, status, secret in self.keys
+        ]
 
     def clock(self) -> float:
         return self.now
@@ -57,20 +59,48 @@ def expected(secret: bytes, number: str) -> str:
 # -- normalisation ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("address", [
-    "+8801711283946", "8801711283946", "whatsapp:+8801711283946", "WhatsApp:+8801711283946",
-    "whatsapp:8801711283946", " +880 1711 283946 ", "+880 1711-283946", "+880 (1711) 283.946",
-    "tel:+8801711283946", "sms:+8801711283946", "+880１７১১283946",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "+8801711283946",
+        "8801711283946",
+        "whatsapp:+8801711283946",
+        "WhatsApp:+8801711283946",
+        "whatsapp:8801711283946",
+        " +880 1711 283946 ",
+        "+880 1711-283946",
+        "+880 (1711) 283.946",
+        "tel:+8801711283946",
+        "sms:+8801711283946",
+        "+880１７১১283946",
+    ],
+)
 def test_e164_normalises_every_way_a_provider_writes_a_number(address):
     assert e164(address) == "+8801711283946"
 
 
-@pytest.mark.parametrize("address", [
-    "", "   ", "anonymous", "unknown", "abc", "+", "whatsapp:", "client:alice",
-    "+1800FLOWERS", "+254711XXXYYY", "+12", "12345", "+123456789012345678",
-    "+8801711283946;ext=5", "+880\n1711283946", "00 800", "sip:alice@example.org",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "",
+        "   ",
+        "anonymous",
+        "unknown",
+        "abc",
+        "+",
+        "whatsapp:",
+        "client:alice",
+        "+1800FLOWERS",
+        "+254711XXXYYY",
+        "+12",
+        "12345",
+        "+123456789012345678",
+        "+8801711283946;ext=5",
+        "+880\n1711283946",
+        "00 800",
+        "sip:alice@example.org",
+    ],
+)
 def test_invalid_addresses_are_refused(address):
     with pytest.raises(InvalidAddress) as caught:
         e164(address)
@@ -97,15 +127,19 @@ def test_pseudonym_is_hmac_sha256_of_e164_under_the_current_key():
 
 def test_pseudonym_is_stable_across_formats_and_calls():
     identity = Ring((1, "current", SECRET_A)).identity()
-    values = {identity.pseudonymise(a).value for a in
-              ("+8801711283946", "8801711283946", "whatsapp:+8801711283946", "+880 1711 283946")}
+    values = {
+        identity.pseudonymise(a).value
+        for a in ("+8801711283946", "8801711283946", "whatsapp:+8801711283946", "+880 1711 283946")
+    }
     assert len(values) == 1
 
 
 def test_different_numbers_different_pseudonyms():
     identity = Ring((1, "current", SECRET_A)).identity()
-    assert identity.pseudonymise("+8801711283946").value != \
-        identity.pseudonymise("+8801711283947").value
+    assert (
+        identity.pseudonymise("+8801711283946").value
+        != identity.pseudonymise("+8801711283947").value
+    )
 
 
 def test_different_key_different_pseudonym():
@@ -116,15 +150,22 @@ def test_different_key_different_pseudonym():
 
 def test_seed_is_stable_per_worker():
     identity = Ring((1, "current", SECRET_A)).identity()
-    assert identity.pseudonymise("+8801711283946").seed == \
-        identity.pseudonymise("whatsapp:+8801711283946").seed
+    assert (
+        identity.pseudonymise("+8801711283946").seed
+        == identity.pseudonymise("whatsapp:+8801711283946").seed
+    )
 
 
-@pytest.mark.parametrize("number,country", [
-    ("+254711283946", "KE"), ("+17067815146", "US"), ("+8801711283946", "BD"),
-    ("+881612345678", None),  # satellite: no country ("001" is not one)
-    ("+80012345678", None),  # international freephone
-])
+@pytest.mark.parametrize(
+    "number,country",
+    [
+        ("+254711283946", "KE"),
+        ("+17067815146", "US"),
+        ("+8801711283946", "BD"),
+        ("+881612345678", None),  # satellite: no country ("001" is not one)
+        ("+80012345678", None),  # international freephone
+    ],
+)
 def test_country_of_the_number(number, country):
     assert Ring((1, "current", SECRET_A)).identity().pseudonymise(number).country == country
 
@@ -215,10 +256,17 @@ def test_scrub_removes_numbers_in_every_format(text, region):
     assert sum(c.isdigit() for c in scrubbed) < 7, scrubbed
 
 
-@pytest.mark.parametrize("text", [
-    "I worked 12 hours on 6 days", "pay was 8000 taka, late by 3 days", "", "ok",
-    "সপ্তাহে ৬ দিন", "shift 08:00-20:00",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I worked 12 hours on 6 days",
+        "pay was 8000 taka, late by 3 days",
+        "",
+        "ok",
+        "সপ্তাহে ৬ দিন",
+        "shift 08:00-20:00",
+    ],
+)
 def test_scrub_leaves_text_without_numbers_alone(text):
     assert scrub(text, "BD") == text
 
@@ -227,21 +275,27 @@ def test_scrub_keeps_the_words_around_a_number():
     assert scrub("call +8801711283946 now", "BD") == f"call {REDACTED} now"
 
 
-@pytest.mark.parametrize("text,kept", [
-    ("at 2026-11-25T08:34:18.445Z ok", "at 2026-11-25T08:34:18.445Z ok"),
-    ("2026-11-25 08:34:18,123 done", "2026-11-25 08:34:18,123 done"),
-    ("from 2026-11-01 to 2026-11-25", "from 2026-11-01 to 2026-11-25"),
-    ("2026-11-25T18:52:01.123456+00:00", "2026-11-25T18:52:01.123456+00:00"),
-])
+@pytest.mark.parametrize(
+    "text,kept",
+    [
+        ("at 2026-11-25T08:34:18.445Z ok", "at 2026-11-25T08:34:18.445Z ok"),
+        ("2026-11-25 08:34:18,123 done", "2026-11-25 08:34:18,123 done"),
+        ("from 2026-11-01 to 2026-11-25", "from 2026-11-01 to 2026-11-25"),
+        ("2026-11-25T18:52:01.123456+00:00", "2026-11-25T18:52:01.123456+00:00"),
+    ],
+)
 def test_redact_phone_like_keeps_timestamps(text, kept):
     assert redact_phone_like(text, "[n]") == kept
 
 
-@pytest.mark.parametrize("text", [
-    "+880 2012-11-25",  # a date glued to a country code is a number
-    "2026-11-25 08:34:18 +8801711283946",
-    "call +880 1711-00-00-01",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+880 2012-11-25",  # a date glued to a country code is a number
+        "2026-11-25 08:34:18 +8801711283946",
+        "call +880 1711-00-00-01",
+    ],
+)
 def test_redact_phone_like_a_date_shape_does_not_hide_a_number(text):
     redacted = redact_phone_like(text, "[n]")
     assert "[n]" in redacted

@@ -49,15 +49,24 @@ class Implementation:
 
 def _africastalking(fake_at, tmp_path) -> Implementation:
     sender = AfricasTalkingSender("sandbox", "test-key", fake_at.url)
-    return Implementation(sender, lambda: [(r["form"]["to"], r["form"]["message"])
-                                           for r in fake_at.requests])
+    return Implementation(
+        sender, lambda: [(r["form"]["to"], r["form"]["message"]) for r in fake_at.requests]
+    )
 
 
 def _outbox(fake_at, tmp_path) -> Implementation:
     directory = tmp_path / "outbox"
-    return Implementation(OutboxSender(directory), lambda: [
-        (None, p.read_text(encoding="utf-8").rstrip("\n"))
-        for p in sorted(directory.iterdir())] if directory.exists() else [])
+    return Implementation(
+        OutboxSender(directory),
+        lambda: (
+            [
+                (None, p.read_text(encoding="utf-8").rstrip("\n"))
+                for p in sorted(directory.iterdir())
+            ]
+            if directory.exists()
+            else []
+        ),
+    )
 
 
 IMPLEMENTATIONS = {"africastalking": _africastalking, "outbox": _outbox}
@@ -79,8 +88,10 @@ def test_contract_send_delivers_the_text_and_returns_an_id(implementation):
     assert recipient in (NUMBER, None)  # None: this sender never keeps the number
 
 
-@pytest.mark.parametrize("text", ["আপনি কি এই সপ্তাহে ১০ ঘণ্টার বেশি কাজ করেছেন?", "x" * 1600,
-                                  "quotes “ ” & <tags> and emoji 🙂"])
+@pytest.mark.parametrize(
+    "text",
+    ["আপনি কি এই সপ্তাহে ১০ ঘণ্টার বেশি কাজ করেছেন?", "x" * 1600, "quotes “ ” & <tags> and emoji 🙂"],
+)
 def test_contract_any_text_arrives_intact(implementation, text):
     implementation.sender.send(NUMBER, text)
     assert [t for _, t in implementation.delivered()] == [text]
@@ -98,14 +109,20 @@ def test_contract_each_send_is_its_own_message(implementation):
 
 def test_at_request_is_what_the_sdk_documents(fake_at):
     fake_at.answer = at_answer(101, "Success", NUMBER, "ATPid_SampleTxnId123")
-    assert AfricasTalkingSender("sandbox", "test-key", fake_at.url).send(NUMBER, TEXT) == \
-        "ATPid_SampleTxnId123"
+    assert (
+        AfricasTalkingSender("sandbox", "test-key", fake_at.url).send(NUMBER, TEXT)
+        == "ATPid_SampleTxnId123"
+    )
     [request] = fake_at.requests
     assert request["path"] == "/version1/messaging"
     assert request["headers"]["apiKey"] == "test-key"
     assert request["headers"]["Accept"] == "application/json"
-    assert request["form"] == {"username": "sandbox", "to": NUMBER, "message": TEXT,
-                               "bulkSMSMode": "1"}
+    assert request["form"] == {
+        "username": "sandbox",
+        "to": NUMBER,
+        "message": TEXT,
+        "bulkSMSMode": "1",
+    }
 
 
 @pytest.mark.parametrize("code,status", [(100, "Processed"), (101, "Success"), (102, "Queued")])
@@ -114,8 +131,9 @@ def test_at_accepted_statuses(fake_at, code, status):
     assert AfricasTalkingSender("sandbox", "k", fake_at.url).send(NUMBER, TEXT) == "ATPid_x"
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "text/html; charset=UTF-8",
-                                          "application/json; charset=utf-8"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "text/html; charset=UTF-8", "application/json; charset=utf-8"]
+)
 def test_at_json_under_another_content_type_is_parsed(fake_at, content_type):
     """The SDK hands back a raw string unless the type is exactly application/json."""
     fake_at.answer = at_answer(101, "Success", NUMBER, "ATPid_y", content_type=content_type)
@@ -130,35 +148,62 @@ FAILURES = [
     # (label, answer, exception): every answer quotes the number, as the real API's texts do
     ("406 UserInBlacklist is final", at_answer(406, "UserInBlacklist", NUMBER), SendRefused),
     ("403 InvalidPhoneNumber is final", at_answer(403, "InvalidPhoneNumber", NUMBER), SendRefused),
-    ("404 UnsupportedNumberType is final", at_answer(404, "UnsupportedNumberType", NUMBER),
-     SendRefused),
-    ("409 DoNotDisturbRejection is final", at_answer(409, "DoNotDisturbRejection", NUMBER),
-     SendRefused),
-    ("500 InternalServerError is retried", at_answer(500, "InternalServerError", NUMBER),
-     SendError),
+    (
+        "404 UnsupportedNumberType is final",
+        at_answer(404, "UnsupportedNumberType", NUMBER),
+        SendRefused,
+    ),
+    (
+        "409 DoNotDisturbRejection is final",
+        at_answer(409, "DoNotDisturbRejection", NUMBER),
+        SendRefused,
+    ),
+    (
+        "500 InternalServerError is retried",
+        at_answer(500, "InternalServerError", NUMBER),
+        SendError,
+    ),
     ("501 GatewayError is retried", at_answer(501, "GatewayError", NUMBER), SendError),
-    ("405 InsufficientBalance is retried", at_answer(405, "InsufficientBalance", NUMBER),
-     SendError),
+    (
+        "405 InsufficientBalance is retried",
+        at_answer(405, "InsufficientBalance", NUMBER),
+        SendError,
+    ),
     ("an unknown status is retried", at_answer(499, NUMBER, NUMBER), SendError),
-    ("HTTP 500", lambda form: (500, "text/plain", f"Internal error sending to {form['to']}"),
-     SendError),
-    ("HTTP 401", lambda form: (401, "application/json", '{"error": "bad key ' + NUMBER + '"}'),
-     SendError),
-    ("empty Recipients (InvalidSenderId)",
-     _body({"SMSMessageData": {"Message": "InvalidSenderId", "Recipients": []}}), SendError),
+    (
+        "HTTP 500",
+        lambda form: (500, "text/plain", f"Internal error sending to {form['to']}"),
+        SendError,
+    ),
+    (
+        "HTTP 401",
+        lambda form: (401, "application/json", '{"error": "bad key ' + NUMBER + '"}'),
+        SendError,
+    ),
+    (
+        "empty Recipients (InvalidSenderId)",
+        _body({"SMSMessageData": {"Message": "InvalidSenderId", "Recipients": []}}),
+        SendError,
+    ),
     ("not JSON at all", lambda form: (201, "text/html", f"<p>queued {form['to']}</p>"), SendError),
-    ("not JSON under a JSON type", lambda form: (201, "application/json", f"to={form['to']}"),
-     SendError),
-    ("statusCode not a number",
-     _body({"SMSMessageData": {"Recipients": [{"statusCode": NUMBER, "number": NUMBER}]}}),
-     SendError),
+    (
+        "not JSON under a JSON type",
+        lambda form: (201, "application/json", f"to={form['to']}"),
+        SendError,
+    ),
+    (
+        "statusCode not a number",
+        _body({"SMSMessageData": {"Recipients": [{"statusCode": NUMBER, "number": NUMBER}]}}),
+        SendError,
+    ),
     ("no SMSMessageData", _body({"to": NUMBER}), SendError),
     ("a list", _body([NUMBER]), SendError),
 ]
 
 
-@pytest.mark.parametrize("answer,exception", [f[1:] for f in FAILURES],
-                         ids=[f[0] for f in FAILURES])
+@pytest.mark.parametrize(
+    "answer,exception", [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES]
+)
 def test_at_failures_never_carry_the_number(fake_at, answer, exception):
     fake_at.answer = answer
     with pytest.raises(exception) as caught:
@@ -215,8 +260,13 @@ def test_outbox_writes_the_text_but_never_the_number(tmp_path):
 @pytest.fixture
 def at_services(services, fake_at, monkeypatch):
     """The app's services with Africa's Talking credentials pointing at the fake."""
-    monkeypatch.setattr(services, "config", dataclasses.replace(
-        services.config, at_username="sandbox", at_api_key="test-key", at_api_url=fake_at.url))
+    monkeypatch.setattr(
+        services,
+        "config",
+        dataclasses.replace(
+            services.config, at_username="sandbox", at_api_key="test-key", at_api_url=fake_at.url
+        ),
+    )
     return services
 
 

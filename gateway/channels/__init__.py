@@ -34,11 +34,14 @@ def required(form, *names: str) -> list[str]:
 
 
 def bounded(form, limits: Mapping[str, int]) -> None:
-    """BadRequest naming the first field longer than its limit (characters)."""
+    """BadRequest naming the first field longer than its limit (characters) or holding a NUL
+    (no provider sends one, and PostgreSQL text cannot store one)."""
     for name, limit in limits.items():
         value = form.get(name)
         if value is not None and len(value) > limit:
             raise BadRequest(f"field '{name}' is longer than {limit} characters")
+        if value is not None and "\x00" in value:
+            raise BadRequest(f"field '{name}' holds a NUL character")
 
 
 def external_id(value: str, name: str) -> str:

@@ -14,8 +14,9 @@ from . import BadRequest, bounded, external_id, reject, required, webhooks
 MAX_BODY = 1600  # Twilio's limit for one message body
 LIMITS = {"From": 64, "MessageSid": 64, "Body": MAX_BODY}  # longer is not a Twilio request
 # Twilio's standard opt-out words (PROVIDERS.md §8.1): Twilio itself confirms and blocks them.
-OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
-                           "OPTOUT"})
+OPT_OUT_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
 
 
 def signature_ok(token: str | None, public_url: str) -> bool:
@@ -29,8 +30,11 @@ def signature_ok(token: str | None, public_url: str) -> bool:
     return RequestValidator(token).validate(url, request.form, signature)
 
 
-def twilio_confirms_opt_out(form) -> bool:
-    """Twilio already answered this message with its own opt-out confirmation."""
+def opted_out_at_twilio(form) -> bool:
+    """Twilio took this message as an opt-out: it has confirmed it and blocks later sends.
+
+    Its standard words, or with Advanced Opt-Out any keyword configured there (``OptOutType``).
+    """
     word = (form.get("Body") or "").strip().upper()
     return word in OPT_OUT_WORDS or form.get("OptOutType", "").upper() == "STOP"
 
@@ -51,11 +55,12 @@ def twilio_sms() -> Response:
         sender, message_id, body = required(request.form, "From", "MessageSid", "Body")
         bounded(request.form, LIMITS)
         message_id = external_id(message_id, "MessageSid")
+        if request.form.get("OptOutType", "").upper() == "STOP":
+            body = "STOP"  # a keyword set up in Twilio's Advanced Opt-Out: STOP here too
         reply = handle(services, Inbound("twilio", "sms", sender, body, message_id))
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
-    # An opt-out (and a retry of one, answered from the reply cache) gets an empty Response:
-    # Twilio confirms and blocks later sends itself.
-    if reply.opted_out or twilio_confirms_opt_out(request.form):
-        return twiml(None)
-    return twiml(reply.text)
+    # Twilio confirms its own opt-out words and blocks later sends itself: an empty Response
+    # (a retry too, though it is answered from the reply cache). A translated STOP, which Twilio
+    # does not know, gets the service's confirmation in the worker's language.
+    return twiml(None if opted_out_at_twilio(request.form) else reply.text)

@@ -130,15 +130,18 @@ class Run:
 
     def sessions(self) -> list[str]:
         """Pseudonyms that have a session in Redis."""
-        return sorted(k.decode().rsplit(":", 1)[1] for k in self.services.redis.keys("wv:session:*"))
+        return sorted(
+            k.decode().rsplit(":", 1)[1] for k in self.services.redis.keys("wv:session:*")
+        )
 
     def outbox(self) -> list[Path]:
         return _outbox(self.services)
 
     def profile_exists(self, phone: str | None = None) -> bool:
         with self.services.db.session() as db:
-            found = db.scalar(select(Worker.pseudonym).where(Worker.pseudonym ==
-                                                              self.pseudonym(phone)))
+            found = db.scalar(
+                select(Worker.pseudonym).where(Worker.pseudonym == self.pseudonym(phone))
+            )
         return found is not None
 
 
@@ -170,9 +173,20 @@ def run_case(channel: Channel, case: Case, app, client, services: Services, monk
         assert run.responses[0].mimetype == "text/plain"
         assert state_after == state_before, f"{case.label}: a refusal changed state"
         assert set(_outbox(services)) == outbox_before
-    expected = [] if case.recorded is None else [
-        Inbound(channel.provider, "sms", case.recorded.address, case.recorded.text,
-                case.recorded.message_id)] * case.repeat
+    expected = (
+        []
+        if case.recorded is None
+        else [
+            Inbound(
+                channel.provider,
+                "sms",
+                case.recorded.address,
+                case.recorded.text,
+                case.recorded.message_id,
+            )
+        ]
+        * case.repeat
+    )
     assert run.inbounds == expected, f"{case.label}: handed on {run.inbounds}"
     assert tuple(q.name for q in run.queued) == case.jobs, f"{case.label}: queued {run.queued}"
     for queued in run.queued:
@@ -195,12 +209,14 @@ def _send(channel: Channel, case: Case, client):
         if case.signature == SIGNED:
             signed_url = case.signed_url or PUBLIC_URL + url
             headers["X-Twilio-Signature"] = RequestValidator(case.signing_token).compute_signature(
-                signed_url, case.signed_form if case.signed_form is not None else case.form)
+                signed_url, case.signed_form if case.signed_form is not None else case.form
+            )
     if channel is AT and case.token is not None:
         url += ("&" if "?" in url else "?") + "token=" + quote(case.token)
     if case.raw is not None:
-        return client.open(url, method=case.method, data=case.raw,
-                           content_type=case.content_type, headers=headers)
+        return client.open(
+            url, method=case.method, data=case.raw, content_type=case.content_type, headers=headers
+        )
     return client.open(url, method=case.method, data=case.form, headers=headers)
 
 
@@ -296,8 +312,10 @@ def _open(value):
 
 def db_dump(services: Services) -> dict[str, list]:
     with services.db.engine.connect() as connection:
-        return {table.name: sorted(map(repr, connection.execute(table.select())))
-                for table in Base.metadata.sorted_tables}
+        return {
+            table.name: sorted(map(repr, connection.execute(table.select())))
+            for table in Base.metadata.sorted_tables
+        }
 
 
 def number_forms(phone: str) -> set[str]:
@@ -306,14 +324,24 @@ def number_forms(phone: str) -> set[str]:
     e164_ = phonenumbers.format_number(number, PhoneNumberFormat.E164)
     national = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
     international = phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL)
-    forms = {e164_, e164_[1:], phonenumbers.national_significant_number(number), national,
-             international, phonenumbers.format_number(number, PhoneNumberFormat.RFC3966),
-             "".join(c for c in national if c.isdigit()), international.replace(" ", "-"),
-             international.replace(" ", "")}
+    forms = {
+        e164_,
+        e164_[1:],
+        phonenumbers.national_significant_number(number),
+        national,
+        international,
+        phonenumbers.format_number(number, PhoneNumberFormat.RFC3966),
+        "".join(c for c in national if c.isdigit()),
+        international.replace(" ", "-"),
+        international.replace(" ", ""),
+    }
     for plain in (e164_, e164_[1:]):
         raw = plain.encode()
-        forms |= {base64.b64encode(raw).decode().rstrip("="),
-                  base64.urlsafe_b64encode(raw).decode().rstrip("="), raw.hex()}
+        forms |= {
+            base64.b64encode(raw).decode().rstrip("="),
+            base64.urlsafe_b64encode(raw).decode().rstrip("="),
+            raw.hex(),
+        }
     return forms
 
 
@@ -345,11 +373,15 @@ def outbox_texts(paths) -> list[str]:
 
 def _check_no_number(run: Run, new_outbox: set[Path]) -> None:
     outbox = [(p.name, p.read_bytes()) for p in new_outbox]
-    for where, haystack in (("redis", redis_dump(run.services.redis)),
-                            ("database", db_dump(run.services)), ("outbox", outbox),
-                            ("logs", run.records)):
-        assert not find_number(run.phone, haystack), \
+    for where, haystack in (
+        ("redis", redis_dump(run.services.redis)),
+        ("database", db_dump(run.services)),
+        ("outbox", outbox),
+        ("logs", run.records),
+    ):
+        assert not find_number(run.phone, haystack), (
             f"{run.case.label}: the number is in {where}: {find_number(run.phone, haystack)}"
+        )
 
 
 def _check_sealed(run: Run, queued: Queued) -> None:
@@ -360,8 +392,14 @@ def _check_sealed(run: Run, queued: Queued) -> None:
     provider, sealed, text = job.args
     assert provider == run.channel.provider and text and not job.kwargs
     assert run.services.crypto.unseal(sealed, RECIPIENT_PURPOSE) == run.phone
-    assert not find_number(run.phone, job.args, job.kwargs, job.description, job.meta,
-                           run.services.redis.hgetall(job.key))
+    assert not find_number(
+        run.phone,
+        job.args,
+        job.kwargs,
+        job.description,
+        job.meta,
+        run.services.redis.hgetall(job.key),
+    )
 
 
 # -- before / check hooks -----------------------------------------------------------------------
@@ -462,8 +500,9 @@ class FakeAfricasTalking:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
                 form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
-                fake.requests.append({"path": self.path, "headers": dict(self.headers),
-                                      "form": form})
+                fake.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "form": form}
+                )
                 status, content_type, text = (fake.answer or accepted)(form)
                 data = text.encode()
                 self.send_response(status)
@@ -476,8 +515,7 @@ class FakeAfricasTalking:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
     @property
@@ -489,13 +527,31 @@ class FakeAfricasTalking:
         self.server.server_close()
 
 
-def at_answer(status_code: int, status: str, number: str, message_id: str = "ATPid_1",
-              http_status: int = 201, content_type: str = "application/json"):
+def at_answer(
+    status_code: int,
+    status: str,
+    number: str,
+    message_id: str = "ATPid_1",
+    http_status: int = 201,
+    content_type: str = "application/json",
+):
     """An ``answer`` for FakeAfricasTalking giving one recipient this statusCode."""
-    body = json.dumps({"SMSMessageData": {
-        "Message": f"Sent to 1/1 Total Cost: KES 0.8000 ({number})",
-        "Recipients": [{"statusCode": status_code, "number": number, "status": status,
-                        "cost": "KES 0.8000", "messageId": message_id}]}})
+    body = json.dumps(
+        {
+            "SMSMessageData": {
+                "Message": f"Sent to 1/1 Total Cost: KES 0.8000 ({number})",
+                "Recipients": [
+                    {
+                        "statusCode": status_code,
+                        "number": number,
+                        "status": status,
+                        "cost": "KES 0.8000",
+                        "messageId": message_id,
+                    }
+                ],
+            }
+        }
+    )
     return lambda form: (http_status, content_type, body)
 
 

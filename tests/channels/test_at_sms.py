@@ -39,8 +39,15 @@ NO_TOKEN = "invalid webhook token"
 
 def at(sender: str = KE, text: str = "Hello", msg_id: str = MSG_ID, **extra: str) -> dict:
     """An incoming SMS in the shape of PROVIDERS.md §5.1."""
-    form = {"from": sender, "to": "28901", "text": text, "date": "2026-11-25T08:34:18.445Z",
-            "id": msg_id, "linkId": "SampleLinkId123", "networkCode": "63902"}
+    form = {
+        "from": sender,
+        "to": "28901",
+        "text": text,
+        "date": "2026-11-25T08:34:18.445Z",
+        "id": msg_id,
+        "linkId": "SampleLinkId123",
+        "networkCode": "63902",
+    }
     form.update(extra)
     return form
 
@@ -68,36 +75,85 @@ def still_enrolled(run) -> None:
 
 CASES = [
     # -- accepted: real payload shapes ---------------------------------------------------------
-    Case("SMS as documented", at(), body="", recorded=Recorded(KE, "Hello", MSG_ID),
-         jobs=("send_sms",), check=checks(one_session, replies("WorkerVoice"), delivered)),
-    Case("unknown parameters are accepted", at(cost="KES 1.00", futureParameter="x"),
-         recorded=Recorded(KE, "Hello", MSG_ID), jobs=("send_sms",), check=one_session),
-    Case("no linkId (not a premium message)", without(at(), "linkId"),
-         recorded=Recorded(KE, "Hello", MSG_ID), jobs=("send_sms",)),
-    Case("Bangla text", at(BD, "হ্যালো, আমি কাজ করি"), recorded=Recorded(BD, "হ্যালো, আমি কাজ করি",
-                                                                           MSG_ID),
-         jobs=("send_sms",), check=checks(one_session, replies("WorkerVoice-এ স্বাগতম"))),
-    Case("empty text", at(text=""), recorded=Recorded(KE, "", MSG_ID), jobs=("send_sms",),
-         check=one_session),
-    Case("from without the plus", at(sender="254711283946"),
-         recorded=Recorded("254711283946", "Hello", MSG_ID), jobs=("send_sms",)),
-    Case("a UUID id", at(msg_id="3b8c1ef5-5e2a-4c6e-9e1e-2f7b8c9d0a1b"),
-         recorded=Recorded(KE, "Hello", "3b8c1ef5-5e2a-4c6e-9e1e-2f7b8c9d0a1b"),
-         jobs=("send_sms",)),
-    Case("text of exactly 1,600 characters", at(text="x" * 1600),
-         recorded=Recorded(KE, "x" * 1600, MSG_ID), jobs=("send_sms",)),
+    Case(
+        "SMS as documented",
+        at(),
+        body="",
+        recorded=Recorded(KE, "Hello", MSG_ID),
+        jobs=("send_sms",),
+        check=checks(one_session, replies("WorkerVoice"), delivered),
+    ),
+    Case(
+        "unknown parameters are accepted",
+        at(cost="KES 1.00", futureParameter="x"),
+        recorded=Recorded(KE, "Hello", MSG_ID),
+        jobs=("send_sms",),
+        check=one_session,
+    ),
+    Case(
+        "no linkId (not a premium message)",
+        without(at(), "linkId"),
+        recorded=Recorded(KE, "Hello", MSG_ID),
+        jobs=("send_sms",),
+    ),
+    Case(
+        "Bangla text",
+        at(BD, "হ্যালো, আমি কাজ করি"),
+        recorded=Recorded(BD, "হ্যালো, আমি কাজ করি", MSG_ID),
+        jobs=("send_sms",),
+        check=checks(one_session, replies("WorkerVoice-এ স্বাগতম")),
+    ),
+    Case(
+        "empty text",
+        at(text=""),
+        recorded=Recorded(KE, "", MSG_ID),
+        jobs=("send_sms",),
+        check=one_session,
+    ),
+    Case(
+        "from without the plus",
+        at(sender="254711283946"),
+        recorded=Recorded("254711283946", "Hello", MSG_ID),
+        jobs=("send_sms",),
+    ),
+    Case(
+        "a UUID id",
+        at(msg_id="3b8c1ef5-5e2a-4c6e-9e1e-2f7b8c9d0a1b"),
+        recorded=Recorded(KE, "Hello", "3b8c1ef5-5e2a-4c6e-9e1e-2f7b8c9d0a1b"),
+        jobs=("send_sms",),
+    ),
+    Case(
+        "text of exactly 1,600 characters",
+        at(text="x" * 1600),
+        recorded=Recorded(KE, "x" * 1600, MSG_ID),
+        jobs=("send_sms",),
+    ),
     # -- retries and opt-out ------------------------------------------------------------------
-    Case("a retry is answered again and recorded once", at(text="1"), repeat=2,
-         before=enrolled(KE), recorded=Recorded(KE, "1", MSG_ID),
-         jobs=("persist_events", "send_sms", "send_sms"),
-         check=checks(answers(1), one_session, delivered, same_replies)),
-    Case("STOP: a confirmation through a job, profile and session forgotten", at(text="STOP"),
-         before=enrolled(KE), recorded=Recorded(KE, "STOP", MSG_ID),
-         jobs=("persist_events", "send_sms"),
-         check=checks(forgotten, replies("You have left WorkerVoice"), delivered)),
-    Case("stop in lower case", at(text=" stop"), before=enrolled(KE),
-         recorded=Recorded(KE, " stop", MSG_ID), jobs=("persist_events", "send_sms"),
-         check=checks(forgotten, replies("You have left WorkerVoice"))),
+    Case(
+        "a retry is answered again and recorded once",
+        at(text="1"),
+        repeat=2,
+        before=enrolled(KE),
+        recorded=Recorded(KE, "1", MSG_ID),
+        jobs=("persist_events", "send_sms", "send_sms"),
+        check=checks(answers(1), one_session, delivered, same_replies),
+    ),
+    Case(
+        "STOP: a confirmation through a job, profile and session forgotten",
+        at(text="STOP"),
+        before=enrolled(KE),
+        recorded=Recorded(KE, "STOP", MSG_ID),
+        jobs=("persist_events", "send_sms"),
+        check=checks(forgotten, replies("You have left WorkerVoice"), delivered),
+    ),
+    Case(
+        "stop in lower case",
+        at(text=" stop"),
+        before=enrolled(KE),
+        recorded=Recorded(KE, " stop", MSG_ID),
+        jobs=("persist_events", "send_sms"),
+        check=checks(forgotten, replies("You have left WorkerVoice")),
+    ),
     # -- malformed: 400, nothing changes ------------------------------------------------------
     Case("missing from", without(at(), "from"), 400, "missing field 'from'"),
     Case("missing text", without(at(), "text"), 400, "missing field 'text'"),
@@ -107,30 +163,72 @@ CASES = [
     Case("from empty", at(sender=""), 400, "not a phone number"),
     Case("from a placeholder", at(sender="+254711XXXYYY"), 400, "not a phone number"),
     Case("from a shortcode", at(sender="28901"), 400, "phone number"),
-    Case("from over 64 characters", at(sender="+" + "2" * 64), 400,
-         "field 'from' is longer than 64 characters"),
+    Case(
+        "from over 64 characters",
+        at(sender="+" + "2" * 64),
+        400,
+        "field 'from' is longer than 64 characters",
+    ),
     Case("id empty", at(msg_id=""), 400, "empty field 'id'"),
     Case("id with a line break", at(msg_id="ATXid_1\nATXid_2"), 400, "malformed field 'id'"),
-    Case("id over 100 characters", at(msg_id="ATXid_" + "a" * 95), 400,
-         "field 'id' is longer than 100 characters"),
-    Case("text over 1,600 characters", at(text="x" * 1601), 400,
-         "field 'text' is longer than 1600 characters"),
-    Case("a JSON body", {}, 400, "missing field 'from'", raw=b'{"from": "+254711283946"}',
-         content_type="application/json"),
-    Case("a body that is not a form", {}, 400, "missing field", raw=b"\xff\xfe%%%&=&from",
-         content_type="application/x-www-form-urlencoded"),
+    Case(
+        "id over 100 characters",
+        at(msg_id="ATXid_" + "a" * 95),
+        400,
+        "field 'id' is longer than 100 characters",
+    ),
+    Case(
+        "text over 1,600 characters",
+        at(text="x" * 1601),
+        400,
+        "field 'text' is longer than 1600 characters",
+    ),
+    Case("text with a NUL character", at(text="a\x00b"), 400, "field 'text' holds a NUL"),
+    Case(
+        "a JSON body",
+        {},
+        400,
+        "missing field 'from'",
+        raw=b'{"from": "+254711283946"}',
+        content_type="application/json",
+    ),
+    Case(
+        "a body that is not a form",
+        {},
+        400,
+        "missing field",
+        raw=b"\xff\xfe%%%&=&from",
+        content_type="application/x-www-form-urlencoded",
+    ),
     # -- authentication: 403, nothing changes -------------------------------------------------
     Case("no token", at(), 403, NO_TOKEN, token=None),
     Case("empty token", at(), 403, NO_TOKEN, token=""),
     Case("wrong token", at(), 403, NO_TOKEN, token="not-the-token"),
     Case("token in another case", at(), 403, NO_TOKEN, token="TEST-AT-WEBHOOK-TOKEN"),
     Case("token with a suffix", at(), 403, NO_TOKEN, token="test-at-webhook-token-x"),
-    Case("token in the form instead of the query", at(token="test-at-webhook-token"), 403,
-         NO_TOKEN, token=None),
-    Case("a forged STOP changes nothing", at(text="STOP"), 403, NO_TOKEN, token="guess",
-         before=enrolled(KE), check=still_enrolled),
-    Case("malformed without a token: authentication comes first", without(at(), "from"), 403,
-         NO_TOKEN, token=None),
+    Case(
+        "token in the form instead of the query",
+        at(token="test-at-webhook-token"),
+        403,
+        NO_TOKEN,
+        token=None,
+    ),
+    Case(
+        "a forged STOP changes nothing",
+        at(text="STOP"),
+        403,
+        NO_TOKEN,
+        token="guess",
+        before=enrolled(KE),
+        check=still_enrolled,
+    ),
+    Case(
+        "malformed without a token: authentication comes first",
+        without(at(), "from"),
+        403,
+        NO_TOKEN,
+        token=None,
+    ),
     # -- not a webhook call at all ------------------------------------------------------------
     Case("GET", at(), 405, "not allowed", method="GET"),
     Case("a body over the size limit", at(text="x" * 300_000), 413, "exceeds"),
@@ -150,24 +248,53 @@ def test_reply_job_holds_the_recipient_only_sealed(app, client, services, monkey
     """The RQ job as stored in Redis: args are (provider, sealed recipient, text)."""
     from rq.job import Job
 
-    run = run_case(AT, Case("reply", at(), recorded=Recorded(KE, "Hello", MSG_ID),
-                            jobs=("send_sms",)), app, client, services, monkeypatch)
+    run = run_case(
+        AT,
+        Case("reply", at(), recorded=Recorded(KE, "Hello", MSG_ID), jobs=("send_sms",)),
+        app,
+        client,
+        services,
+        monkeypatch,
+    )
     job = Job.fetch(run.queued[0].job.id, connection=services.redis)
     provider, sealed, text = job.args
     assert provider == "at" and "WorkerVoice" in text
     assert services.crypto.unseal(sealed, RECIPIENT_PURPOSE) == KE
-    assert not find_number(KE, job.args, job.kwargs, job.description, job.meta,
-                           services.redis.hgetall(job.key), redis_dump(services.redis))
+    assert not find_number(
+        KE,
+        job.args,
+        job.kwargs,
+        job.description,
+        job.meta,
+        services.redis.hgetall(job.key),
+        redis_dump(services.redis),
+    )
 
 
 def test_reply_reaches_the_at_api(app, client, services, monkeypatch):
     """With AT credentials the send job posts the reply to the AT SMS API, to the sender."""
     fake = FakeAfricasTalking()
     try:
-        monkeypatch.setattr(services, "config", dataclasses.replace(
-            services.config, at_username="sandbox", at_api_key="test-key", at_api_url=fake.url))
-        run = run_case(AT, Case("reply via the API", at(), recorded=Recorded(KE, "Hello", MSG_ID),
-                                jobs=("send_sms",)), app, client, services, monkeypatch)
+        monkeypatch.setattr(
+            services,
+            "config",
+            dataclasses.replace(
+                services.config, at_username="sandbox", at_api_key="test-key", at_api_url=fake.url
+            ),
+        )
+        run = run_case(
+            AT,
+            Case(
+                "reply via the API",
+                at(),
+                recorded=Recorded(KE, "Hello", MSG_ID),
+                jobs=("send_sms",),
+            ),
+            app,
+            client,
+            services,
+            monkeypatch,
+        )
         run_jobs(app)
     finally:
         fake.close()
