@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -136,24 +135,11 @@ def workplace_add(slug, name, country, code, timezone, languages) -> None:
     ]
     try:
         with services().db.session() as session:
-            taken = session.scalar(
-                select(Workplace).where((Workplace.slug == slug) | (Workplace.code == code))
+            _, token = directory.add_workplace(
+                session, slug, name=name, country=country, code=code, timezone=zone, languages=langs
             )
-            if taken is not None:
-                what = "slug" if taken.slug == slug else "code"
-                raise click.ClickException(f"a workplace with that {what} already exists")
-            place = Workplace(
-                slug=slug,
-                name=name,
-                country=country,
-                code=code,
-                timezone=zone,
-                languages=langs,
-                created_at=datetime.now(UTC),
-            )
-            session.add(place)
-            session.flush()
-            token = directory.new_token(session, "workplace", workplace=place)
+    except directory.DirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
     except IntegrityError:
         raise click.ClickException("a workplace with that slug or code already exists") from None
     click.echo(f"workplace {slug} added ({country}, {zone})")
@@ -185,20 +171,17 @@ def brand_add(slug, name, email, locale, schedule, timezone) -> None:
     check_zone(timezone)
     try:
         with services().db.session() as session:
-            if session.scalar(select(Brand).where(Brand.slug == slug)) is not None:
-                raise click.ClickException("a brand with that slug already exists")
-            new = Brand(
-                slug=slug,
+            _, token = directory.add_brand(
+                session,
+                slug,
                 name=name,
                 email=email,
                 locale=locale,
                 schedule=schedule,
                 timezone=timezone,
-                created_at=datetime.now(UTC),
             )
-            session.add(new)
-            session.flush()
-            token = directory.new_token(session, "brand", brand=new)
+    except directory.DirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
     except IntegrityError:
         raise click.ClickException("a brand with that slug already exists") from None
     click.echo(f"brand {slug} added")
@@ -317,7 +300,7 @@ def demo() -> None:
     """Seed a demo workplace and brand (idempotent) and print fresh tokens for both."""
     try:
         workplace_token, brand_token = _seed_demo(services())
-    except IntegrityError:
+    except (IntegrityError, directory.DirectoryError):
         raise click.ClickException("another workplace already uses the demo code 4321") from None
     click.echo("demo workplace: demo-garments (enrolment code 4321)")
     click.echo(f"workplace token: {workplace_token}")
@@ -329,29 +312,24 @@ def _seed_demo(svc: Services) -> tuple[str, str]:
     with svc.db.session() as session:
         place = session.scalar(select(Workplace).where(Workplace.slug == "demo-garments"))
         if place is None:
-            place = Workplace(
-                slug="demo-garments",
+            place, _ = directory.add_workplace(
+                session,
+                "demo-garments",
                 name="Demo Garments Ltd",
                 country="BD",
                 code="4321",
                 timezone="Asia/Dhaka",
                 languages=["bn", "en"],
-                created_at=datetime.now(UTC),
             )
-            session.add(place)
         buyer = session.scalar(select(Brand).where(Brand.slug == "demo-brand"))
         if buyer is None:
-            buyer = Brand(
-                slug="demo-brand",
-                name="Demo Brand",
-                email="reports@example.org",
-                locale="en",
-                timezone="UTC",
-                created_at=datetime.now(UTC),
+            buyer, _ = directory.add_brand(
+                session, "demo-brand", name="Demo Brand", email="reports@example.org"
             )
-            session.add(buyer)
-        session.flush()
-        session.query(ApiToken).filter(ApiToken.label == "demo").delete()
+        # every token of the demo records goes: only the fresh ones printed below work
+        session.query(ApiToken).filter(
+            (ApiToken.workplace_id == place.id) | (ApiToken.brand_id == buyer.id)
+        ).delete()
         workplace_token = directory.new_token(session, "workplace", workplace=place, label="demo")
         brand_token = directory.new_token(session, "brand", brand=buyer, label="demo")
     with svc.db.session() as session:

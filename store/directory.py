@@ -19,6 +19,66 @@ class DirectoryError(Exception):
     """An administrator's request cannot be met (duplicate slug, unknown workplace ...)."""
 
 
+def add_workplace(
+    session: Session,
+    slug: str,
+    *,
+    name: str,
+    country: str,
+    code: str,
+    timezone: str,
+    languages: list[str] | None = None,
+) -> tuple[Workplace, str]:
+    """Create a workplace (values already validated) and its token; DirectoryError if the slug
+    or the enrolment code is taken."""
+    taken = session.scalar(
+        select(Workplace).where((Workplace.slug == slug) | (Workplace.code == code))
+    )
+    if taken is not None:
+        what = "slug" if taken.slug == slug else "code"
+        raise DirectoryError(f"a workplace with that {what} already exists")
+    place = Workplace(
+        slug=slug,
+        name=name,
+        country=country,
+        code=code,
+        timezone=timezone,
+        languages=languages or [],
+        created_at=datetime.now(UTC),
+    )
+    session.add(place)
+    session.flush()
+    return place, new_token(session, "workplace", workplace=place)
+
+
+def add_brand(
+    session: Session,
+    slug: str,
+    *,
+    name: str,
+    email: str,
+    locale: str = "en",
+    schedule: str | None = None,
+    timezone: str = "UTC",
+) -> tuple[Brand, str]:
+    """Create a brand (values already validated) and its token; DirectoryError if the slug is
+    taken."""
+    if session.scalar(select(Brand).where(Brand.slug == slug)) is not None:
+        raise DirectoryError("a brand with that slug already exists")
+    brand = Brand(
+        slug=slug,
+        name=name,
+        email=email,
+        locale=locale,
+        schedule=schedule,
+        timezone=timezone,
+        created_at=datetime.now(UTC),
+    )
+    session.add(brand)
+    session.flush()
+    return brand, new_token(session, "brand", brand=brand)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

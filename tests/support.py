@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 from rq import SimpleWorker
@@ -12,7 +11,6 @@ from twilio.request_validator import RequestValidator
 
 from gateway.services import QUEUE_NAME, Services
 from store import directory
-from store.models import Brand, Workplace
 
 from .conftest import AT_TOKEN, TWILIO_TOKEN
 
@@ -102,34 +100,23 @@ def add_workplace(
 ) -> str:
     """Create a workplace; return its token."""
     with services.db.session() as session:
-        place = Workplace(
-            slug=slug,
+        _, token = directory.add_workplace(
+            session,
+            slug,
             name=slug.replace("-", " ").title(),
             country=country,
             code=code,
             timezone=timezone,
-            languages=[],
-            created_at=datetime.now(UTC),
         )
-        session.add(place)
-        session.flush()
-        return directory.new_token(session, "workplace", workplace=place)
+    return token
 
 
 def add_brand(services: Services, slug: str = "brand-a", grants: tuple[str, ...] = ()) -> str:
     """Create a brand granted the given workplaces; return its token."""
     with services.db.session() as session:
-        brand = Brand(
-            slug=slug,
-            name=slug.title(),
-            email=f"{slug}@example.org",
-            locale="en",
-            timezone="UTC",
-            created_at=datetime.now(UTC),
+        _, token = directory.add_brand(
+            session, slug, name=slug.title(), email=f"{slug}@example.org"
         )
-        session.add(brand)
-        session.flush()
-        token = directory.new_token(session, "brand", brand=brand)
     with services.db.session() as session:
         for workplace in grants:
             directory.grant(session, workplace, slug)
