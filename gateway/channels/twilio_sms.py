@@ -57,7 +57,8 @@ def twilio_sms() -> Response:
         message_id = external_id(message_id, "MessageSid")
         if request.form.get("OptOutType", "").upper() == "STOP":
             body = "STOP"  # a keyword set up in Twilio's Advanced Opt-Out: STOP here too
-        reply = handle(services, Inbound("twilio", "sms", sender, body, message_id))
+        channel = "whatsapp" if sender.strip().lower().startswith("whatsapp:") else "sms"
+        reply = handle(services, Inbound("twilio", channel, sender, body, message_id))
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
     # Twilio confirms its own opt-out words and blocks later sends itself: an empty Response

@@ -51,11 +51,18 @@ WORKPLACE_CODE = "4321"
 
 @dataclass(frozen=True)
 class Recorded:
-    """What the adapter hands to the shared handler (provider and channel come from Channel)."""
+    """What the adapter hands to the shared handler (the provider comes from Channel)."""
 
     address: str
     text: str
     message_id: str
+    channel: str = ""  # "" means "sms", or "whatsapp" for a whatsapp: address
+
+    @property
+    def channel_name(self) -> str:
+        if self.channel:
+            return self.channel
+        return "whatsapp" if self.address.lower().startswith("whatsapp:") else "sms"
 
 
 @dataclass(frozen=True)
@@ -179,7 +186,7 @@ def run_case(channel: Channel, case: Case, app, client, services: Services, monk
         else [
             Inbound(
                 channel.provider,
-                "sms",
+                case.recorded.channel_name,
                 case.recorded.address,
                 case.recorded.text,
                 case.recorded.message_id,
