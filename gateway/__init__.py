@@ -8,6 +8,8 @@ worker and the CLI all build the app through it.
 from __future__ import annotations
 
 import logging
+import sys
+from typing import NoReturn
 
 from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
@@ -15,14 +17,38 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from . import logs
-from .config import Config
+from .config import Config, ConfigError
+from .engine.definition import FlowError
 from .services import EXTENSION, Services
 
 log = logging.getLogger(__name__)
 
 
+BOOT_ERROR = 3  # gunicorn's "worker failed to boot": the arbiter stops instead of respawning
+
+
 def create_app(config: Config | None = None) -> Flask:
-    config = config or Config.from_env()
+    """The app for ``config``; without one, read from the environment, where a bad value or a
+    flow set that does not load stops the process with one clear line (SPEC §2, §4)."""
+    if config is not None:
+        return _build(config)
+    try:
+        return _build(Config.from_env())
+    except ConfigError as exc:
+        _refuse(f"configuration error: {exc}")
+    except FlowError as exc:
+        _refuse(
+            f"flow files refused ({len(exc.findings)} error(s), first {exc.findings[0]}); "
+            "run 'workervoice flows lint' to see them all"
+        )
+
+
+def _refuse(line: str) -> NoReturn:
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(BOOT_ERROR)
+
+
+def _build(config: Config) -> Flask:
     logs.configure(config.production)
     if config.report_cutoff == "now":
         log.warning(

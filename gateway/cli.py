@@ -20,7 +20,6 @@ from sqlalchemy.exc import IntegrityError
 from store import directory
 from store.models import ApiToken, Brand, Workplace
 
-from .config import ConfigError
 from .engine.definition import Finding, FlowError, check_set, load_flows, parse_flow
 from .services import EXTENSION, Services
 from .timezones import zone_for_country
@@ -32,18 +31,7 @@ NAME_MAX, EMAIL_MAX = 200, 320  # the column sizes in store/models.py
 def _create_app():
     from . import create_app
 
-    try:
-        return create_app()
-    except ConfigError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(2)
-    except FlowError as exc:
-        click.echo(
-            f"flow files refused ({len(exc.findings)} error(s)); run "
-            "'workervoice flows lint' to see them",
-            err=True,
-        )
-        sys.exit(2)
+    return create_app()  # a bad configuration or flow set exits with one line
 
 
 @click.group(

@@ -265,3 +265,22 @@ def test_from_env_reads_the_process_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKERVOICE_MIN_RESPONDENTS", "3")
     with pytest.raises(ConfigError, match="^WORKERVOICE_MIN_RESPONDENTS: "):
         Config.from_env()
+
+
+def test_a_bad_value_stops_a_real_process_with_one_line(tmp_path):
+    """What an operator sees: the process exits at start with one line naming the variable."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .conftest import environ_for
+
+    environ = {**environ_for(tmp_path), "WORKERVOICE_MIN_RESPONDENTS": "3", "PATH": ""}
+    workervoice = str(Path(sys.executable).parent / "workervoice")
+    done = subprocess.run(
+        [workervoice, "db", "upgrade"], env=environ, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines() == [
+        "configuration error: WORKERVOICE_MIN_RESPONDENTS: must be at least 5, not 3"
+    ]
