@@ -3,6 +3,11 @@
 A figure covers each respondent's latest answer in the window; a share counts respondents whose
 latest answer is one of the indicator's ``positive`` values, a mean averages latest numbers. Any
 figure drawn from fewer than k distinct respondents is published as suppressed (SPEC §6).
+
+A follow-up (a question with ``only_if``) agrees with its parents: it counts only respondents
+whose latest answer in the window to every question it depends on still meets the condition, and
+is itself valid. A worker who said "yes, 7 days" and later "no" no longer counts among those
+reporting long days.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.engine.definition import FlowSet
+from gateway.engine.model import NUMBER, Flow, FlowSet, Question
 from store.models import Answer, Workplace
 
 WINDOW_DAYS = (7, 30, 90)
@@ -93,6 +99,46 @@ def figure(measure: str, positive: tuple[str, ...], rows: list, k: int) -> dict:
     return {"value": round(value, 4), "respondents": respondents, "suppressed": False}
 
 
+def agreeing(flow: Flow, rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each question's latest answers (``{question: {pseudonym: row}}``) less those that disagree
+    with their parents. A question's ``only_if`` names earlier questions only, so in file order
+    every parent is settled before its follow-ups, and a follow-up of a follow-up needs the whole
+    chain to hold, as it does when the question is asked."""
+    valid: dict[str, dict[str, Any]] = {}
+    for question in flow.questions:
+        answers = rows.get(question.id, {})
+        if question.only_if:
+            answers = {
+                who: row
+                for who, row in answers.items()
+                if all(
+                    meets(flow.question(ref), valid.get(ref, {}).get(who), wanted)
+                    for ref, wanted in question.only_if.items()
+                )
+            }
+        valid[question.id] = answers
+    return valid
+
+
+def meets(parent: Question, row: Any, wanted: tuple[str, ...]) -> bool:
+    """Whether a respondent's latest answer to ``parent`` (None: none in the window) is one of
+    the ``only_if`` values: the stored option value, or for a number the same number."""
+    if row is None:
+        return False
+    if parent.type == NUMBER:
+        return row.value_number is not None and any(
+            _number(value) == row.value_number for value in wanted
+        )
+    return row.value_text is not None and row.value_text in wanted
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def indicators(
     session: Session,
     workplace: Workplace,
@@ -103,20 +149,22 @@ def indicators(
 ) -> dict:
     """The body of GET /api/v1/workplaces/<id>/indicators for one workplace and window."""
     rows = latest_answers(session, workplace.id, win)
-    by_question: dict[tuple[str, str], list] = defaultdict(list)
+    by_flow: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
-        by_question[(row.flow_id, row.question_id)].append(row)
+        by_flow[row.flow_id][row.question_id][row.pseudonym] = row
     published = []
     for flow in sorted(flows.flows.values(), key=lambda f: (not f.default, f.id)):
+        valid = agreeing(flow, by_flow.get(flow.id, {}))
         for question in flow.questions:
             if question.indicator is None:
                 continue
             ind = question.indicator
+            counted = list(valid[question.id].values())
             published.append(
                 {
                     "id": f"{flow.id}.{question.id}",
                     "label": label(ind.label),
-                    **figure(ind.measure, ind.positive, by_question[(flow.id, question.id)], k),
+                    **figure(ind.measure, ind.positive, counted, k),
                 }
             )
     everyone = len({row.pseudonym for row in rows})

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from . import logs
 from .config import Config, ConfigError
 from .engine.definition import FlowError
+from .i18n import CatalogError
 from .services import EXTENSION, Services
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ def create_app(config: Config | None = None) -> Flask:
         return _build(Config.from_env())
     except ConfigError as exc:
         _refuse(f"configuration error: {exc}")
+    except CatalogError as exc:
+        _refuse(f"catalog refused: {exc}")
     except FlowError as exc:
         _refuse(
             f"flow files refused ({len(exc.findings)} error(s), first {exc.findings[0]}); "

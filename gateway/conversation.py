@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from store import jobs, profiles
 
 from .engine import runtime
-from .engine.events import AnswerRecorded, Ask, Event, OptedOut, Say
+from .engine.events import Ask, Event, OptedOut, Say
 from .engine.session import Profile, Session
 from .identity import Pseudonym, scrub
 from .services import Services
@@ -76,22 +76,26 @@ def _converse(services: Services, inbound: Inbound, who: Pseudonym) -> Reply:
         seed=who.seed,
         texts=texts,
         find_workplace=services.find_workplace,
+        scrub=lambda text: scrub(text, who.country),
     )
     result = runtime.step(flows, session, inbound.text, ctx)
     opted_out = bool(result.of(OptedOut))
     # Queue the events before moving the session on: if queueing fails nothing has changed,
     # and the provider's retry of this message meets the same session again.
     _enqueue(services, inbound, who, result.events, now)
-    if result.session is None:
-        services.sessions.delete(who.value)
-    else:
-        services.sessions.save(who.value, result.session)
+    reply = render_sms(result.events)
+    # The new session and the cached reply are written together, so a retry of this message
+    # can never meet the new session without its reply.
+    services.sessions.commit(
+        who.value,
+        result.session,
+        (inbound.provider, inbound.message_id),
+        reply,
+        forgotten_at=now if opted_out else None,
+    )
     if opted_out:
-        services.sessions.mark_forgotten(who.value, now)
         with services.db.session() as db:
             profiles.forget(db, who.value)
-    reply = render_sms(result.events)
-    services.sessions.cache_reply(inbound.provider, inbound.message_id, reply)
     language = (result.session or session).profile.language
     return Reply(text=reply, opted_out=opted_out, language=language)
 
@@ -126,8 +130,6 @@ def _enqueue(
         if not event.persist:
             continue
         data = event.to_dict()
-        if isinstance(event, AnswerRecorded) and isinstance(event.value, str):
-            data["value"] = scrub(event.value, who.country)
         data["event_id"] = f"{inbound.provider}:{inbound.message_id}:{index}"
         kept.append(data)
     if not kept:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .engine.definition import FlowError, FlowSet, load_flows
-from .i18n import Texts
+from .i18n import CatalogError, Texts
 
 log = logging.getLogger(__name__)
 RELOAD_SECONDS = 5.0
@@ -52,9 +52,9 @@ class FlowRegistry:
             return
         self._fingerprint = fingerprint
         try:
-            flows = load_flows(self.flows_dir)
-        except FlowError as exc:
+            flows, texts = load_flows(self.flows_dir), Texts.load(self.locales_dir)
+        except (FlowError, CatalogError) as exc:
             log.error("flow files refused, the last good set keeps serving: %s", exc)
             return
-        self.flows, self.texts = flows, Texts.load(self.locales_dir)
+        self.flows, self.texts = flows, texts
         log.info("flows reloaded: %s", ", ".join(sorted(flows.flows)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from babel.messages.pofile import read_po
+from babel.messages.pofile import PoFileError, read_po
 
 from .engine.texts import SOURCE_LANGUAGE
 
@@ -14,10 +14,17 @@ log = logging.getLogger(__name__)
 SERVICE_LOCALES = Path(__file__).parent / "locale"
 
 
+class CatalogError(Exception):
+    """A catalog that cannot be read: the whole set of flows and catalogs is refused."""
+
+
 def read_catalog(path: Path) -> dict[str, str]:
     """msgid -> translation for every translated, non-fuzzy message of a .po file."""
-    with path.open("rb") as handle:
-        catalog = read_po(handle)
+    try:
+        with path.open("rb") as handle:
+            catalog = read_po(handle, abort_invalid=True)
+    except (OSError, ValueError, PoFileError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CatalogError(f"{path}: cannot read catalog: {str(exc).splitlines()[0]}") from None
     return {
         m.id: m.string
         for m in catalog
@@ -29,11 +36,7 @@ def read_domain(root: Path, domain: str) -> dict[str, dict[str, str]]:
     """Every language's catalog of one domain under ``root/<lang>/LC_MESSAGES/<domain>.po``."""
     catalogs: dict[str, dict[str, str]] = {}
     for path in sorted(root.glob(f"*/LC_MESSAGES/{domain}.po")):
-        language = path.parent.parent.name
-        try:
-            catalogs[language] = read_catalog(path)
-        except Exception as exc:  # a broken catalog must not take the service down
-            log.error("cannot read catalog %s: %s", path, exc)
+        catalogs[path.parent.parent.name] = read_catalog(path)
     return catalogs
 
 

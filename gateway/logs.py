@@ -33,7 +33,14 @@ def _redact(value: Any) -> Any:
     return value
 
 
+# Only our own loggers' extra fields are written: a library's (rq adds a failed job's arguments)
+# could tie a pseudonym to its answers in a log line.
+OWN_LOGGERS = ("gateway", "store", "aggregator")
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    if not record.name.startswith(OWN_LOGGERS):
+        return {}
     return {
         k: v
         for k, v in record.__dict__.items()

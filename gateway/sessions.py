@@ -28,11 +28,28 @@ class SessionStore:
         raw = self.redis.get(SESSION_KEY.format(pseudonym))
         return Session.from_json(raw) if raw else None
 
-    def save(self, pseudonym: str, session: Session) -> None:
-        self.redis.set(SESSION_KEY.format(pseudonym), session.to_json(), ex=self.ttl)
-
-    def delete(self, pseudonym: str) -> None:
-        self.redis.delete(SESSION_KEY.format(pseudonym))
+    def commit(
+        self,
+        pseudonym: str,
+        session: Session | None,
+        message: tuple[str, str],
+        reply: str,
+        forgotten_at: datetime | None = None,
+    ) -> None:
+        """One Redis transaction: the session saved (or deleted when over), the reply cached
+        under the provider's message id, and on opt-out the day-long 'forgotten' mark."""
+        provider, message_id = message
+        with self.redis.pipeline(transaction=True) as pipe:
+            if session is None:
+                pipe.delete(SESSION_KEY.format(pseudonym))
+            else:
+                pipe.set(SESSION_KEY.format(pseudonym), session.to_json(), ex=self.ttl)
+            pipe.set(REPLY_KEY.format(provider, message_id), reply, ex=self.reply_ttl)
+            if forgotten_at is not None:
+                pipe.set(
+                    FORGOTTEN_KEY.format(pseudonym), forgotten_at.isoformat(), ex=FORGOTTEN_SECONDS
+                )
+            pipe.execute()
 
     def mark_forgotten(self, pseudonym: str, at: datetime) -> None:
         """Remember for a day that the worker opted out at ``at``, so that a job queued before
@@ -56,6 +73,3 @@ class SessionStore:
     def cached_reply(self, provider: str, message_id: str) -> str | None:
         raw = self.redis.get(REPLY_KEY.format(provider, message_id))
         return raw.decode() if isinstance(raw, bytes) else raw
-
-    def cache_reply(self, provider: str, message_id: str, reply: str) -> None:
-        self.redis.set(REPLY_KEY.format(provider, message_id), reply, ex=self.reply_ttl)

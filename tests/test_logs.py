@@ -200,3 +200,12 @@ def test_configure_installs_one_redacting_handler(root_logging, production):
     assert "[number]" in line and not find_number(NUMBER, line)
     if production:
         assert json.loads(line)["logger"] == "rq.worker"
+
+
+def test_a_librarys_extra_fields_are_not_written():
+    # rq logs a failed job with extra={"arguments": job.args}: pseudonym and answers together.
+    record = logging.LogRecord("rq.worker", logging.ERROR, __file__, 1, "job failed", None, None)
+    record.arguments = ({"pseudonym": "ab" * 32, "events": [{"value": "yes"}]},)
+    line = json.loads(_format(record))
+    assert "arguments" not in line
+    assert line["message"] == "job failed"

@@ -21,6 +21,9 @@ from ..services import current
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 NOT_FOUND = {"error": "not found"}
+# Every slug the CLI can create (gateway.cli.SLUG). Anything else names no workplace and is
+# answered 404 before it reaches a query: PostgreSQL refuses a NUL in text outright (DataError).
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 
 
 def error(status: int, message: str) -> Response:
@@ -68,6 +71,8 @@ def list_workplaces():
 @api.get("/workplaces/<slug>/indicators")
 @authenticated
 def workplace_indicators(slug: str):
+    if not SLUG.fullmatch(slug):
+        return error(404, NOT_FOUND["error"])
     services = current()
     with services.db.session() as session:
         workplace = visible_workplace(session, g.principal, slug)

@@ -7,16 +7,13 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from ..conversation import Inbound, handle
+from ..engine.definition import OPT_OUT_WORDS  # Twilio's standard words (PROVIDERS §8.1)
 from ..identity import InvalidAddress
 from ..services import current
 from . import BadRequest, bounded, external_id, reject, required, webhooks
 
 MAX_BODY = 1600  # Twilio's limit for one message body
 LIMITS = {"From": 64, "MessageSid": 64, "Body": MAX_BODY}  # longer is not a Twilio request
-# Twilio's standard opt-out words (PROVIDERS.md §8.1): Twilio itself confirms and blocks them.
-OPT_OUT_WORDS = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
-)
 
 
 def signature_ok(token: str | None, public_url: str) -> bool:

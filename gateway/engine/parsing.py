@@ -34,12 +34,19 @@ def ascii_digits(text: str) -> str | None:
     return "".join(str(unicodedata.decimal(ch)) for ch in text)
 
 
+MAX_NUMBER_DIGITS = 6  # a phone number has more: never taken, or kept, as an answer
+
+
 def parse_number(text: str) -> float | None:
     """A whole or decimal number written in any script's digits; None when it is not one.
 
     A comma works as the decimal mark too (``2,5``), and a trailing mark is ignored (``5.``).
+    More than MAX_NUMBER_DIGITS digits is not an answer to any question here, and would be a
+    phone number as often as not: refused.
     """
     text = (text or "").strip().replace(",", ".")
+    if sum(ch.isdecimal() for ch in text) > MAX_NUMBER_DIGITS:
+        return None
     negative = text.startswith("-")
     whole, dot, fraction = text.removeprefix("-").partition(".")
     whole_digits = ascii_digits(whole) if whole else ("0" if dot and fraction else None)

@@ -56,6 +56,9 @@ class Context:
     seed: int  # stable per worker; spreads workers over the rotation
     texts: Texts
     find_workplace: Callable[[str], str | None] = field(default=lambda code: None)
+    # Free text passes through this before it is kept anywhere, session included: the caller
+    # gives the identity module's phone-number scrubber.
+    scrub: Callable[[str], str] = field(default=lambda text: text)
 
 
 def step(flows: FlowSet, session: Session | None, text: str, ctx: Context) -> Step:
@@ -334,7 +337,7 @@ class _Run:
         if not text.strip():
             self.retry(question.id, words.TEXT_EMPTY)
             return
-        self.record(question, text.strip())
+        self.record(question, self.ctx.scrub(text.strip()))
 
     def pick_language(self, text: str) -> str | None:
         codes = self.language_choices()

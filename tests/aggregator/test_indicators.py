@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from aggregator.indicators import figure, indicators, window
+from gateway.engine.definition import FlowSet, parse_flow
 from store.models import Workplace
 
 from ..api.helpers import NOW, add_answer, add_answers, by_id, dhaka, indicator_ids
@@ -237,3 +238,131 @@ class _Row:
     def __init__(self, value_text=None, value_number=None):
         self.value_text = value_text
         self.value_number = value_number
+
+
+# -- follow-ups agree with their parents ---------------------------------------------------------
+def follow_up_figures(services, days: int = 7) -> dict:
+    return by_id(figures(services, days=days))["checkin.long_hours_days"]
+
+
+def test_a_follow_up_counts_only_those_whose_latest_parent_answer_still_allows_it(services):
+    # long_hours_days is asked only_if {long_hours: yes}: who later says "no" no longer counts.
+    add_workplace(services)
+    answers = {f"y{n}": [("yes", dhaka(20))] for n in range(5)}
+    answers["changed"] = [("yes", dhaka(19)), ("no", dhaka(22))]
+    answers["old"] = [("yes", dhaka(10))]  # outside the 7-day window, inside 30 days
+    add_answers(services, "long_hours", answers)
+    days = {f"y{n}": [(2, dhaka(20))] for n in range(5)}
+    days["changed"] = [(7, dhaka(19))]
+    days["old"] = [(7, dhaka(19))]
+    days["elsewhere"] = [(7, dhaka(19))]  # its "yes" is in another flow
+    add_answers(services, "long_hours_days", days)
+    add_answer(services, "elsewhere", "long_hours", "yes", dhaka(19), flow="retired")
+    assert follow_up_figures(services) == {
+        "id": "checkin.long_hours_days",
+        "label": "Days over 10 hours among those reporting them (mean)",
+        "value": 2.0,
+        "respondents": 5,
+        "suppressed": False,
+    }
+    # Over 30 days the older "yes" is in the window: that respondent counts again.
+    thirty = follow_up_figures(services, days=30)
+    assert (thirty["value"], thirty["respondents"]) == (2.8333, 6)
+    # The parent's own figure is unchanged: y0-y4 yes, changed no (old is outside 7 days).
+    parent = by_id(figures(services))["checkin.long_hours"]
+    assert (parent["value"], parent["respondents"]) == (0.8333, 6)
+
+
+def test_k_applies_to_the_respondents_left_after_the_parent_check(services):
+    add_workplace(services)
+    add_answers(services, "long_hours", {f"y{n}": [("yes", dhaka(20))] for n in range(5)})
+    add_answers(services, "long_hours_days", {f"y{n}": [(3, dhaka(20))] for n in range(5)})
+    assert follow_up_figures(services)["respondents"] == 5
+    add_answer(services, "y4", "long_hours", "no", dhaka(23))
+    assert follow_up_figures(services) == {
+        "id": "checkin.long_hours_days",
+        "label": "Days over 10 hours among those reporting them (mean)",
+        "value": None,
+        "respondents": None,
+        "suppressed": True,
+    }
+
+
+FAMILY = """\
+title: Family
+version: 1
+questions:
+  - id: children
+    ask: How many children do you have?
+    type: number
+    min: 0
+    max: 10
+  - id: school
+    ask: Do they go to school?
+    options: {yes: "Yes", no: "No"}
+    only_if: {children: [1, 2.0, 3]}
+    indicator: {label: Children at school, positive: [yes]}
+  - id: fees
+    ask: School fees a month?
+    type: number
+    min: 0
+    max: 10000
+    only_if: {school: yes}
+    indicator: {label: School fees (mean), measure: mean}
+"""
+
+
+def family_figures(services) -> dict:
+    flow, found = parse_flow("family.yaml", FAMILY)
+    assert flow is not None, found
+    with services.db.session() as session:
+        place = session.scalar(select(Workplace).where(Workplace.slug == "dhaka-knit"))
+        body = indicators(
+            session,
+            place,
+            FlowSet(flows={"family": flow}),
+            window("day", 7, NOW, place.timezone),
+            K,
+        )
+    return by_id(body)
+
+
+def test_a_number_parent_is_compared_as_a_number_and_chains_must_hold_throughout(services):
+    add_workplace(services)
+    given = {
+        # respondent: (children, school, fees), every answer on the 20th
+        "c1": (1, "yes", 100),
+        "c2": (2, "yes", 200),  # stored as 2.0, matches the condition's 2.0 (kept as "2")
+        "c3": (3, "no", None),
+        "c4": (2, "yes", 300),
+        "c5": (1, "no", None),
+        "c9": (2, "yes", 400),
+        "cz": (1, "yes", 500),
+        "c6": (2, "yes", 900),  # later 0 children: school and (through it) fees no longer count
+        "c7": (2, "yes", 800),  # later 5 children: not a value school is asked for
+        "c8": (3, "yes", 700),  # later "no" to school: the fees no longer count
+    }
+    for who, (children, school, fees) in given.items():
+        add_answer(services, who, "children", children, dhaka(20), flow="family")
+        add_answer(services, who, "school", school, dhaka(20), flow="family")
+        if fees is not None:
+            add_answer(services, who, "fees", fees, dhaka(20), flow="family")
+    add_answer(services, "c6", "children", 0, dhaka(22), flow="family")
+    add_answer(services, "c7", "children", 5, dhaka(22), flow="family")
+    add_answer(services, "c8", "school", "no", dhaka(22), flow="family")
+    items = family_figures(services)
+    # school: c1 c2 c4 c9 cz yes, c3 c5 c8 no.
+    assert (items["family.school"]["value"], items["family.school"]["respondents"]) == (0.625, 8)
+    # fees: c1 c2 c4 c9 cz (c6 fails through children, c8 through school).
+    assert (items["family.fees"]["value"], items["family.fees"]["respondents"]) == (300.0, 5)
+
+
+def test_a_follow_up_without_any_parent_answer_in_the_window_is_not_counted(services):
+    add_workplace(services)
+    add_answers(
+        services,
+        "fees",
+        {f"f{n}": [(100, dhaka(20))] for n in range(6)},
+        flow="family",
+    )
+    assert family_figures(services)["family.fees"]["suppressed"] is True

@@ -228,6 +228,58 @@ def test_a_workplace_cannot_see_another_workplace(client, services, brand, query
     assert hidden.get_json() == NOT_FOUND
 
 
+BAD_SLUGS = [
+    "a%00b",  # NUL: PostgreSQL refuses it in any text value
+    "%00",
+    "dhaka-knit%00",
+    "a" * 64,  # one over the longest slug the CLI accepts
+    "a" * 5000,
+    "%C3%A9t%C3%A9",  # été
+    "%E0%A6%A2%E0%A6%BE%E0%A6%95%E0%A6%BE",  # ঢাকা
+    "dhaka%E2%80%90knit",  # a Unicode hyphen
+    "Dhaka-Knit",
+    "-dhaka-knit",
+    "dhaka-knit%0A",
+    "dhaka%20knit",
+    "x",
+]
+
+
+@pytest.mark.parametrize("slug", BAD_SLUGS)
+@pytest.mark.parametrize("query", ["", "days=14", "format=csv"])
+def test_a_slug_that_cannot_be_a_workplace_is_the_same_404(
+    client, brand, monkeypatch, slug, query
+):
+    missing = client.get(path("no-such-place", query), headers=bearer(brand))
+
+    def no_query(*_args, **_kwargs):
+        raise AssertionError("an impossible slug reached the database")
+
+    monkeypatch.setattr("gateway.api.visible_workplace", no_query)
+    response = client.get(path(slug, query), headers=bearer(brand))
+    assert response.status_code == 404
+    assert response.get_json() == NOT_FOUND
+    assert response.get_data() == missing.get_data()
+    assert response.headers["Content-Type"] == missing.headers["Content-Type"]
+    assert response.headers["Content-Length"] == missing.headers["Content-Length"]
+
+
+def test_an_impossible_slug_without_a_token_is_still_401(client, brand):
+    response = client.get(path("a%00b"))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_the_longest_slug_the_cli_accepts_is_looked_up(client, services, brand):
+    longest = "a" + "b" * 62
+    add_workplace(services, slug=longest, code="5555")
+    with services.db.session() as session:
+        directory.grant(session, longest, "brand-a")
+    response = client.get(path(longest), headers=bearer(brand))
+    assert response.status_code == 200
+    assert response.get_json()["workplace"]["id"] == longest
+
+
 def test_revoking_removes_access_to_the_figures(client, services, brand):
     assert client.get(path(), headers=bearer(brand)).status_code == 200
     with services.db.session() as session:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -74,6 +75,31 @@ WORKERS = [
     ("+8801711000006", "twilio", "2", "en"),
 ]
 BENGALI_DIGITS = str.maketrans("0123456789", "০১২৩৪৫৬৭৮৯")
+# Where a worker could type a phone number and have it kept: free text, an open number.
+FEEDBACK_FLOW = """\
+title: Feedback
+version: 1
+keywords: [TELL]
+questions:
+  - id: comment
+    ask: Tell us anything else.
+    type: text
+  - id: roommates
+    ask: How many people share your room?
+    type: number
+    min: 0
+finish: Thank you for telling us.
+"""
+
+
+def tell_with_numbers(conversation: Conversation) -> None:
+    """The worker types their own number into every answer that might keep it."""
+    digits = conversation.address.split("+")[-1]
+    assert "Tell us anything else." in conversation.send("TELL")
+    reply = conversation.send(f"my boss has my number 0{digits[3:]}, or +{digits}")
+    assert "How many people" in reply
+    assert "Please reply with a number" in conversation.send(f"0{digits[3:]}")
+    assert "Thank you for telling us" in conversation.send("4")
 
 
 @pytest.fixture
@@ -126,6 +152,7 @@ def stack(tmp_path, app, redis_url):
     shutil.copytree(ROOT / "flows", flows)
     checkin = flows / "checkin.yaml"
     checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
+    (flows / "feedback.yaml").write_text(FEEDBACK_FLOW)
     fake_at = FakeAfricasTalking()
     environ = environ_for(
         tmp_path,
@@ -213,6 +240,12 @@ def run_worker(conversation: Conversation, index: int, menu_choice: str, languag
     assert answered == sum(1 for values in ANSWERS.values() if values[index] is not None)
 
 
+def instance_files(directory: Path) -> str:
+    """Every file the service wrote (outbox, secrets, SQLite) as text, for the leak scan."""
+    paths = [p for p in directory.rglob("*") if p.is_file()] if directory.exists() else []
+    return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in paths)
+
+
 def wait_for_answers(services: Services, expected: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -240,21 +273,26 @@ def test_six_workers_over_twilio_and_at_to_brand_figures(stack):
     per_worker = [sum(1 for v in ANSWERS.values() if v[i] is not None) for i in range(6)]
 
     for index, (address, provider, choice, language) in enumerate(WORKERS[:4]):
-        run_worker(Conversation(processes.url, fake_at, address, provider), index, choice, language)
-    wait_for_answers(services, sum(per_worker[:4]))
+        conversation = Conversation(processes.url, fake_at, address, provider)
+        run_worker(conversation, index, choice, language)
+        if index == 1:
+            tell_with_numbers(conversation)
+    wait_for_answers(services, sum(per_worker[:4]) + 2)
     four = indicators(processes.url, brand).json()
     assert four["respondents"] is None
     assert all(i["suppressed"] and i["value"] is None for i in four["indicators"])
 
     for index, (address, provider, choice, language) in enumerate(WORKERS[4:], start=4):
         run_worker(Conversation(processes.url, fake_at, address, provider), index, choice, language)
-    wait_for_answers(services, sum(per_worker))
+    wait_for_answers(services, sum(per_worker) + 2)
     six = indicators(processes.url, brand).json()
     assert six["respondents"] == 6
     assert {i["id"]: i["value"] for i in six["indicators"]} == EXPECTED
     with services.db.session() as session:
         versions = set(session.scalars(select(Answer.flow_version)))
+        comment = session.scalar(select(Answer.value_text).where(Answer.question_id == "comment"))
     assert versions == {"1"}
+    assert comment == "my boss has my number [number removed], or [number removed]"
 
     listed = requests.get(
         processes.url + "/api/v1/workplaces",
@@ -269,6 +307,7 @@ def test_six_workers_over_twilio_and_at_to_brand_figures(stack):
 
     processes.stop()
     logs = processes.log_text()
-    assert_no_numbers([address for address, *_ in WORKERS], services, logs)
+    files = instance_files(Path(processes.environ["WORKERVOICE_INSTANCE_DIR"]))
+    assert_no_numbers([address for address, *_ in WORKERS], services, logs + files)
     assert AT_TOKEN not in logs, "the AT webhook token is in the logs"
     USED["e2e"] = "gunicorn+rq-worker"
