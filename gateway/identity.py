@@ -28,8 +28,9 @@ REDACTED = "[number removed]"
 # What a sender address may hold once its channel prefix is gone: digits and the usual
 # separators. Letters are refused: phonenumbers would read them as a vanity number.
 ADDRESS_CHARS = re.compile(r"[+\d ().\-]*\d[+\d ().\-]*")
-# 7+ digits (any script), optionally led by ( or +, broken by spaces, dots, dashes or brackets.
-PHONE_LIKE = re.compile(r"\(?\+?\d[\d\s().\-]{5,}\d")
+# 7+ digits (any script), optionally led by ( or +, broken by spaces, dots, dashes, brackets,
+# commas, slashes, underscores, # or * (people group digits every way they can type).
+PHONE_LIKE = re.compile(r"\(?\+?\d[\d\s().\-,/_#*]{5,}\d")
 MIN_PHONE_DIGITS = 7
 # An ISO-8601 date or timestamp, which PHONE_LIKE would otherwise take for a number.
 ISO_TIMESTAMP = re.compile(
@@ -37,8 +38,8 @@ ISO_TIMESTAMP = re.compile(
     r"(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d{1,9})?)?(?:Z|[+-]\d\d:?\d\d)?)?"
     r"(?!\d)"
 )
-_DIGIT_BEFORE = re.compile(r"\d[\s().\-+]*\Z")
-_DIGIT_AFTER = re.compile(r"[\s().\-]*\+?\d")
+_DIGIT_BEFORE = re.compile(r"\d[\s().\-+,/_#*]*\Z")
+_DIGIT_AFTER = re.compile(r"[\s().\-,/_#*]*\+?\d")
 
 
 class InvalidAddress(ValueError):
@@ -85,18 +86,20 @@ def e164(address: str) -> str:
 def scrub(text: str, region: str | None = None) -> str:
     """Free text with every phone number in it replaced, before it is stored anywhere.
 
-    phonenumbers finds numbers in international and (given the region) national formats; any
-    run of 7 or more digits left after that goes too, whatever its format or script.
+    Every run of 7 or more digits goes first, whatever its separators or script (ISO dates
+    survive); then phonenumbers removes any valid number in an international or (given the
+    region) national format that is left.
     """
     if not text:
         return text
+    text = redact_phone_like(text, REDACTED)
     spans = [
         (m.start, m.end)
-        for m in PhoneNumberMatcher(text, region or "ZZ", leniency=phonenumbers.Leniency.POSSIBLE)
+        for m in PhoneNumberMatcher(text, region or "ZZ", leniency=phonenumbers.Leniency.VALID)
     ]
     for start, end in reversed(spans):
         text = text[:start] + REDACTED + text[end:]
-    return redact_phone_like(text, REDACTED)
+    return text
 
 
 def redact_phone_like(text: str, replacement: str) -> str:

@@ -301,3 +301,23 @@ def test_redact_phone_like_a_date_shape_does_not_hide_a_number(text):
     assert "[n]" in redacted
     digits_left = "".join(c for c in redacted.replace("2026-11-25 08:34:18", "") if c.isdigit())
     assert len(digits_left) < 7, redacted
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "01711,000,001",
+        "01711#000001",
+        "01711,000001",
+        "01711/000/001",
+        "01711_000_001",
+        "01711*000*001",
+    ],
+)
+def test_scrub_takes_numbers_grouped_with_any_separator(typed):
+    assert scrub(f"call {typed} now", "BD") == "call [number removed] now"
+
+
+def test_scrub_leaves_dates_and_small_numbers():
+    text = "on 2026-11-25 I worked 7, 8, 9 hours"
+    assert scrub(text, "BD") == text

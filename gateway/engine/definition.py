@@ -28,12 +28,23 @@ OPT_OUT_WORDS = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
 )
 RESERVED_KEYWORDS = OPT_OUT_WORDS | {words.KEYWORD_HELP.upper(), words.KEYWORD_LANG.upper()}
+# Every answer is stored with its flow id, question id and flow version, in the columns
+# answers.flow_id String(64), answers.question_id String(64) and answers.flow_version String(32)
+# (store/models.py Answer). Longer values would load, then fail every answer on PostgreSQL.
+MAX_FLOW_ID = 64
+MAX_QUESTION_ID = 64
+MAX_VERSION = 32
 
 
 class _Reader(QuestionReader):
     """Turns one parsed YAML document into a Flow, collecting findings instead of stopping."""
 
     def flow(self, doc: Any) -> Flow | None:
+        if len(self.flow_id) > MAX_FLOW_ID:
+            self.error(
+                1,
+                f"flow id '{self.flow_id}' (the file name) is longer than {MAX_FLOW_ID} characters",
+            )
         if not isinstance(doc, CommentedMap):
             self.error(node_line(doc), "a flow file must be a mapping with 'questions'")
             return None
@@ -53,11 +64,10 @@ class _Reader(QuestionReader):
             self.error(key_line(doc, "default"), "'default' must be true or false")
             default = False
         keywords, keyword_lines = self.keywords(doc)
-        version = doc.get("version")
         flow = Flow(
             id=self.flow_id,
             title=self.string(doc, "title") or self.flow_id,
-            version=str(version) if version is not None else content_version(self.text),
+            version=self.version(doc),
             questions=tuple(questions),
             default=default,
             keywords=keywords,
@@ -70,6 +80,26 @@ class _Reader(QuestionReader):
         if self.flow_id == ENROL_FLOW:
             self.check_enrolment(doc, flow)
         return flow
+
+    def question(self, node: Any, line: int, earlier: list[Question]) -> Question | None:
+        question = super().question(node, line, earlier)
+        if question is not None and len(question.id) > MAX_QUESTION_ID:
+            self.error(
+                key_line(node, "id"),
+                f"question id '{question.id}' is longer than {MAX_QUESTION_ID} characters",
+            )
+        return question
+
+    def version(self, doc: CommentedMap) -> str:
+        version = doc.get("version")
+        if version is None:
+            return content_version(self.text)
+        text = str(version)
+        if len(text) > MAX_VERSION:
+            self.error(
+                key_line(doc, "version"), f"'version' is longer than {MAX_VERSION} characters"
+            )
+        return text
 
     def sample(self, doc: CommentedMap) -> int | None:
         sample = doc.get("sample")

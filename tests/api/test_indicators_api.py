@@ -247,9 +247,7 @@ BAD_SLUGS = [
 
 @pytest.mark.parametrize("slug", BAD_SLUGS)
 @pytest.mark.parametrize("query", ["", "days=14", "format=csv"])
-def test_a_slug_that_cannot_be_a_workplace_is_the_same_404(
-    client, brand, monkeypatch, slug, query
-):
+def test_a_slug_that_cannot_be_a_workplace_is_the_same_404(client, brand, monkeypatch, slug, query):
     missing = client.get(path("no-such-place", query), headers=bearer(brand))
 
     def no_query(*_args, **_kwargs):

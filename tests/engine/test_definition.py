@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.engine.definition import (
+    MAX_FLOW_ID,
+    MAX_QUESTION_ID,
+    MAX_VERSION,
     Finding,
     FlowError,
     check_set,
@@ -18,6 +21,7 @@ from gateway.engine.definition import (
     parse_flow,
 )
 from gateway.engine.model import CHOICE, INFO, NUMBER, TEXT
+from store.models import Answer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -586,3 +590,80 @@ def test_info_questions_take_no_answer_and_no_indicator(tmp_path: Path) -> None:
     text = textwrap.dedent(text).replace("    indicator: {label: Intro}\n", "")
     flow, found = parse_flow("flow.yaml", text)
     assert found == [] and flow is not None and flow.question("intro").type == INFO
+
+
+# -- lengths the answers table can hold ----------------------------------------------------
+def test_the_limits_are_the_answer_columns() -> None:
+    columns = Answer.__table__.c
+    assert MAX_FLOW_ID == columns.flow_id.type.length == 64
+    assert MAX_QUESTION_ID == columns.question_id.type.length == 64
+    assert MAX_VERSION == columns.flow_version.type.length == 32
+
+
+def test_a_question_id_longer_than_its_column(tmp_path: Path) -> None:
+    long_id, longest = "q" * 65, "q" * 64
+    text = f"""\
+    title: Long
+    questions:
+      - id: ok
+        ask: Fine?
+        options: {{yes: "Yes", no: "No"}}
+      - ask: Long?
+        type: number
+        id: {long_id}
+      - id: follow
+        ask: Then?
+        type: text
+        only_if: {{{long_id}: 3}}
+      - id: {longest}
+        ask: Just fits?
+        type: text
+    """
+    assert one_file(tmp_path, text) == [
+        f"flow.yaml:8: question id '{long_id}' is longer than 64 characters"
+    ]
+    # The same in a set: start-up refuses it.
+    assert findings(tmp_path, long=text) == [
+        f"long.yaml:8: question id '{long_id}' is longer than 64 characters"
+    ]
+
+
+def test_a_flow_id_longer_than_its_column(tmp_path: Path) -> None:
+    text = """\
+    # a comment first
+    title: Named at length
+    questions:
+      - id: q
+        ask: Q?
+        type: text
+    """
+    name = "f" * 65
+    assert one_file(tmp_path, text, name=name) == [
+        f"{name}.yaml:1: flow id '{name}' (the file name) is longer than 64 characters"
+    ]
+    assert one_file(tmp_path, text, name="f" * 64) == []
+    assert findings(tmp_path, **{name: text}) == [
+        f"{name}.yaml:1: flow id '{name}' (the file name) is longer than 64 characters"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "found"),
+    [
+        ('"' + "v" * 32 + '"', []),
+        ('"' + "v" * 33 + '"', ["flow.yaml:3: 'version' is longer than 32 characters"]),
+        ("2026.11.25-" + "1" * 22, ["flow.yaml:3: 'version' is longer than 32 characters"]),
+        ("1" * 33, ["flow.yaml:3: 'version' is longer than 32 characters"]),
+    ],
+)
+def test_a_version_longer_than_its_column(tmp_path: Path, given: str, found: list[str]) -> None:
+    text = f"""\
+    title: Versioned
+    default: false
+    version: {given}
+    questions:
+      - id: q
+        ask: Q?
+        type: text
+    """
+    assert one_file(tmp_path, text) == found
