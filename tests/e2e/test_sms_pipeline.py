@@ -29,6 +29,7 @@ from gateway.services import Services
 from store.models import Answer
 
 from ..conftest import AT_TOKEN, ROOT, USED, environ_for
+from ..leaks import assert_no_numbers
 from ..support import (
     add_brand,
     add_workplace,
@@ -37,7 +38,6 @@ from ..support import (
     twilio_signature,
     twilio_sms_form,
 )
-from .leaks import assert_no_numbers
 from .processes import FakeAfricasTalking, Processes, free_port
 
 # question -> answer of workers 1..6 (option value, or number)
