@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -277,7 +278,9 @@ def worker(burst) -> None:
             "web process, no separate worker is needed"
         )
     # The scheduler moves retried jobs (store.jobs.RETRY, outbound.SEND_RETRY) back when due.
-    SimpleWorker([QUEUE_NAME], connection=svc.redis).work(
+    # A readable name (rq's default is a uuid, whose digit runs log redaction would blank).
+    name = f"workervoice.{socket.gethostname()}.{os.getpid()}"
+    SimpleWorker([QUEUE_NAME], connection=svc.redis, name=name).work(
         burst=burst, logging_level="INFO", with_scheduler=True
     )
 
