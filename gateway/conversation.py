@@ -76,7 +76,7 @@ def _converse(services: Services, inbound: Inbound, who: Pseudonym) -> Reply:
         today=now.astimezone(_zone(services, session)).date(),
         seed=who.seed,
         texts=texts,
-        find_workplace=services.find_workplace,
+        find_workplace=lambda code: _find_workplace(services, who, code),
         scrub=lambda text: scrub(text, who.country),
     )
     result = runtime.step(flows, session, inbound.text, ctx)
@@ -99,6 +99,14 @@ def _converse(services: Services, inbound: Inbound, who: Pseudonym) -> Reply:
             profiles.forget(db, who.value)
     language = (result.session or session).profile.language
     return Reply(text=reply, opted_out=opted_out, language=language)
+
+
+def _find_workplace(services: Services, who: Pseudonym, code: str) -> str | None:
+    """The workplace with this enrolment code, within the sender's daily allowance of tries:
+    past it every code is unknown, so no one number can walk through the codes."""
+    if not services.sessions.allow_code_try(who.value):
+        return None
+    return services.find_workplace(code)
 
 
 def _fresh_session(services: Services, who: Pseudonym) -> Session:

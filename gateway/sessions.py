@@ -14,6 +14,8 @@ SESSION_KEY = "wv:session:{}"
 REPLY_KEY = "wv:reply:{}:{}"
 LOCK_KEY = "wv:lock:{}"
 FORGOTTEN_KEY = "wv:forgotten:{}"
+CODE_TRIES_KEY = "wv:codetries:{}"
+CODE_TRIES_PER_DAY = 9  # three enrolment sessions' worth of workplace codes
 LOCK_SECONDS = 10
 FORGOTTEN_SECONDS = 24 * 3600  # outlives every retry of a job queued before the opt-out
 
@@ -61,6 +63,15 @@ class SessionStore:
         if not raw:
             return None
         return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
+
+    def allow_code_try(self, pseudonym: str) -> bool:
+        """Count one workplace-code try; False once the sender has used today's allowance."""
+        key = CODE_TRIES_KEY.format(pseudonym)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 24 * 3600, nx=True)
+            tries, _ = pipe.execute()
+        return int(tries) <= CODE_TRIES_PER_DAY
 
     @contextmanager
     def locked(self, pseudonym: str) -> Iterator[None]:
