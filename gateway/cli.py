@@ -277,7 +277,7 @@ def worker(burst) -> None:
             "REDIS_URL is not set: the embedded default runs jobs in the "
             "web process, no separate worker is needed"
         )
-    # The scheduler moves retried jobs (store.jobs.RETRY, outbound.SEND_RETRY) back when due.
+    # The scheduler moves retried jobs (tasks.PERSIST_RETRY, outbound.SEND_RETRY) back when due.
     # A readable name (rq's default is a uuid, whose digit runs log redaction would blank).
     name = f"workervoice.{socket.gethostname()}.{os.getpid()}"
     SimpleWorker([QUEUE_NAME], connection=svc.redis, name=name).work(

@@ -1,8 +1,8 @@
 """The channel-neutral handler: one inbound message in, the reply out.
 
-Adapters call ``handle`` with an ``Inbound``; the number is turned into a pseudonym first and
-never passed on. The engine decides; the session goes back to Redis; events that must be kept
-are queued for the worker (store/jobs.py) in one job per message.
+Adapters call ``handle`` with an ``Inbound`` and their channel's renderer; the number is turned
+into a pseudonym first and never passed on. The engine decides; the session goes back to Redis;
+events that must be kept are queued for the worker (gateway/tasks.py) in one job per message.
 """
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from store import jobs, profiles
+from store import profiles
 
+from . import tasks
 from .engine import runtime
-from .engine.events import Ask, Event, OptedOut, Say
+from .engine.events import Event, OptedOut
 from .engine.session import Profile, Session
 from .identity import Pseudonym, scrub
 from .services import Services
@@ -35,39 +37,23 @@ class Inbound:
     message_id: str
 
 
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    opted_out: bool = False
-    replayed: bool = False
-    language: str | None = None
+Render = Callable[[tuple[Event, ...]], str]  # the channel's reply for the engine's events
 
 
-def render_sms(events: tuple[Event, ...]) -> str:
-    """SMS text for the events: messages and prompts in order, options numbered from 1."""
-    parts: list[str] = []
-    for event in events:
-        if isinstance(event, Say):
-            parts.append(event.text)
-        elif isinstance(event, Ask):
-            lines = [event.text] + [f"{n}. {text}" for n, text in enumerate(event.options, 1)]
-            parts.append("\n".join(lines))
-    return "\n\n".join(parts)
-
-
-def handle(services: Services, inbound: Inbound) -> Reply:
+def handle(services: Services, inbound: Inbound, render: Render) -> str:
+    """The reply to one message; a provider retry of it gets the same reply, recorded once."""
     cached = services.sessions.cached_reply(inbound.provider, inbound.message_id)
     if cached is not None:
-        return Reply(text=cached, replayed=True)
+        return cached
     who = services.identity.pseudonymise(inbound.address)
     with services.sessions.locked(who.value):
         cached = services.sessions.cached_reply(inbound.provider, inbound.message_id)
         if cached is not None:
-            return Reply(text=cached, replayed=True)
-        return _converse(services, inbound, who)
+            return cached
+        return _converse(services, inbound, who, render)
 
 
-def _converse(services: Services, inbound: Inbound, who: Pseudonym) -> Reply:
+def _converse(services: Services, inbound: Inbound, who: Pseudonym, render: Render) -> str:
     flows, texts = services.registry.current()
     session = services.sessions.load(who.value) or _fresh_session(services, who)
     now = services.now()
@@ -84,7 +70,7 @@ def _converse(services: Services, inbound: Inbound, who: Pseudonym) -> Reply:
     # Queue the events before moving the session on: if queueing fails nothing has changed,
     # and the provider's retry of this message meets the same session again.
     _enqueue(services, inbound, who, result.events, now)
-    reply = render_sms(result.events)
+    reply = render(result.events)
     # The new session and the cached reply are written together, so a retry of this message
     # can never meet the new session without its reply.
     services.sessions.commit(
@@ -97,8 +83,7 @@ def _converse(services: Services, inbound: Inbound, who: Pseudonym) -> Reply:
     if opted_out:
         with services.db.session() as db:
             profiles.forget(db, who.value)
-    language = (result.session or session).profile.language
-    return Reply(text=reply, opted_out=opted_out, language=language)
+    return reply
 
 
 def _find_workplace(services: Services, who: Pseudonym, code: str) -> str | None:
@@ -123,12 +108,9 @@ def _fresh_session(services: Services, who: Pseudonym) -> Session:
 
 
 def _zone(services: Services, session: Session) -> ZoneInfo:
-    if session.profile.workplace:
-        with services.db.session() as db:
-            name = profiles.timezone_of(db, session.profile.workplace)
-        if name:
-            return ZoneInfo(name)
-    return ZoneInfo(zone_for_country(session.profile.country))
+    """The worker's day is their workplace's; before enrolment, their number's country's."""
+    name = services.workplace_zone(session.profile.workplace) if session.profile.workplace else None
+    return ZoneInfo(name or zone_for_country(session.profile.country))
 
 
 def _enqueue(
@@ -151,13 +133,13 @@ def _enqueue(
         "events": kept,
     }
     services.queue.enqueue(
-        jobs.persist_events,
+        tasks.persist_events,
         batch,
         job_id=_job_id(inbound),
         description="persist worker events",
         result_ttl=3600,
         failure_ttl=7 * 86400,
-        retry=jobs.RETRY,
+        retry=tasks.PERSIST_RETRY,
     )
 
 

@@ -6,7 +6,8 @@ Web, worker and CLI all get theirs through ``create_app`` (STYLE §6). Jobs reac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 
@@ -17,6 +18,7 @@ from rq import Queue
 from store import keyring as stored_keys
 from store.db import Database
 from store.directory import workplace_slug_for_code
+from store.profiles import timezone_of
 
 from .config import REPLY_CACHE_SECONDS, Config
 from .crypto import Crypto
@@ -25,6 +27,7 @@ from .identity import KEY_PURPOSE, Identity, KeyRing, context
 from .sessions import SessionStore
 
 QUEUE_NAME = "workervoice"
+ZONE_CACHE_SECONDS = 60.0  # a workplace's time zone rarely changes; a minute's lag is harmless
 EXTENSION = "workervoice"
 _fake_server = None  # one in-process Redis emulation per process (embedded default)
 
@@ -43,6 +46,7 @@ def connect_redis(url: str | None) -> Redis:
 @dataclass
 class Services:
     config: Config
+    _zones: dict[str, tuple[str | None, float]] = field(default_factory=dict, repr=False)
 
     @cached_property
     def crypto(self) -> Crypto:
@@ -83,6 +87,17 @@ class Services:
             stored_keys.ensure_current(
                 session, lambda secret, kid: self.crypto.encrypt(secret, KEY_PURPOSE, context(kid))
             )
+
+    def workplace_zone(self, slug: str) -> str | None:
+        """The workplace's time zone, cached for ZONE_CACHE_SECONDS: asked on every message."""
+        now = time.monotonic()
+        cached = self._zones.get(slug)
+        if cached is not None and now - cached[1] < ZONE_CACHE_SECONDS:
+            return cached[0]
+        with self.db.session() as session:
+            zone = timezone_of(session, slug)
+        self._zones[slug] = (zone, now)
+        return zone
 
     def find_workplace(self, code: str) -> str | None:
         with self.db.session() as session:

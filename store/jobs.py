@@ -1,4 +1,5 @@
-"""RQ jobs that persist what the engine decided. Each is safe to run twice (STYLE §7).
+"""Persisting what the engine decided, as the RQ job (gateway/tasks.py) asks. Safe to run twice
+(STYLE §7).
 
 A job's payload holds pseudonyms and answers, never a number. Answers are upserted on
 (worker, workplace, question, local day): a second run of the same job writes the same row, and a
@@ -12,7 +13,6 @@ import logging
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from rq import Retry
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -21,44 +21,41 @@ from . import profiles
 from .models import Answer, Worker, Workplace
 
 log = logging.getLogger(__name__)
-RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
 
 
-def persist_events(batch: dict) -> dict:
-    """Write one message's events: answers, enrolment, language change, opt-out."""
-    from gateway.services import current  # the worker pushed the app context
+def write_events(session: Session, batch: dict, stopped_at: datetime | None = None) -> dict:
+    """Write one message's events: answers, enrolment, language change, opt-out.
 
-    services = current()
+    ``stopped_at`` is when the worker last opted out, if lately: an enrolment from a message
+    that arrived before it is not written, so a retried job cannot bring the worker back.
+    """
     counts = {"answers": 0, "profiles": 0, "forgotten": 0}
-    with services.db.session() as session:
-        for event in batch["events"]:
-            kind = event["kind"]
-            if kind == "answer_recorded":
-                counts["answers"] += _answer(session, batch, event)
-            elif kind == "enrolled":
-                if _forgotten_since(services, batch):
-                    continue  # a retried enrolment must not bring back a worker who left
-                counts["profiles"] += _enrolled(session, batch, event)
-            elif kind == "language_changed":
-                _language_changed(session, batch, event)
-            elif kind == "opted_out":
-                profiles.forget(session, batch["pseudonym"])
-                counts["forgotten"] += 1
-    log.info("persisted events", extra={"counts": counts, "channel": batch.get("channel")})
+    received = batch.get("received_at")
+    stopped_later = (
+        stopped_at is not None and received is not None and (_instant(received) <= stopped_at)
+    )
+    for event in batch["events"]:
+        kind = event["kind"]
+        if kind == "answer_recorded":
+            counts["answers"] += _answer(session, batch, event)
+        elif kind == "enrolled" and not stopped_later:
+            counts["profiles"] += _enrolled(session, batch, event)
+        elif kind == "language_changed":
+            _language_changed(session, batch, event)
+        elif kind == "opted_out":
+            profiles.forget(session, batch["pseudonym"])
+            counts["forgotten"] += 1
     return counts
 
 
-def _forgotten_since(services, batch: dict) -> bool:
-    """The worker sent STOP after this batch's message arrived (SPEC §4: forgotten at once)."""
-    stopped = services.sessions.forgotten_at(batch["pseudonym"])
-    received = batch.get("received_at")
-    return stopped is not None and received is not None and _instant(received) <= stopped
-
-
 def _workplace(session: Session, slug: str | None) -> Workplace | None:
+    """The workplace by slug; one query per slug per unit of work (a batch names one or two)."""
     if not slug:
         return None
-    return session.scalar(select(Workplace).where(Workplace.slug == slug))
+    places = session.info.setdefault("workplaces_by_slug", {})
+    if slug not in places:
+        places[slug] = session.scalar(select(Workplace).where(Workplace.slug == slug))
+    return places[slug]
 
 
 def _instant(text: str) -> datetime:

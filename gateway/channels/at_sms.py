@@ -14,7 +14,7 @@ from ..conversation import Inbound, handle
 from ..identity import InvalidAddress, e164
 from ..outbound import enqueue_reply
 from ..services import current
-from . import BadRequest, bounded, external_id, reject, required, webhooks
+from . import BadRequest, bounded, external_id, reject, required, sms, webhooks
 
 MAX_TEXT = 1600  # our cap on one inbound message (AT documents none); longer is refused
 LIMITS = {"from": 64, "id": 100, "text": MAX_TEXT}
@@ -35,9 +35,9 @@ def at_sms() -> Response:
         bounded(request.form, LIMITS)
         message_id = external_id(message_id, "id")
         recipient = e164(sender)
-        reply = handle(services, Inbound("at", "sms", sender, text, message_id))
+        reply = handle(services, Inbound("at", "sms", sender, text, message_id), sms.render)
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
-    if reply.text:  # a provider retry is answered again (recorded once)
-        enqueue_reply(services, "at", recipient, reply.text)
+    if reply:  # a provider retry is answered again (recorded once)
+        enqueue_reply(services, "at", recipient, reply)
     return Response("", status=200, mimetype="text/plain")

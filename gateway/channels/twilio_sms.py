@@ -10,7 +10,7 @@ from ..conversation import Inbound, handle
 from ..engine.definition import OPT_OUT_WORDS  # Twilio's standard words (PROVIDERS §8.1)
 from ..identity import InvalidAddress
 from ..services import current
-from . import BadRequest, bounded, external_id, reject, required, webhooks
+from . import BadRequest, bounded, external_id, reject, required, sms, webhooks
 
 MAX_BODY = 1600  # Twilio's limit for one message body
 LIMITS = {"From": 64, "MessageSid": 64, "Body": MAX_BODY}  # longer is not a Twilio request
@@ -55,10 +55,10 @@ def twilio_sms() -> Response:
         if request.form.get("OptOutType", "").upper() == "STOP":
             body = "STOP"  # a keyword set up in Twilio's Advanced Opt-Out: STOP here too
         channel = "whatsapp" if sender.strip().lower().startswith("whatsapp:") else "sms"
-        reply = handle(services, Inbound("twilio", channel, sender, body, message_id))
+        reply = handle(services, Inbound("twilio", channel, sender, body, message_id), sms.render)
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
     # Twilio confirms its own opt-out words and blocks later sends itself: an empty Response
     # (a retry too, though it is answered from the reply cache). A translated STOP, which Twilio
     # does not know, gets the service's confirmation in the worker's language.
-    return twiml(None if opted_out_at_twilio(request.form) else reply.text)
+    return twiml(None if opted_out_at_twilio(request.form) else reply)

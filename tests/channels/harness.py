@@ -239,8 +239,8 @@ def _spy(run: Run, monkeypatch) -> None:
     real_handle = run.channel.module.handle
     real_enqueue = run.services.queue.enqueue
 
-    def handle(services, inbound):
-        reply = real_handle(services, inbound)
+    def handle(services, inbound, render):
+        reply = real_handle(services, inbound, render)
         run.inbounds.append(inbound)
         return reply
 

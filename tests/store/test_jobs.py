@@ -1,4 +1,5 @@
-"""store.jobs.persist_events: idempotent, latest-wins per local day, profiles, no phone numbers."""
+"""gateway.tasks.persist_events and store.jobs.write_events: idempotent, latest wins per local
+day, profiles kept newest, no phone numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import select, text
 
-from store import jobs, keyring
+from gateway import tasks
+from store import keyring
 from store.models import Answer, Worker
 
 from ..leaks import dump_database, dump_redis, number_forms
@@ -38,7 +40,7 @@ def persist(app, key_id):
             "events": list(events),
         }
         with app.app_context():
-            return jobs.persist_events(batch)
+            return tasks.persist_events(batch)
 
     return run
 
