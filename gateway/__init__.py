@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import NoReturn
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from . import logs
 from .config import Config, ConfigError
 from .engine.definition import FlowError
+from .errors import error_for
 from .i18n import CatalogError
 from .services import EXTENSION, Services
 
@@ -86,14 +87,9 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         message = (exc.description or exc.name).split("\n")[0]
-        if request.path.startswith("/api/"):
-            if exc.code == 404:
-                message = "not found"
-            response = jsonify({"error": message})
-        else:
-            response = Response(message + "\n", mimetype="text/plain")
-        response.status_code = exc.code or 500
-        return response
+        if exc.code == 404 and request.path.startswith("/api/"):
+            message = "not found"  # one 404 body for everything the caller may not see
+        return error_for(request.path, exc.code or 500, message)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
@@ -109,9 +105,4 @@ def _register_errors(app: Flask) -> None:
         else:
             log.exception("unhandled error on %s %s", request.method, request.path)
         message = "temporarily unavailable" if unavailable else "internal error"
-        if request.path.startswith("/api/"):
-            response = jsonify({"error": message})
-        else:
-            response = Response(message + "\n", mimetype="text/plain")
-        response.status_code = 503 if unavailable else 500
-        return response
+        return error_for(request.path, 503 if unavailable else 500, message)

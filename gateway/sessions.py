@@ -53,11 +53,6 @@ class SessionStore:
                 )
             pipe.execute()
 
-    def mark_forgotten(self, pseudonym: str, at: datetime) -> None:
-        """Remember for a day that the worker opted out at ``at``, so that a job queued before
-        (and retried after) cannot bring their profile back. Holds no number and no profile."""
-        self.redis.set(FORGOTTEN_KEY.format(pseudonym), at.isoformat(), ex=FORGOTTEN_SECONDS)
-
     def forgotten_at(self, pseudonym: str) -> datetime | None:
         raw = self.redis.get(FORGOTTEN_KEY.format(pseudonym))
         if not raw:

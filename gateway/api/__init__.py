@@ -17,19 +17,13 @@ from aggregator.indicators import WINDOW_DAYS, indicators, window
 from store.directory import principal_for, visible_workplace, visible_workplaces
 from store.models import Workplace
 
+from ..errors import json_error
 from ..services import current
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
-NOT_FOUND = {"error": "not found"}
 # Every slug the CLI can create (gateway.cli.SLUG). Anything else names no workplace and is
 # answered 404 before it reaches a query: PostgreSQL refuses a NUL in text outright (DataError).
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
-
-
-def error(status: int, message: str) -> Response:
-    response = jsonify({"error": message})
-    response.status_code = status
-    return response
 
 
 def authenticated(view):
@@ -51,7 +45,7 @@ def authenticated(view):
 
 
 def _unauthorized(message: str) -> Response:
-    response = error(401, message)
+    response = json_error(401, message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="workervoice"'
     return response
 
@@ -72,18 +66,18 @@ def list_workplaces():
 @authenticated
 def workplace_indicators(slug: str):
     if not SLUG.fullmatch(slug):
-        return error(404, NOT_FOUND["error"])
+        return json_error(404, "not found")
     services = current()
     with services.db.session() as session:
         workplace = visible_workplace(session, g.principal, slug)
         if workplace is None:
-            return error(404, NOT_FOUND["error"])
+            return json_error(404, "not found")
         days = _days(request.args.get("days", "30"))
         if days is None:
-            return error(400, "days must be one of " + ", ".join(map(str, WINDOW_DAYS)))
+            return json_error(400, "days must be one of " + ", ".join(map(str, WINDOW_DAYS)))
         output = request.args.get("format", "json")
         if output not in ("json", "csv"):
-            return error(400, "format must be json or csv")
+            return json_error(400, "format must be json or csv")
         flows, texts = services.registry.current()
         language = request.args.get("lang")
         win = window(services.config.report_cutoff, days, services.now(), workplace.timezone)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 from flask import Blueprint, Response
 
+from ..errors import plain_error
+
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 # A provider's message id is the key its retries are recognised by: a short plain token.
@@ -19,7 +21,7 @@ class BadRequest(Exception):
 
 def reject(status: int, reason: str) -> Response:
     """A one-line plain-text refusal (403 authentication, 400 malformed)."""
-    return Response(reason + "\n", status=status, mimetype="text/plain")
+    return plain_error(status, reason)
 
 
 def required(form, *names: str) -> list[str]:

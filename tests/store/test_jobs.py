@@ -199,7 +199,8 @@ def test_a_retried_older_profile_change_does_not_undo_a_newer_one(services, pers
 
 def test_an_enrolment_retried_after_stop_does_not_bring_the_worker_back(services, persist):
     add_workplace(services)
-    services.sessions.mark_forgotten(WHO, utc(25, 4))  # STOP arrived at 04:00
+    # STOP arrived at 04:00: the web process ended the session and marked the worker forgotten
+    services.sessions.commit(WHO, None, ("twilio", "SM-stop"), "", forgotten_at=utc(25, 4))
     persist(enrolment(utc(25, 3)), received=utc(25, 3))  # the 03:00 enrolment job, retried late
     assert profile(services) is None
     persist(enrolment(utc(25, 5)), received=utc(25, 5))  # the worker joins again later
