@@ -25,7 +25,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy gateway/engine
+	$(BIN)/mypy gateway store aggregator
 
 catalogs: install
 	$(BIN)/pybabel extract -F babel-flows.cfg --project=WorkerVoice --copyright-holder=WorkerVoice -o locales/messages-flows.pot .

@@ -13,12 +13,13 @@ reporting long days.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from gateway.engine.model import NUMBER, Flow, FlowSet, Question
@@ -48,7 +49,7 @@ def window(cutoff: str, days: int, now: datetime, timezone: str) -> Window:
     return Window(start=end - timedelta(days=days), end=end, days=days)
 
 
-def latest_answers(session: Session, workplace_id: int, win: Window):
+def latest_answers(session: Session, workplace_id: int, win: Window) -> Sequence[Row]:
     """(flow, question, pseudonym, text, number) of each respondent's latest answer per question."""
     ranked = (
         select(
@@ -145,7 +146,7 @@ def indicators(
     flows: FlowSet,
     win: Window,
     k: int,
-    label=lambda text: text,
+    label: Callable[[str], str] = lambda text: text,
 ) -> dict:
     """The body of GET /api/v1/workplaces/<id>/indicators for one workplace and window."""
     rows = latest_answers(session, workplace.id, win)

@@ -13,11 +13,15 @@ import re
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rq import Retry
 
 from .crypto import CryptoError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .services import Services
 
 log = logging.getLogger(__name__)
 RECIPIENT_PURPOSE = "job-recipient"
@@ -155,7 +159,7 @@ class OutboxSender:
         return path.name
 
 
-def sender_for(provider: str, config) -> SmsSender:
+def sender_for(provider: str, config: Config) -> SmsSender:
     if provider == "at" and config.at_api_key and config.at_username:
         return AfricasTalkingSender(config.at_username, config.at_api_key, config.at_api_url)
     return OutboxSender(config.instance_dir / "outbox")
@@ -180,7 +184,7 @@ def send_sms(provider: str, sealed_recipient: str, text: str) -> str | None:
     return message_id
 
 
-def enqueue_reply(services, provider: str, recipient_e164: str, text: str) -> None:
+def enqueue_reply(services: Services, provider: str, recipient_e164: str, text: str) -> None:
     sealed = services.crypto.seal(recipient_e164, RECIPIENT_PURPOSE, RECIPIENT_TTL_SECONDS)
     services.queue.enqueue(
         send_sms,

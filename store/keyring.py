@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -19,7 +20,7 @@ def live_keys(session: Session) -> list[PseudonymKey]:
     return list(session.scalars(query.order_by(PseudonymKey.id.desc())))
 
 
-def ensure_current(session: Session, encrypt) -> PseudonymKey:
+def ensure_current(session: Session, encrypt: Callable[[bytes, int], bytes]) -> PseudonymKey:
     """The current key, creating the first one if the ring is empty.
 
     ``encrypt(secret: bytes, key_id: int) -> bytes`` seals the key material; the id is bound

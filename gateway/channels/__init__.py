@@ -24,7 +24,7 @@ def reject(status: int, reason: str) -> Response:
     return plain_error(status, reason)
 
 
-def required(form, *names: str) -> list[str]:
+def required(form: Mapping[str, str], *names: str) -> list[str]:
     """The named form fields, or BadRequest naming the first one missing."""
     values = []
     for name in names:
@@ -35,7 +35,7 @@ def required(form, *names: str) -> list[str]:
     return values
 
 
-def bounded(form, limits: Mapping[str, int]) -> None:
+def bounded(form: Mapping[str, str], limits: Mapping[str, int]) -> None:
     """BadRequest naming the first field longer than its limit (characters) or holding a NUL
     (no provider sends one, and PostgreSQL text cannot store one)."""
     for name, limit in limits.items():
