@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 import phonenumbers
 from babel import Locale, UnknownLocaleError
+from babel.messages.catalog import Message
+from babel.messages.pofile import PoFileError, read_po
 from croniter import croniter
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
@@ -21,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from store import directory
 from store.models import ApiToken, Brand, Workplace
 
-from .engine.definition import Finding, FlowError, check_set, load_flows, parse_flow
+from .engine.definition import Finding, read_flows
+from .engine.lint import Catalog, Entry, lint
 from .services import EXTENSION, Services
 from .timezones import zone_for_country
 
@@ -218,15 +221,21 @@ def flows() -> None:
 @click.argument(
     "directory_", metavar="[DIR]", required=False, type=click.Path(exists=True, file_okay=False)
 )
-@click.option("--locales", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--locales",
+    type=click.Path(exists=True, file_okay=False),
+    help="the flows' catalogs (default: WORKERVOICE_LOCALES_DIR, else locales/)",
+)
 @click.option("--strict", is_flag=True, help="treat warnings as errors")
 def flows_lint(directory_, locales, strict) -> None:
-    """Check every flow file (default: WORKERVOICE_FLOWS_DIR, else flows/); print each finding
-    as file:line: message. Exit 1 on errors (on warnings too with --strict)."""
+    """Check every flow file (default: WORKERVOICE_FLOWS_DIR, else flows/) and its texts in
+    every flows.po catalog; print each finding as file:line: message, warnings prefixed
+    'warning: '. Exit 1 on errors (on warnings too with --strict)."""
     root = Path(directory_ or os.environ.get("WORKERVOICE_FLOWS_DIR") or "flows")
     if not root.is_dir():
         raise click.ClickException(f"no flows directory {str(root)!r}")
-    findings, checked = lint_flows(root)
+    locales_dir = Path(locales or os.environ.get("WORKERVOICE_LOCALES_DIR") or "locales")
+    findings, checked = lint_flows(root, locales_dir)
     for finding in findings:
         click.echo(("warning: " if finding.warning else "") + str(finding))
     errors = [f for f in findings if not f.warning or strict]
@@ -234,31 +243,48 @@ def flows_lint(directory_, locales, strict) -> None:
     sys.exit(1 if errors else 0)
 
 
-def lint_flows(root: Path) -> tuple[list[Finding], int]:
-    """Every finding for the flow files in ``root`` and the number of files that loaded: the
-    same checks the service makes before it accepts a set (an enrolment and a default flow)."""
+def lint_flows(root: Path, locales_dir: Path) -> tuple[list[Finding], int]:
+    """Every finding for the flow files in ``root`` and the number of flows that loaded: the
+    errors the service would refuse the set for (a catalog that does not read included), then,
+    when there are none, the content warnings against the catalogs in ``locales_dir``."""
+    flows, findings = read_flows(root)
+    catalogs, unreadable = read_flow_catalogs(locales_dir)
+    findings += unreadable
+    if not any(not f.warning for f in findings):
+        findings += lint(flows, catalogs)
+    return findings, len(flows)
+
+
+def read_flow_catalogs(locales_dir: Path) -> tuple[dict[str, Catalog], list[Finding]]:
+    """Each language's ``<lang>/LC_MESSAGES/flows.po`` under ``locales_dir`` (none when it is
+    not a directory), with a finding for each one that does not read."""
+    catalogs: dict[str, Catalog] = {}
     findings: list[Finding] = []
-    loaded = []
-    for path in sorted(root.glob("*.yaml")):
+    for path in sorted(locales_dir.glob("*/LC_MESSAGES/flows.po")):
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:
+                po = read_po(handle, abort_invalid=True)
         except UnicodeDecodeError as exc:
             findings.append(Finding(str(path), 1, f"not UTF-8 text (byte {exc.start})"))
             continue
-        except OSError as exc:
-            findings.append(Finding(str(path), 1, f"cannot read: {exc.strerror}"))
+        except PoFileError as exc:
+            line = getattr(exc, "lineno", None) or 1
+            findings.append(Finding(str(path), line, f"cannot read catalog: {exc}"))
             continue
-        flow, found = parse_flow(str(path), text)
-        findings.extend(found)
-        if flow is not None:
-            loaded.append(flow)
-    findings.extend(check_set(loaded))
-    if not any(not f.warning for f in findings):
-        try:
-            load_flows(root)
-        except FlowError as exc:
-            findings.extend(exc.findings)
-    return findings, len(loaded)
+        except (OSError, ValueError) as exc:
+            findings.append(Finding(str(path), 1, f"cannot read catalog: {exc}"))
+            continue
+        entries = {m.id: _entry(m) for m in po if isinstance(m.id, str) and m.id}
+        for message in po.obsolete.values():
+            if isinstance(message.id, str) and message.id:
+                entries.setdefault(message.id, _entry(message, obsolete=True))
+        catalogs[path.parent.parent.name] = Catalog(str(path), entries)
+    return catalogs, findings
+
+
+def _entry(message: Message, obsolete: bool = False) -> Entry:
+    string = message.string if isinstance(message.string, str) else ""
+    return Entry(string, message.lineno or 1, fuzzy=message.fuzzy, obsolete=obsolete)
 
 
 # -- processes -------------------------------------------------------------------------------

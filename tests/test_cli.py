@@ -20,6 +20,7 @@ from .conftest import ROOT, environ_for
 from .support import add_workplace, bearer
 
 FLOWS = ROOT / "flows"
+LOCALES = ROOT / "locales"
 TOKEN_LINE = re.compile(r"^token: (\S+)$", re.MULTILINE)
 
 
@@ -254,9 +255,15 @@ def test_unknown_slugs_are_errors(cli, command, place, brand, word):
 
 # -- flows lint ----------------------------------------------------------------------------------
 def test_lint_passes_the_real_flows(cli):
-    result = cli("flows", "lint", str(FLOWS))
+    # No errors. The shipped texts do draw content warnings (prompts over one SMS segment, the
+    # Bangla and Tamil ones above all): informative, and exit 0 without --strict.
+    result = cli("flows", "lint", str(FLOWS), "--locales", str(LOCALES))
     assert result.exit_code == 0, result.output
-    assert result.stdout == ""
+    assert all(
+        re.fullmatch(r"warning: \S+\.(yaml|po):\d+: the SMS prompt for \S+ .+", line)
+        for line in result.stdout.splitlines()
+    ), result.stdout
+    assert "2 flow(s) checked" in result.stderr
 
 
 @pytest.fixture
@@ -311,6 +318,158 @@ def test_lint_runs_when_the_configured_flows_would_stop_the_app(broken, monkeypa
     result = CliRunner().invoke(main, ["flows", "lint"])
     assert result.exit_code == 1, result.output
     assert "unknown key 'bogus'" in result.stdout
+
+
+def test_lint_reads_every_file_once(cli, broken, monkeypatch):
+    """One read of the directory (definition.read_flows), not a second parse of every file."""
+    from gateway.engine import definition
+
+    calls: list[str] = []
+    parse = definition.parse_flow
+    monkeypatch.setattr(
+        definition, "parse_flow", lambda path, text: calls.append(path) or parse(path, text)
+    )
+    (broken / "broken.yaml").unlink()
+    result = cli("flows", "lint", str(broken), "--locales", str(LOCALES))
+    assert result.exit_code == 0, result.output
+    assert sorted(calls) == sorted(str(path) for path in broken.glob("*.yaml"))
+
+
+PO_HEADER = """\
+msgid ""
+msgstr ""
+"Language: sw\\n"
+"Content-Type: text/plain; charset=UTF-8\\n"
+
+"""
+
+
+@pytest.fixture
+def small(tmp_path) -> tuple[Path, Path]:
+    """A flows directory whose texts fit one SMS, and a locales directory for Swahili."""
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "enrol.yaml").write_text(
+        "questions:\n"
+        "  - {id: language, type: language, ask: Language?}\n"
+        "  - id: consent\n"
+        "    type: consent\n"
+        "    ask: Agree?\n"
+        "    options: {agree: 'Yes', decline: 'No'}\n"
+        "  - {id: workplace, type: workplace, ask: Code?}\n",
+        encoding="utf-8",
+    )
+    (flows / "daily.yaml").write_text(
+        "default: true\nquestions:\n  - id: safe\n    ask: Safe?\n"
+        "    options: {yes: 'Yes', no: 'No'}\n",
+        encoding="utf-8",
+    )
+    locales = tmp_path / "locales"
+    (locales / "sw" / "LC_MESSAGES").mkdir(parents=True)
+    return flows, locales
+
+
+def write_po(locales: Path, body: str) -> Path:
+    path = locales / "sw" / "LC_MESSAGES" / "flows.po"
+    path.write_text(PO_HEADER + body, encoding="utf-8")
+    return path
+
+
+SW_COMPLETE = """\
+msgid "Language?"
+msgstr "Lugha?"
+
+msgid "Agree?"
+msgstr "Unakubali?"
+
+msgid "Yes"
+msgstr "Ndiyo"
+
+msgid "No"
+msgstr "Hapana"
+
+msgid "Code?"
+msgstr "Namba?"
+
+msgid "Safe?"
+msgstr "Salama?"
+"""
+
+
+def test_lint_is_silent_on_short_fully_translated_texts(cli, small):
+    flows, locales = small
+    write_po(locales, SW_COMPLETE)
+    result = cli("flows", "lint", str(flows), "--locales", str(locales), "--strict")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+
+
+def test_lint_warns_about_catalogs_and_strict_makes_it_fail(cli, small):
+    flows, locales = small
+    body = SW_COMPLETE.replace('msgid "Safe?"\nmsgstr "Salama?"\n', "")
+    body = body.replace('msgid "No"', '#, fuzzy\nmsgid "No"')
+    body += '\nmsgid "Gone?"\nmsgstr "Imeenda?"\n\n#~ msgid "Older?"\n#~ msgstr "Zamani?"\n'
+    po = write_po(locales, body)
+    lines = po.read_text(encoding="utf-8").splitlines()
+    gone = lines.index('msgid "Gone?"') + 1
+    older = lines.index('#~ msgid "Older?"') + 1
+    fuzzy = lines.index('msgid "No"') + 1
+
+    result = cli("flows", "lint", str(flows), "--locales", str(locales))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"warning: {flows / 'daily.yaml'}:4: 'Safe?' is missing from {po}: workers choosing sw "
+        "read the source text",
+        f"warning: {flows / 'daily.yaml'}:5: 'No' is marked fuzzy in {po}:{fuzzy}: workers "
+        "choosing sw read the source text",
+        f"warning: {po}:{gone}: stale translation of 'Gone?': no flow uses it any more (extract "
+        "and update the catalogs, TRANSLATING.md)",
+        f"warning: {po}:{older}: stale translation of 'Older?': no flow uses it, delete it",
+    ]
+    strict = cli("flows", "lint", str(flows), "--locales", str(locales), "--strict")
+    assert strict.exit_code == 1
+    assert strict.stdout == result.stdout
+
+
+def test_lint_warns_about_a_prompt_over_one_sms_segment(cli, small):
+    flows, locales = small
+    long_sw = "Je, unajisikia salama kazini kila siku ya wiki hii, hata usiku na mchana?"
+    po = write_po(locales, SW_COMPLETE.replace('msgstr "Salama?"', f'msgstr "{long_sw}"'))
+    line = po.read_text(encoding="utf-8").splitlines().index('msgid "Safe?"') + 1
+    result = cli("flows", "lint", str(flows), "--locales", str(locales))
+    assert result.exit_code == 0, result.output
+    # 73 + len("\n1. Ndiyo\n2. Hapana") = 92 GSM-7 characters: one segment. Curly quotes make
+    # the whole message UCS-2, where one segment holds 70.
+    assert result.stdout == ""
+    po.write_text(po.read_text(encoding="utf-8").replace("Je,", "“Je”,"), "utf-8")
+    result = cli("flows", "lint", str(flows), "--locales", str(locales), "--strict")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"warning: {po}:{line}: the SMS prompt for daily.safe in sw is 94 characters, over one "
+        "SMS segment (70 when a character is outside GSM-7)"
+    ]
+
+
+def test_lint_reads_the_configured_locales_by_default(small, monkeypatch):
+    flows, locales = small
+    write_po(locales, SW_COMPLETE.replace('msgstr "Salama?"', 'msgstr ""'))
+    monkeypatch.setenv("WORKERVOICE_FLOWS_DIR", str(flows))
+    monkeypatch.setenv("WORKERVOICE_LOCALES_DIR", str(locales))
+    result = CliRunner().invoke(main, ["flows", "lint"])
+    assert result.exit_code == 0, result.output
+    assert "'Safe?' is not translated in" in result.stdout
+
+
+def test_lint_reports_a_catalog_the_service_would_refuse(cli, small):
+    flows, locales = small
+    po = write_po(locales, 'msgid "Safe?"\nmsgstr "Salama?\nnonsense\n')
+    result = cli("flows", "lint", str(flows), "--locales", str(locales))
+    assert result.exit_code == 1
+    assert re.match(rf"{re.escape(str(po))}:\d+: cannot read catalog", result.stdout)
+    po.write_bytes(PO_HEADER.encode() + b'msgid "Safe?"\nmsgstr "\xff"\n')
+    result = cli("flows", "lint", str(flows), "--locales", str(locales))
+    assert result.exit_code == 1
+    assert f"{po}:1: not UTF-8 text" in result.stdout
 
 
 # -- db upgrade and demo -------------------------------------------------------------------------

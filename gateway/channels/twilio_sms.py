@@ -7,7 +7,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from ..conversation import Inbound, handle
-from ..engine.definition import OPT_OUT_WORDS  # Twilio's standard words (PROVIDERS §8.1)
+from ..engine.words import OPT_OUT_WORDS  # Twilio's standard words (PROVIDERS §8.1)
 from ..identity import InvalidAddress
 from ..services import current
 from . import BadRequest, bounded, external_id, reject, required, sms, webhooks

@@ -3,7 +3,7 @@
 Loading is apart from walking (runtime.py). Files are read as YAML 1.2 with ruamel.yaml, so
 ``yes``/``no``/``on``/``off`` are strings, and every problem is reported as
 ``file:line: message`` at the line that holds it. The value types live in model.py, the reading
-of one question in questions.py.
+of one question in questions.py, the YAML itself (loader, line numbers) in yamlio.py.
 """
 
 from __future__ import annotations
@@ -14,20 +14,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from . import words
 from .model import ENROL_FLOW, ENROLMENT_TYPES, Finding, Flow, FlowError, FlowSet, Question
-from .questions import QuestionReader, item_line, key_line, node_line
+from .questions import QuestionReader
+from .yamlio import item_line, key_line, load_yaml, node_line, value_line
 
 FLOW_KEYS = {"title", "version", "default", "keywords", "sample", "questions", "finish"}
-# Twilio's standard opt-out words (PROVIDERS.md §8) are reserved beside STOP in every language.
-OPT_OUT_WORDS = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
-)
-RESERVED_KEYWORDS = OPT_OUT_WORDS | {words.KEYWORD_HELP.upper(), words.KEYWORD_LANG.upper()}
+RESERVED_KEYWORDS = words.OPT_OUT_WORDS | {words.KEYWORD_HELP.upper(), words.KEYWORD_LANG.upper()}
 # Every answer is stored with its flow id, question id and flow version, in the columns
 # answers.flow_id String(64), answers.question_id String(64) and answers.flow_version String(32)
 # (store/models.py Answer). Longer values would load, then fail every answer on PostgreSQL.
@@ -76,6 +72,7 @@ class _Reader(QuestionReader):
             path=self.path,
             default_line=key_line(doc, "default") if "default" in doc else 1,
             keyword_lines=keyword_lines,
+            finish_line=value_line(doc, "finish") if "finish" in doc else 1,
         )
         if self.flow_id == ENROL_FLOW:
             self.check_enrolment(doc, flow)
@@ -127,26 +124,27 @@ class _Reader(QuestionReader):
         return tuple(found), tuple(lines)
 
     def check_enrolment(self, doc: CommentedMap, flow: Flow) -> None:
-        """enrol.yaml asks the three special questions and is never started any other way."""
+        """enrol.yaml asks each of the three special questions exactly once (the runtime picks
+        "the" language question for LANG) and is never started any other way."""
         if flow.default:
             self.error(flow.default_line, "the enrolment flow cannot be the default flow")
         if flow.keywords:
             self.error(flow.keyword_lines[0], "the enrolment flow cannot have keywords")
         for qtype in sorted(ENROLMENT_TYPES):
-            if not any(q.type == qtype for q in flow.questions):
+            asked = [q for q in flow.questions if q.type == qtype]
+            if not asked:
                 self.error(key_line(doc, "questions"), f"enrolment needs a '{qtype}' question")
+            for extra in asked[1:]:
+                self.error(
+                    extra.line,
+                    f"question '{extra.id}': enrolment asks one '{qtype}' question "
+                    f"('{asked[0].id}' already is one)",
+                )
 
 
 def content_version(text: str) -> str:
     """A flow's version when the file gives none: a hash of its text."""
     return "sha-" + hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.version = (1, 2)
-    yaml.allow_duplicate_keys = False
-    return yaml
 
 
 def _syntax_finding(path: str, exc: YAMLError) -> Finding:
@@ -170,7 +168,7 @@ def parse_flow(path: str, text: str) -> tuple[Flow | None, list[Finding]]:
     """Parse one flow file's text; return the flow (if it has no errors) and every finding."""
     reader = _Reader(path, Path(path).stem, text)
     try:
-        doc = _yaml().load(text)
+        doc = load_yaml(text)
     except YAMLError as exc:
         return None, [_syntax_finding(path, exc)]
     flow = reader.flow(doc)
@@ -197,13 +195,23 @@ def check_set(flows: Iterable[Flow]) -> list[Finding]:
     return findings
 
 
-def load_flows(directory: str | os.PathLike[str]) -> FlowSet:
-    """Load every ``*.yaml`` in a directory; raise FlowError listing every problem."""
+def read_flows(directory: str | os.PathLike[str]) -> tuple[dict[str, Flow], list[Finding]]:
+    """Read every ``*.yaml`` in a directory: the flows that loaded, and every finding, with the
+    checks across files and the ones the service makes before it accepts a set (an enrolment
+    and a default flow). A file that cannot be read is a finding too, never an exception."""
     root = Path(directory)
     findings: list[Finding] = []
     flows: dict[str, Flow] = {}
     for path in sorted(root.glob("*.yaml")):
-        flow, found = parse_flow(str(path), path.read_text(encoding="utf-8"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            findings.append(Finding(str(path), 1, f"not UTF-8 text (byte {exc.start})"))
+            continue
+        except OSError as exc:
+            findings.append(Finding(str(path), 1, f"cannot read: {exc.strerror or exc}"))
+            continue
+        flow, found = parse_flow(str(path), text)
         findings.extend(found)
         if flow is not None:
             flows[flow.id] = flow
@@ -212,6 +220,12 @@ def load_flows(directory: str | os.PathLike[str]) -> FlowSet:
         findings.append(Finding(str(root / "enrol.yaml"), 1, "the enrolment flow is missing"))
     if not any(f.default for f in flows.values()) and not findings:
         findings.append(Finding(str(root), 1, "no flow is marked 'default: true'"))
+    return flows, findings
+
+
+def load_flows(directory: str | os.PathLike[str]) -> FlowSet:
+    """Load every ``*.yaml`` in a directory; raise FlowError listing every problem."""
+    flows, findings = read_flows(directory)
     errors = [f for f in findings if not f.warning]
     if errors:
         raise FlowError(errors)

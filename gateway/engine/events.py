@@ -58,7 +58,7 @@ class Enrolled(Event):
     persist: ClassVar[bool] = True
     language: str
     workplace: str
-    at: str
+    at: str  # ISO 8601 UTC
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class LanguageChanged(Event):
     kind: ClassVar[str] = "language_changed"
     persist: ClassVar[bool] = True
     language: str
+    at: str  # ISO 8601 UTC, when the worker chose it
 
 
 @dataclass(frozen=True)

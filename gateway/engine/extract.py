@@ -15,10 +15,10 @@ The ``part`` option picks what to extract:
 ``reports``
     only each question's ``indicator.label``; labels face brands and go to ``reports.po``.
 
-Files are read as YAML 1.2 with ruamel.yaml's round-trip loader so that ``yes``/``no`` stay
-strings and every message carries the line it is on. Each message has a translator comment
-naming the flow and the question (``checkin.long_hours``). The module is pure: no Flask,
-Redis or SQL, so ``pybabel`` can load it anywhere.
+Files are read as the service reads them (yamlio.py: YAML 1.2, so ``yes``/``no`` stay strings;
+a duplicate key is an error) and every message carries the line it is on. Each message has a
+translator comment naming the flow and the question (``checkin.long_hours``). The module is
+pure: no Flask, Redis or SQL, so ``pybabel`` can load it anywhere.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import os
 from collections.abc import Collection, Iterator, Mapping
 from typing import IO, Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from .yamlio import item_line, load_yaml, value_line
 
 PARTS = ("flows", "reports")
 KEYWORD_COMMENT = "SMS keyword: one word, no spaces, workers type it"
@@ -36,42 +37,11 @@ KEYWORD_COMMENT = "SMS keyword: one word, no spaces, workers type it"
 Message = tuple[int, str | None, str, list[str]]
 
 
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.version = (1, 2)
-    return yaml
-
-
 def _text(value: Any) -> str | None:
     """The message a YAML value gives, or None when it is not (non-empty) text."""
     if isinstance(value, str) and value.strip():
         return str(value)
     return None
-
-
-def _value_line(node: CommentedMap, key: Any) -> int:
-    """1-based line of the value stored under ``key`` in a round-trip mapping."""
-    try:
-        return node.lc.value(key)[0] + 1
-    except (KeyError, AttributeError, TypeError, IndexError):
-        pass
-    try:
-        return node.lc.key(key)[0] + 1
-    except (KeyError, AttributeError, TypeError, IndexError):
-        return _node_line(node)
-
-
-def _item_line(node: CommentedSeq, index: int) -> int:
-    """1-based line of item ``index`` in a round-trip sequence."""
-    try:
-        return node.lc.item(index)[0] + 1
-    except (KeyError, AttributeError, TypeError, IndexError):
-        return _node_line(node)
-
-
-def _node_line(node: Any) -> int:
-    lc = getattr(node, "lc", None)
-    return (lc.line + 1) if lc is not None and lc.line is not None else 1
 
 
 def _flow_id(fileobj: IO[bytes]) -> str:
@@ -92,7 +62,7 @@ def _flow_messages(flow: str, doc: CommentedMap) -> Iterator[Message]:
             if text is not None:
                 # Keywords are matched in upper case (definition.py); the msgid is that form.
                 yield (
-                    _item_line(keywords, index),
+                    item_line(keywords, index),
                     None,
                     text.strip().upper(),
                     [f"{flow}: {KEYWORD_COMMENT}"],
@@ -102,14 +72,14 @@ def _flow_messages(flow: str, doc: CommentedMap) -> Iterator[Message]:
         where = f"{flow}.{qid}"
         ask = _text(question.get("ask"))
         if ask is not None:
-            yield _value_line(question, "ask"), None, ask, [f"{where}: question"]
+            yield value_line(question, "ask"), None, ask, [f"{where}: question"]
         options = question.get("options")
         if isinstance(options, CommentedMap):
             for value, option in options.items():
                 text = _text(option)
                 if text is not None:
                     yield (
-                        _value_line(options, value),
+                        value_line(options, value),
                         None,
                         text,
                         [f"{where}: answer option '{value}' (keep options distinct)"],
@@ -117,7 +87,7 @@ def _flow_messages(flow: str, doc: CommentedMap) -> Iterator[Message]:
     finish = _text(doc.get("finish"))
     if finish is not None:
         yield (
-            _value_line(doc, "finish"),
+            value_line(doc, "finish"),
             None,
             finish,
             [f"{flow}: finish (after the last question)"],
@@ -132,7 +102,7 @@ def _report_messages(flow: str, doc: CommentedMap) -> Iterator[Message]:
         label = _text(indicator.get("label"))
         if label is not None:
             comment = f"{flow}.{question.get('id')}: indicator label (brand reports)"
-            yield _value_line(indicator, "label"), None, label, [comment]
+            yield value_line(indicator, "label"), None, label, [comment]
 
 
 def _questions(doc: CommentedMap) -> Iterator[CommentedMap]:
@@ -160,7 +130,7 @@ def extract_flow(
         raise ValueError(f"workervoice_flows: unknown part {part!r} (use 'flows' or 'reports')")
     raw = fileobj.read()
     data = raw.decode(str(options.get("encoding", "utf-8"))) if isinstance(raw, bytes) else raw
-    doc = _yaml().load(data)
+    doc = load_yaml(data)
     if not isinstance(doc, CommentedMap):
         return
     flow = _flow_id(fileobj)

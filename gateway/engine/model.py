@@ -41,6 +41,7 @@ class FlowError(Exception):
 class Option:
     value: str  # what is stored
     text: str  # what the worker sees (a msgid)
+    line: int = 0  # where the text is, for findings about its translations
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,14 @@ class Question:
     only_if: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     indicator: Indicator | None = None
     line: int = 0
+    ask_line: int = 0  # where the ask text is (below ``ask: >-``), for findings about it
 
     def option(self, value: str) -> Option | None:
         return next((o for o in self.options if o.value == value), None)
+
+    def accepts(self, number: float) -> bool:
+        """Whether a number question takes this number: within min and max, where given."""
+        return (self.min is None or self.min <= number) and (self.max is None or number <= self.max)
 
 
 @dataclass(frozen=True)
@@ -79,15 +85,21 @@ class Flow:
     path: str = ""
     default_line: int = 1  # where findings about the set (two defaults, keywords) point
     keyword_lines: tuple[int, ...] = ()
+    finish_line: int = 1
 
     def question(self, qid: str) -> Question:
         return next(q for q in self.questions if q.id == qid)
 
-    def has(self, qid: str) -> bool:
-        return any(q.id == qid for q in self.questions)
-
-    def index(self, qid: str) -> int:
-        return next(i for i, q in enumerate(self.questions) if q.id == qid)
+    def msgids(self) -> list[tuple[str, int]]:
+        """Every worker-facing string (a flows.po msgid) with its line, in file order:
+        keywords, then each question's ask and option texts, then the finish."""
+        found = list(zip(self.keywords, self.keyword_lines, strict=True))
+        for question in self.questions:
+            found.append((question.ask, question.ask_line or question.line))
+            found.extend((o.text, o.line or question.line) for o in question.options)
+        if self.finish:
+            found.append((self.finish, self.finish_line))
+        return found
 
 
 @dataclass(frozen=True)

@@ -29,33 +29,13 @@ from .model import (
     Question,
 )
 from .parsing import as_number_text, parse_number
+from .yamlio import item_line, key_line, node_line, value_line
 
 QUESTION_KEYS = {"id", "ask", "type", "options", "min", "max", "only_if", "indicator"}
 INDICATOR_KEYS = {"label", "positive", "measure"}
 MEASURES = ("share", "mean")
 # Types whose answer is not picked from the file's options.
 WITHOUT_OPTIONS = {NUMBER, TEXT, INFO, LANGUAGE, WORKPLACE}
-
-
-def key_line(node: Any, key: object) -> int:
-    """The 1-based line of ``key`` in a parsed mapping (the mapping's own line if unknown)."""
-    try:
-        return int(node.lc.key(key)[0]) + 1
-    except (KeyError, AttributeError, TypeError):
-        return node_line(node)
-
-
-def item_line(node: Any, index: int) -> int:
-    """The 1-based line of item ``index`` of a parsed sequence."""
-    try:
-        return int(node.lc.item(index)[0]) + 1
-    except (KeyError, AttributeError, TypeError, IndexError):
-        return node_line(node)
-
-
-def node_line(node: Any) -> int:
-    lc = getattr(node, "lc", None)
-    return int(lc.line) + 1 if lc is not None and lc.line is not None else 1
 
 
 class QuestionReader:
@@ -122,6 +102,7 @@ class QuestionReader:
             max=high,
             only_if=self.only_if(node, qid, earlier),
             line=line,
+            ask_line=value_line(node, "ask"),
         )
         return replace(question, indicator=self.indicator(node, question))
 
@@ -162,7 +143,7 @@ class QuestionReader:
             if not isinstance(text, str | int | float) or isinstance(text, bool) or text == "":
                 self.error(key_line(raw, value), f"option '{value}' needs a text")
                 continue
-            options.append(Option(str(value), str(text)))
+            options.append(Option(str(value), str(text), value_line(raw, value)))
         return tuple(options)
 
     def limits(self, node: CommentedMap, qid: str, qtype: str) -> tuple[float | None, float | None]:
@@ -215,9 +196,7 @@ class QuestionReader:
             return text
         if target.type == NUMBER:
             number = None if isinstance(value, bool) else parse_number(text)
-            low = target.min if target.min is not None else float("-inf")
-            high = target.max if target.max is not None else float("inf")
-            if number is None or not low <= number <= high:
+            if number is None or not target.accepts(number):
                 self.error(line, impossible + f"'{target.id}' (not a number it accepts)")
                 return None
             return str(as_number_text(number))

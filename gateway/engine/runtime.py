@@ -6,45 +6,19 @@ the worker's rotation seed, the texts and the workplace directory.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 from . import words
-from .definition import OPT_OUT_WORDS
-from .events import (
-    AnswerRecorded,
-    Ask,
-    Declined,
-    Enrolled,
-    Event,
-    FlowFinished,
-    LanguageChanged,
-    OptedOut,
-    Say,
-    Step,
-)
-from .model import (
-    CHOICE,
-    CONSENT,
-    ENROL_FLOW,
-    INFO,
-    LANGUAGE,
-    NUMBER,
-    TEXT,
-    WORKPLACE,
-    Flow,
-    FlowSet,
-    Question,
-)
-from .parsing import as_number_text, ascii_digits, clean, parse_number, pick_option
+from .answers import LANGUAGE_PROMPT, Answers
+from .events import Ask, Enrolled, Event, FlowFinished, OptedOut, Say, Step
+from .keywords import keyword_forms
+from .model import ENROL_FLOW, INFO, LANGUAGE, Flow, FlowSet, Question
+from .parsing import clean
 from .sampling import todays_plan
 from .session import Profile, Session
-from .texts import SOURCE_LANGUAGE, Texts, guess_language, language_name, languages_for
-
-WORKPLACE_TRIES = 3
-LANGUAGE_PROMPT = "@language"  # pseudo question used by LANG outside enrolment
+from .texts import Texts, guess_language, language_name, languages_for
 
 
 @dataclass(frozen=True)
@@ -63,18 +37,22 @@ class Context:
 
 def step(flows: FlowSet, session: Session | None, text: str, ctx: Context) -> Step:
     """Apply one message from the worker and return the new session and the events."""
-    session = copy.deepcopy(session) if session is not None else Session()
+    session = session.copy() if session is not None else Session()
     run = _Run(flows, session, ctx)
     return run.handle(text or "")
 
 
-class _Run:
+class _Run(Answers):
+    """One message's walk through the flows: keywords, starting, asking, finishing. Taking the
+    answer to the pending question is in answers.py."""
+
     def __init__(self, flows: FlowSet, session: Session, ctx: Context):
         self.flows = flows
         self.session = session
         self.ctx = ctx
         self.events: list[Event] = []
         self.session_alive = True
+        self.keywords = keyword_forms(flows, ctx.texts)
 
     # -- helpers -------------------------------------------------------------------------
     @property
@@ -93,30 +71,22 @@ class _Run:
     def done(self, session: Session | None) -> Step:
         return Step(session, tuple(self.events))
 
-    def keyword(self, text: str, msgid: str) -> bool:
-        word = clean(text).upper()
-        if not word:
-            return False
-        forms = {msgid.upper()}
-        for lang in self.ctx.texts.languages():
-            forms.add(clean(self.ctx.texts.service(lang, msgid)).upper())
-        return word in forms
-
     # -- entry ---------------------------------------------------------------------------
     def handle(self, text: str) -> Step:
-        if clean(text).upper() in OPT_OUT_WORDS or self.keyword(text, words.KEYWORD_STOP):
+        word = clean(text).upper()  # a keyword's form: every keyword matches it this way
+        if word in words.OPT_OUT_WORDS or self.keywords.is_reserved(word, words.KEYWORD_STOP):
             self.events.append(OptedOut())
             self.say(words.STOPPED)
             return self.done(None)
         self.drop_if_stale()
-        if self.keyword(text, words.KEYWORD_HELP):
+        if self.keywords.is_reserved(word, words.KEYWORD_HELP):
             self.say(words.HELP)
             self.ask(self.session.current)
             return self.done(self.session)
-        if self.keyword(text, words.KEYWORD_LANG) and self.change_language():
+        if self.keywords.is_reserved(word, words.KEYWORD_LANG) and self.change_language():
             return self.done(self.session)
         if self.session.idle:
-            self.begin(text)
+            self.begin(word)
         else:
             self.answer(text)
         return self.done(self.session if self.session_alive else None)
@@ -154,24 +124,13 @@ class _Run:
         self.ask(LANGUAGE_PROMPT)
         return True
 
-    def begin(self, text: str) -> None:
-        """No question pending: enrol an unknown worker, else start the flow the text names."""
+    def begin(self, word: str) -> None:
+        """No question pending: enrol an unknown worker, else start the flow the word names."""
         if not self.profile.enrolled:
             self.start(self.flows.enrol)
             return
-        self.start(self.flow_for_keyword(text) or self.flows.default)
-
-    def flow_for_keyword(self, text: str) -> Flow | None:
-        word = clean(text).upper()
-        for flow in self.flows.flows.values():
-            for keyword in flow.keywords:
-                forms = {keyword} | {
-                    clean(self.ctx.texts.flow(lang, keyword)).upper()
-                    for lang in self.ctx.texts.languages()
-                }
-                if word in forms:
-                    return flow
-        return None
+        flow_id = self.keywords.flows.get(word)
+        self.start(self.flows[flow_id] if flow_id is not None else self.flows.default)
 
     def start(self, flow: Flow) -> None:
         self.session.flow = flow.id
@@ -264,134 +223,5 @@ class _Run:
             )
         )
 
-    # -- answering -----------------------------------------------------------------------
-    def answer(self, text: str) -> None:
-        qid = self.session.current
-        if qid == LANGUAGE_PROMPT:
-            self.answer_language_change(text)
-            return
-        if qid is None:
-            raise RuntimeError("no question is pending")
-        question = self.flow.question(qid)
-        handler = {
-            CHOICE: self.answer_choice,
-            NUMBER: self.answer_number,
-            TEXT: self.answer_text,
-            LANGUAGE: self.answer_language,
-            CONSENT: self.answer_consent,
-            WORKPLACE: self.answer_workplace,
-        }[question.type]
-        handler(question, text)
 
-    def retry(self, question_id: str, msgid: str, **values: object) -> None:
-        self.say(msgid, **values)
-        self.ask(question_id)
-
-    def choose(self, question: Question, text: str) -> str | None:
-        lang = self.language
-        names = [(self.ctx.texts.flow(lang, o.text), o.text, o.value) for o in question.options]
-        index = pick_option(text, names)
-        if index is None:
-            self.retry(question.id, words.CHOOSE_NUMBER, count=len(question.options))
-            return None
-        return question.options[index].value
-
-    def record(self, question: Question, value: str | float) -> None:
-        self.session.answers[question.id] = value
-        if self.flow.id != ENROL_FLOW:
-            self.events.append(
-                AnswerRecorded(
-                    flow=self.flow.id,
-                    version=self.flow.version,
-                    question=question.id,
-                    value=value,
-                    at=self.ctx.now.isoformat(),
-                    workplace=self.profile.workplace,
-                )
-            )
-        self.advance()
-
-    def answer_choice(self, question: Question, text: str) -> None:
-        value = self.choose(question, text)
-        if value is not None:
-            self.record(question, value)
-
-    def answer_number(self, question: Question, text: str) -> None:
-        number = parse_number(text)
-        low = question.min if question.min is not None else float("-inf")
-        high = question.max if question.max is not None else float("inf")
-        if number is None or not low <= number <= high:
-            if question.min is not None and question.max is not None:
-                self.retry(
-                    question.id,
-                    words.NUMBER_RANGE,
-                    min=as_number_text(question.min),
-                    max=as_number_text(question.max),
-                )
-            else:
-                self.retry(question.id, words.NUMBER_ANY)
-            return
-        self.record(question, as_number_text(number))
-
-    def answer_text(self, question: Question, text: str) -> None:
-        if not text.strip():
-            self.retry(question.id, words.TEXT_EMPTY)
-            return
-        self.record(question, self.ctx.scrub(text.strip()))
-
-    def pick_language(self, text: str) -> str | None:
-        codes = self.language_choices()
-        index = pick_option(text, [(language_name(c), c) for c in codes])
-        return codes[index] if index is not None else None
-
-    def answer_language(self, question: Question, text: str) -> None:
-        code = self.pick_language(text)
-        if code is None:
-            self.retry(question.id, words.CHOOSE_NUMBER, count=len(self.language_choices()))
-            return
-        self.profile.language = code
-        self.session.answers[question.id] = code
-        self.advance()
-
-    def answer_language_change(self, text: str) -> None:
-        code = self.pick_language(text)
-        if code is None:
-            self.retry(LANGUAGE_PROMPT, words.CHOOSE_NUMBER, count=len(self.language_choices()))
-            return
-        self.profile.language = code
-        if self.profile.enrolled:
-            self.events.append(LanguageChanged(code))
-        self.say(words.LANGUAGE_SET)
-        self.session.current, self.session.resume = self.session.resume, None
-        if self.session.current is not None:
-            self.ask(self.session.current)
-
-    def answer_consent(self, question: Question, text: str) -> None:
-        value = self.choose(question, text)
-        if value is None:
-            return
-        if value == "decline":
-            self.events.append(Declined())
-            self.say(words.DECLINED)
-            self.session_alive = False
-            return
-        self.session.answers[question.id] = value
-        self.advance()
-
-    def answer_workplace(self, question: Question, text: str) -> None:
-        code = ascii_digits(text.replace(" ", ""))
-        slug = self.ctx.find_workplace(code) if code and 4 <= len(code) <= 8 else None
-        if slug is None:
-            self.session.tries += 1
-            if self.session.tries >= WORKPLACE_TRIES:
-                self.say(words.CODE_FAILED)
-                self.session_alive = False
-                return
-            self.retry(question.id, words.CODE_UNKNOWN)
-            return
-        self.profile.workplace = slug
-        self.session.answers[question.id] = slug
-        self.advance()
-
-
-__all__ = ["Context", "step", "SOURCE_LANGUAGE", "OPT_OUT_WORDS"]
+__all__ = ["Context", "step"]

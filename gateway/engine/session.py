@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -32,6 +32,13 @@ class Session:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    def copy(self) -> Session:
+        """A copy the engine may change without touching this one: the profile, plan and answers
+        are copied, every other field is an immutable value (str, int, None)."""
+        return replace(
+            self, profile=replace(self.profile), plan=list(self.plan), answers=dict(self.answers)
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Session:

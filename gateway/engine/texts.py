@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import cache, lru_cache
 from typing import Protocol
 
 from babel import Locale
@@ -21,6 +23,7 @@ class Texts(Protocol):
         """Every language a worker may choose: those with a flows catalog, plus the source."""
 
 
+@cache  # codes come from the catalogs on disk: a handful, asked for on every language menu
 def language_name(code: str) -> str:
     """The language's name in itself, as Babel gives it (বাংলা, हिन्दी, Kiswahili ...)."""
     try:
@@ -30,8 +33,14 @@ def language_name(code: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-def languages_for(country: str | None, available: list[str]) -> list[str]:
+def languages_for(country: str | None, available: Iterable[str]) -> list[str]:
     """Available languages with the country's own first (in Babel's order), then the rest."""
+    return list(_languages_for(country, tuple(available)))
+
+
+# Bounded: the country comes from a worker's number, so the keys are not all ours to choose.
+@lru_cache(maxsize=1024)
+def _languages_for(country: str | None, available: tuple[str, ...]) -> tuple[str, ...]:
     local: list[str] = []
     if country:
         try:
@@ -39,7 +48,7 @@ def languages_for(country: str | None, available: list[str]) -> list[str]:
         except (ValueError, LookupError):
             local = []
     rest = sorted((c for c in available if c not in local), key=lambda c: (c != SOURCE_LANGUAGE, c))
-    return local + rest
+    return (*local, *rest)
 
 
 def guess_language(country: str | None, available: list[str]) -> str:

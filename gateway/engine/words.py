@@ -15,6 +15,11 @@ def N_(msgid: str) -> str:  # noqa: N802 - gettext marker convention
 KEYWORD_STOP = N_("STOP")
 KEYWORD_HELP = N_("HELP")
 KEYWORD_LANG = N_("LANG")
+# Twilio's standard opt-out words (PROVIDERS.md §8.1), reserved beside STOP in every language:
+# each opts the worker out. Matched as they are (Twilio knows no translations), so not N_ marked.
+OPT_OUT_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
 
 HELP = N_(
     "WorkerVoice: reply with the number of your answer. Send LANG to change language, "
@@ -44,25 +49,3 @@ CONTINUE = N_("Continue")
 START_AGAIN = N_("Start again")
 PRESS_FOR = N_("Press {key} for {option}")
 NO_INPUT = N_("We did not hear your answer. Goodbye.")
-
-ALL = [
-    KEYWORD_STOP,
-    KEYWORD_HELP,
-    KEYWORD_LANG,
-    HELP,
-    STOPPED,
-    DECLINED,
-    CHOOSE_NUMBER,
-    NUMBER_RANGE,
-    NUMBER_ANY,
-    TEXT_EMPTY,
-    CODE_UNKNOWN,
-    CODE_FAILED,
-    LANGUAGE_SET,
-    PAGE_NEXT,
-    PAGE_BACK,
-    CONTINUE,
-    START_AGAIN,
-    PRESS_FOR,
-    NO_INPUT,
-]

@@ -19,8 +19,10 @@ from gateway.engine.definition import (
     content_version,
     load_flows,
     parse_flow,
+    read_flows,
 )
-from gateway.engine.model import CHOICE, INFO, NUMBER, TEXT
+from gateway.engine.extract import extract_flow
+from gateway.engine.model import CHOICE, INFO, NUMBER, TEXT, Question
 from store.models import Answer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -504,6 +506,28 @@ def test_the_enrolment_flow_asks_all_three_and_is_never_started_otherwise(tmp_pa
     ]
 
 
+def test_the_enrolment_flow_asks_each_special_question_exactly_once(tmp_path: Path) -> None:
+    enrol = ENROL + textwrap.indent(
+        textwrap.dedent(
+            """\
+            - id: language_again
+              type: language
+              ask: Choose again.
+            - id: workplace_again
+              type: workplace
+              ask: Your code again?
+            """
+        ),
+        "  ",
+    )
+    assert findings(tmp_path, enrol=enrol) == [
+        "enrol.yaml:13: question 'language_again': enrolment asks one 'language' question "
+        "('language' already is one)",
+        "enrol.yaml:16: question 'workplace_again': enrolment asks one 'workplace' question "
+        "('workplace' already is one)",
+    ]
+
+
 def test_a_missing_enrolment_or_default_flow(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     assert findings(tmp_path / "a", enrol=None) == ["enrol.yaml:1: the enrolment flow is missing"]
@@ -511,6 +535,27 @@ def test_a_missing_enrolment_or_default_flow(tmp_path: Path) -> None:
     assert findings(tmp_path / "b", daily=None) == [
         f"{tmp_path / 'b'}:1: no flow is marked 'default: true'"
     ]
+
+
+def test_a_file_that_is_not_utf8_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    write(tmp_path, enrol=ENROL, daily=DAILY)
+    (tmp_path / "latin1.yaml").write_bytes("title: Café\n".encode("latin-1"))
+    flows, found = read_flows(tmp_path)
+    assert set(flows) == {"enrol", "daily"}
+    assert [str(f) for f in found] == [f"{tmp_path / 'latin1.yaml'}:1: not UTF-8 text (byte 10)"]
+    with pytest.raises(FlowError) as raised:  # so start-up stops with one line, no traceback
+        load_flows(tmp_path)
+    assert raised.value.findings == found
+
+
+def test_read_flows_gives_what_load_flows_accepts(tmp_path: Path) -> None:
+    flows, found = read_flows(ROOT / "flows")
+    assert found == []
+    assert load_flows(ROOT / "flows").flows == flows
+    assert read_flows(tmp_path) == ({}, [Finding(str(tmp_path / "enrol.yaml"), 1, MISSING)])
+
+
+MISSING = "the enrolment flow is missing"
 
 
 # -- YAML 1.2 ------------------------------------------------------------------------------
@@ -667,3 +712,30 @@ def test_a_version_longer_than_its_column(tmp_path: Path, given: str, found: lis
         type: text
     """
     assert one_file(tmp_path, text) == found
+
+
+# -- what the model answers ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("low", "high", "taken", "refused"),
+    [
+        (1, 7, [1, 3.5, 7], [0, 7.5, -1]),
+        (None, 5, [-100, 0, 5], [5.01]),
+        (0, None, [0, 10**6], [-0.5]),
+        (None, None, [-3, 0, 10**6], []),
+    ],
+)
+def test_a_number_question_accepts_numbers_within_its_limits(
+    low: float | None, high: float | None, taken: list[float], refused: list[float]
+) -> None:
+    question = Question("n", NUMBER, "How many?", min=low, max=high)
+    assert all(question.accepts(n) for n in taken)
+    assert not any(question.accepts(n) for n in refused)
+
+
+def test_msgids_are_what_pybabel_extracts_at_the_same_lines() -> None:
+    """Lint's warnings about a msgid point where the catalogs' ``#:`` references point."""
+    for path in sorted((ROOT / "flows").glob("*.yaml")):
+        flow = load_flows(ROOT / "flows")[path.stem]
+        with path.open("rb") as handle:
+            extracted = [(msgid, line) for line, _, msgid, _ in extract_flow(handle, [], [], {})]
+        assert flow.msgids() == extracted

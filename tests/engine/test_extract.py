@@ -18,6 +18,7 @@ from babel.messages.extract import extract, extract_from_dir, extract_python
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
 
 from gateway.engine.extract import KEYWORD_COMMENT, extract_flow
 
@@ -173,6 +174,15 @@ def test_yaml_12_folded_text_and_exact_lines():
     fileobj.seek(0)
     with pytest.raises(ValueError):
         list(extract_flow(fileobj, [], [], {"part": "titles"}))
+
+
+def test_a_duplicate_key_is_refused_as_the_service_refuses_it():
+    """Extraction reads flows exactly as the loader does: a key given twice is an error, not a
+    template built from the one the loader would never accept."""
+    fileobj = io.BytesIO(b"title: T\nquestions:\n  - id: q\n    ask: A?\n    ask: B?\n")
+    fileobj.name = "flows/dup.yaml"
+    with pytest.raises(DuplicateKeyError):
+        list(extract_flow(fileobj, [], [], {}))
 
 
 def test_babel_contract_through_extract():

@@ -18,7 +18,9 @@ session, and the session's JSON itself.
 from __future__ import annotations
 
 import ast
+import gc
 import json
+import weakref
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,13 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from gateway.engine import words
-from gateway.engine.definition import OPT_OUT_WORDS, FlowSet, load_flows
-from gateway.engine.events import AnswerRecorded, Ask, Event, OptedOut, Say
+from gateway.engine import keywords, words
+from gateway.engine.definition import FlowSet, load_flows
+from gateway.engine.events import AnswerRecorded, Ask, Event, LanguageChanged, OptedOut, Say
+from gateway.engine.keywords import keyword_forms
 from gateway.engine.runtime import Context, step
 from gateway.engine.session import Profile, Session
+from gateway.engine.texts import language_name, languages_for
 from gateway.i18n import Texts as CatalogTexts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,7 +266,7 @@ def enrolled_session() -> Session:
     return Session(profile=Profile(**vars(ENROLLED)))
 
 
-@pytest.mark.parametrize("word", sorted(OPT_OUT_WORDS) + ["stop", " Stop. ", "optout"])
+@pytest.mark.parametrize("word", sorted(words.OPT_OUT_WORDS) + ["stop", " Stop. ", "optout"])
 def test_every_opt_out_word_ends_the_session_mid_question(word: str) -> None:
     flows, ctx = flows_named("test"), context(texts_named("fake"))
     asked = step(flows, enrolled_session(), "CHECK", ctx).session
@@ -375,6 +379,113 @@ def test_session_json_from_another_version_still_reads() -> None:
     )
     result = step(flows_named("test"), session, "1", context(texts_named("fake")))
     assert [e.to_dict()["value"] for e in result.of(AnswerRecorded)] == ["yes"]
+
+
+def test_a_language_change_is_stamped_with_the_time_like_enrolment() -> None:
+    flows, ctx = flows_named("test"), context(texts_named("fake"))
+    menu = step(flows, enrolled_session(), "LANG", ctx).session
+    result = step(flows, round_trip(menu), "3", ctx)
+    [changed] = result.of(LanguageChanged)
+    assert changed.to_dict() == {
+        "kind": "language_changed",
+        "language": "sw",
+        "at": NOW.isoformat(),
+    }
+
+
+def test_the_session_copy_shares_nothing_the_engine_changes() -> None:
+    session = Session(
+        profile=Profile(language="bn", country="BD"),
+        flow="checkin",
+        plan=["a", "b"],
+        current="a",
+        answers={"x": "yes"},
+    )
+    copied = session.copy()
+    assert copied == session
+    copied.profile.language = "sw"
+    copied.plan.pop(0)
+    copied.answers["y"] = 3
+    copied.current = "b"
+    assert session == Session(
+        profile=Profile(language="bn", country="BD"),
+        flow="checkin",
+        plan=["a", "b"],
+        current="a",
+        answers={"x": "yes"},
+    )
+
+
+class CountingTexts(FakeTexts):
+    def __init__(self) -> None:
+        super().__init__(FAKE_FLOWS, FAKE_SERVICE)
+        self.lookups = 0
+
+    def flow(self, language: str | None, msgid: str) -> str:
+        self.lookups += 1
+        return super().flow(language, msgid)
+
+    def service(self, language: str | None, msgid: str) -> str:
+        self.lookups += 1
+        return super().service(language, msgid)
+
+
+def test_keyword_forms_are_built_once_per_flows_and_texts() -> None:
+    flows, texts = flows_named("test"), CountingTexts()
+    assert keyword_forms(flows, texts) is keyword_forms(flows, texts)
+    session = round_trip(step(flows, enrolled_session(), "HELP", context(texts)).session)
+    before = texts.lookups
+    for word in ("ACHA?", "msaada", "LUGHA", "angalia", "hello"):
+        step(flows, session, word, context(texts))
+    per_message = (texts.lookups - before) / 5
+    # The forms are not rebuilt: a message costs a few lookups for its reply, not one per
+    # keyword, language and flow.
+    assert per_message < len(texts.languages()) * 3
+    reloaded = CountingTexts()  # files reloaded: new texts, new forms
+    assert keyword_forms(flows, reloaded) is not keyword_forms(flows, texts)
+    assert keyword_forms(flows, reloaded) == keyword_forms(flows, texts)
+
+
+def test_the_keyword_cache_holds_its_keys_weakly_and_stays_small() -> None:
+    flows = flows_named("test")
+    texts = CountingTexts()
+    keyword_forms(flows, texts)
+    alive = weakref.ref(texts)
+    del texts
+    gc.collect()
+    assert alive() is None, "the cache keeps an old Texts alive"
+    for _ in range(3 * keywords.CACHE_SIZE):
+        keyword_forms(flows, CountingTexts())
+    assert len(keywords._cache) <= keywords.CACHE_SIZE
+
+
+class SlotTexts:
+    """A Texts without weak reference support still gets correct (uncached) forms."""
+
+    __slots__ = ()
+
+    def flow(self, language: str | None, msgid: str) -> str:
+        return {"CHECK": "ANGALIA"}.get(msgid, msgid) if language == "sw" else msgid
+
+    def service(self, language: str | None, msgid: str) -> str:
+        return {"STOP": "ACHA"}.get(msgid, msgid) if language == "sw" else msgid
+
+    def languages(self) -> list[str]:
+        return ["en", "sw"]
+
+
+def test_keyword_forms_without_weak_references() -> None:
+    forms = keyword_forms(flows_named("test"), SlotTexts())
+    assert forms.is_reserved("ACHA", words.KEYWORD_STOP)
+    assert not forms.is_reserved("", words.KEYWORD_STOP)
+    assert forms.flows["ANGALIA"] == forms.flows["CHECK"] == "checkin"
+
+
+def test_language_lists_are_cached_but_never_shared() -> None:
+    first = languages_for("BD", ["en", "bn", "sw"])
+    first.append("xx")
+    assert languages_for("BD", ["en", "bn", "sw"]) == ["bn", "en", "sw"]
+    assert language_name("bn") is language_name("bn")
 
 
 ENGINE = ROOT / "gateway" / "engine"

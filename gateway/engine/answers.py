@@ -1,0 +1,176 @@
+"""Taking an answer to the pending question: one handler per question type. Pure.
+
+A mixin of the run in runtime.py, which walks the flow: a handler reads what the worker typed,
+then either records the answer and moves on (``advance``) or says what was wrong and asks again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import words
+from .events import AnswerRecorded, Declined, Event, LanguageChanged
+from .model import CHOICE, CONSENT, ENROL_FLOW, LANGUAGE, NUMBER, TEXT, WORKPLACE, Flow, Question
+from .parsing import as_number_text, ascii_digits, parse_number, pick_option
+from .session import Profile, Session
+from .texts import language_name
+
+if TYPE_CHECKING:
+    from .runtime import Context
+
+WORKPLACE_TRIES = 3
+LANGUAGE_PROMPT = "@language"  # pseudo question used by LANG outside enrolment
+
+
+class Answers:
+    """The answer handlers of a run (runtime._Run), which provides what is declared here."""
+
+    session: Session
+    ctx: Context
+    events: list[Event]
+    session_alive: bool
+
+    if TYPE_CHECKING:
+
+        @property
+        def profile(self) -> Profile: ...
+
+        @property
+        def language(self) -> str: ...
+
+        @property
+        def flow(self) -> Flow: ...
+
+        def say(self, msgid: str, **values: object) -> None: ...
+
+        def ask(self, qid: str | None) -> None: ...
+
+        def advance(self) -> None: ...
+
+        def language_choices(self) -> list[str]: ...
+
+    def answer(self, text: str) -> None:
+        qid = self.session.current
+        if qid == LANGUAGE_PROMPT:
+            self.answer_language_change(text)
+            return
+        if qid is None:
+            raise RuntimeError("no question is pending")
+        question = self.flow.question(qid)
+        handler = {
+            CHOICE: self.answer_choice,
+            NUMBER: self.answer_number,
+            TEXT: self.answer_text,
+            LANGUAGE: self.answer_language,
+            CONSENT: self.answer_consent,
+            WORKPLACE: self.answer_workplace,
+        }[question.type]
+        handler(question, text)
+
+    def retry(self, question_id: str, msgid: str, **values: object) -> None:
+        self.say(msgid, **values)
+        self.ask(question_id)
+
+    def choose(self, question: Question, text: str) -> str | None:
+        lang = self.language
+        names = [(self.ctx.texts.flow(lang, o.text), o.text, o.value) for o in question.options]
+        index = pick_option(text, names)
+        if index is None:
+            self.retry(question.id, words.CHOOSE_NUMBER, count=len(question.options))
+            return None
+        return question.options[index].value
+
+    def record(self, question: Question, value: str | float) -> None:
+        self.session.answers[question.id] = value
+        if self.flow.id != ENROL_FLOW:
+            self.events.append(
+                AnswerRecorded(
+                    flow=self.flow.id,
+                    version=self.flow.version,
+                    question=question.id,
+                    value=value,
+                    at=self.ctx.now.isoformat(),
+                    workplace=self.profile.workplace,
+                )
+            )
+        self.advance()
+
+    def answer_choice(self, question: Question, text: str) -> None:
+        value = self.choose(question, text)
+        if value is not None:
+            self.record(question, value)
+
+    def answer_number(self, question: Question, text: str) -> None:
+        number = parse_number(text)
+        if number is None or not question.accepts(number):
+            if question.min is not None and question.max is not None:
+                self.retry(
+                    question.id,
+                    words.NUMBER_RANGE,
+                    min=as_number_text(question.min),
+                    max=as_number_text(question.max),
+                )
+            else:
+                self.retry(question.id, words.NUMBER_ANY)
+            return
+        self.record(question, as_number_text(number))
+
+    def answer_text(self, question: Question, text: str) -> None:
+        if not text.strip():
+            self.retry(question.id, words.TEXT_EMPTY)
+            return
+        self.record(question, self.ctx.scrub(text.strip()))
+
+    def pick_language(self, text: str) -> str | None:
+        codes = self.language_choices()
+        index = pick_option(text, [(language_name(c), c) for c in codes])
+        return codes[index] if index is not None else None
+
+    def answer_language(self, question: Question, text: str) -> None:
+        code = self.pick_language(text)
+        if code is None:
+            self.retry(question.id, words.CHOOSE_NUMBER, count=len(self.language_choices()))
+            return
+        self.profile.language = code
+        self.session.answers[question.id] = code
+        self.advance()
+
+    def answer_language_change(self, text: str) -> None:
+        code = self.pick_language(text)
+        if code is None:
+            self.retry(LANGUAGE_PROMPT, words.CHOOSE_NUMBER, count=len(self.language_choices()))
+            return
+        self.profile.language = code
+        if self.profile.enrolled:
+            self.events.append(LanguageChanged(language=code, at=self.ctx.now.isoformat()))
+        self.say(words.LANGUAGE_SET)
+        self.session.current, self.session.resume = self.session.resume, None
+        if self.session.current is not None:
+            self.ask(self.session.current)
+
+    def answer_consent(self, question: Question, text: str) -> None:
+        value = self.choose(question, text)
+        if value is None:
+            return
+        if value == "decline":
+            self.events.append(Declined())
+            self.say(words.DECLINED)
+            self.session_alive = False
+            return
+        self.session.answers[question.id] = value
+        self.advance()
+
+    def answer_workplace(self, question: Question, text: str) -> None:
+        code = ascii_digits(text.replace(" ", ""))
+        slug = self.ctx.find_workplace(code) if code and 4 <= len(code) <= 8 else None
+        if slug is None:
+            self.session.tries += 1
+            if self.session.tries >= WORKPLACE_TRIES:
+                self.say(words.CODE_FAILED)
+                self.session_alive = False
+                return
+            self.retry(question.id, words.CODE_UNKNOWN)
+            return
+        self.profile.workplace = slug
+        self.session.answers[question.id] = slug
+        self.advance()
