@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..engine.events import Ask, Event, Say
+from ..engine.segments import sms_prompt  # the layout lint measures, so the two agree
 
 
 def render(events: tuple[Event, ...]) -> str:
@@ -12,6 +13,5 @@ def render(events: tuple[Event, ...]) -> str:
         if isinstance(event, Say):
             parts.append(event.text)
         elif isinstance(event, Ask):
-            lines = [event.text] + [f"{n}. {text}" for n, text in enumerate(event.options, 1)]
-            parts.append("\n".join(lines))
+            parts.append(sms_prompt(event.text, event.options))
     return "\n\n".join(parts)

@@ -41,5 +41,5 @@ def sms_length(text: str) -> tuple[int, int]:
 
 def sms_prompt(text: str, options: Iterable[str]) -> str:
     """A question as an SMS shows it: the text, then the options numbered from 1, one a line
-    (the rendering of gateway/channels/sms.py, which a test keeps in step with this)."""
+    (gateway/channels/sms.py renders with this, so lint measures what workers receive)."""
     return "\n".join([text, *(f"{n}. {option}" for n, option in enumerate(options, 1))])
