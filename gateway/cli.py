@@ -28,9 +28,6 @@ from .engine.lint import Catalog, Entry, lint
 from .services import EXTENSION, Services
 from .timezones import zone_for_country
 
-SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
-NAME_MAX, EMAIL_MAX = 200, 320  # the column sizes in store/models.py
-
 
 def _create_app():
     from . import create_app
@@ -54,15 +51,15 @@ def services() -> Services:
 
 
 def check_slug(_ctx, _param, value: str) -> str:
-    if not SLUG.fullmatch(value):
+    if not directory.SLUG.fullmatch(value):
         raise click.BadParameter("use 2-63 lowercase letters, digits and dashes")
     return value
 
 
 def check_name(_ctx, _param, value: str) -> str:
     value = value.strip()
-    if not value or len(value) > NAME_MAX:
-        raise click.BadParameter(f"give 1 to {NAME_MAX} characters")
+    if not value or len(value) > directory.NAME_MAX:
+        raise click.BadParameter(f"give 1 to {directory.NAME_MAX} characters")
     return value
 
 
@@ -153,7 +150,7 @@ def brand() -> None:
 @with_appcontext
 def brand_add(slug, name, email, locale, schedule, timezone) -> None:
     """Add a brand and print its token (shown once)."""
-    if len(email) > EMAIL_MAX or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+    if len(email) > directory.EMAIL_MAX or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
         raise click.BadParameter("not an email address", param_hint="--email")
     if schedule is not None and (len(schedule.split()) != 5 or not croniter.is_valid(schedule)):
         raise click.BadParameter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +14,11 @@ from sqlalchemy.orm import Session
 from .models import ApiToken, Brand, Grant, Workplace
 
 TOKEN_PREFIX = "wv_"
+# What a workplace or brand slug may be. The CLI creates nothing else, and the API answers any
+# other id 404 before a query (PostgreSQL refuses a NUL in text outright).
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+NAME_MAX = Workplace.name.type.length  # the name and email columns' sizes
+EMAIL_MAX = Brand.email.type.length
 
 
 class DirectoryError(Exception):

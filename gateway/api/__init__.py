@@ -14,16 +14,13 @@ from functools import wraps
 from flask import Blueprint, Response, g, jsonify, request
 
 from aggregator.indicators import WINDOW_DAYS, indicators, window
-from store.directory import principal_for, visible_workplace, visible_workplaces
+from store.directory import SLUG, principal_for, visible_workplace, visible_workplaces
 from store.models import Workplace
 
 from ..errors import json_error
 from ..services import current
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
-# Every slug the CLI can create (gateway.cli.SLUG). Anything else names no workplace and is
-# answered 404 before it reaches a query: PostgreSQL refuses a NUL in text outright (DataError).
-SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 
 
 def authenticated(view):

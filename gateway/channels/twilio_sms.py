@@ -33,7 +33,12 @@ def opted_out_at_twilio(form) -> bool:
     Its standard words, or with Advanced Opt-Out any keyword configured there (``OptOutType``).
     """
     word = (form.get("Body") or "").strip().upper()
-    return word in OPT_OUT_WORDS or form.get("OptOutType", "").upper() == "STOP"
+    return word in OPT_OUT_WORDS or advanced_opt_out(form)
+
+
+def advanced_opt_out(form) -> bool:
+    """Twilio's Advanced Opt-Out took the message for an opt-out keyword configured there."""
+    return form.get("OptOutType", "").upper() == "STOP"
 
 
 def twiml(text: str | None) -> Response:
@@ -52,7 +57,7 @@ def twilio_sms() -> Response:
         sender, message_id, body = required(request.form, "From", "MessageSid", "Body")
         bounded(request.form, LIMITS)
         message_id = external_id(message_id, "MessageSid")
-        if request.form.get("OptOutType", "").upper() == "STOP":
+        if advanced_opt_out(request.form):
             body = "STOP"  # a keyword set up in Twilio's Advanced Opt-Out: STOP here too
         channel = "whatsapp" if sender.strip().lower().startswith("whatsapp:") else "sms"
         reply = handle(services, Inbound("twilio", channel, sender, body, message_id), sms.render)
