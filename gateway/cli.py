@@ -15,7 +15,6 @@ from babel import Locale, UnknownLocaleError
 from babel.messages.catalog import Message
 from babel.messages.pofile import PoFileError, read_po
 from croniter import croniter
-from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +24,7 @@ from store.models import ApiToken, Brand, Workplace
 
 from .engine.definition import Finding, read_flows
 from .engine.lint import Catalog, Entry, lint
-from .services import EXTENSION, Services
+from .services import Services, current
 from .timezones import zone_for_country
 
 
@@ -47,7 +46,7 @@ def main() -> None:
 
 
 def services() -> Services:
-    return current_app.extensions[EXTENSION]
+    return current()
 
 
 def check_slug(_ctx, _param, value: str) -> str:
