@@ -29,13 +29,16 @@ log = logging.getLogger(__name__)
 BOOT_ERROR = 3  # gunicorn's "worker failed to boot": the arbiter stops instead of respawning
 
 
-def create_app(config: Config | None = None) -> Flask:
+def create_app(config: Config | None = None, *, load_flows: bool = True) -> Flask:
     """The app for ``config``; without one, read from the environment, where a bad value or a
-    flow set that does not load stops the process with one clear line (SPEC §2, §4)."""
+    flow set that does not load stops the process with one clear line (SPEC §2, §4).
+
+    The web server loads the flows at once; the CLI and the worker pass ``load_flows=False``:
+    granting a brand or persisting answers must not wait on a typo in a flow file."""
     if config is not None:
-        return _build(config)
+        return _build(config, load_flows)
     try:
-        return _build(Config.from_env())
+        return _build(Config.from_env(), load_flows)
     except ConfigError as exc:
         _refuse(f"configuration error: {exc}")
     except CatalogError as exc:
@@ -52,7 +55,7 @@ def _refuse(line: str) -> NoReturn:
     raise SystemExit(BOOT_ERROR)
 
 
-def _build(config: Config) -> Flask:
+def _build(config: Config, load_flows: bool = True) -> Flask:
     logs.configure(config.production)
     if config.report_cutoff == "now":
         log.warning(
@@ -67,7 +70,8 @@ def _build(config: Config) -> Flask:
     app = Flask(__name__, instance_path=str(config.instance_dir))
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
     services = Services(config)
-    services.registry  # load flows now: a bad set stops start-up  # noqa: B018
+    if load_flows:
+        services.registry  # load flows now: a bad set stops start-up  # noqa: B018
     app.extensions[EXTENSION] = services
 
     from .api import api

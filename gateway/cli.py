@@ -31,7 +31,9 @@ from .timezones import zone_for_country
 def _create_app():
     from . import create_app
 
-    return create_app()  # a bad configuration or flow set exits with one line
+    # A bad configuration exits with one line. Flows load only where a command needs them, so
+    # an administrator can still migrate, grant or revoke while a flow file is being fixed.
+    return create_app(load_flows=False)
 
 
 @click.group(
@@ -225,22 +227,26 @@ def flows() -> None:
 @click.option("--strict", is_flag=True, help="treat warnings as errors")
 def flows_lint(directory_, locales, strict) -> None:
     """Check every flow file (default: WORKERVOICE_FLOWS_DIR, else flows/) and its texts in
-    every flows.po catalog; print each finding as file:line: message, warnings prefixed
-    'warning: '. Exit 1 on errors (on warnings too with --strict)."""
+    every flows.po catalog; print each finding as file:line: message (a warning's message
+    starts 'warning: '). Exit 1 on errors (on warnings too with --strict)."""
     root = Path(directory_ or os.environ.get("WORKERVOICE_FLOWS_DIR") or "flows")
     if not root.is_dir():
         raise click.ClickException(f"no flows directory {str(root)!r}")
     locales_dir = Path(locales or os.environ.get("WORKERVOICE_LOCALES_DIR") or "locales")
     findings, checked = lint_flows(root, locales_dir)
     for finding in findings:
-        click.echo(("warning: " if finding.warning else "") + str(finding))
+        click.echo(
+            f"{finding.file}:{finding.line}: warning: {finding.message}"
+            if finding.warning
+            else str(finding)
+        )
     errors = [f for f in findings if not f.warning or strict]
-    click.echo(f"{checked} flow(s) checked, {len(findings)} finding(s)", err=True)
+    click.echo(f"{checked} flow file(s) checked, {len(findings)} finding(s)", err=True)
     sys.exit(1 if errors else 0)
 
 
 def lint_flows(root: Path, locales_dir: Path) -> tuple[list[Finding], int]:
-    """Every finding for the flow files in ``root`` and the number of flows that loaded: the
+    """Every finding for the flow files in ``root`` and the number of files read: the
     errors the service would refuse the set for (a catalog that does not read included), then,
     when there are none, the content warnings against the catalogs in ``locales_dir``."""
     flows, findings = read_flows(root)
@@ -248,7 +254,7 @@ def lint_flows(root: Path, locales_dir: Path) -> tuple[list[Finding], int]:
     findings += unreadable
     if not any(not f.warning for f in findings):
         findings += lint(flows, catalogs)
-    return findings, len(flows)
+    return findings, len(list(root.glob("*.yaml")))
 
 
 def read_flow_catalogs(locales_dir: Path) -> tuple[dict[str, Catalog], list[Finding]]:

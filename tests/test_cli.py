@@ -260,10 +260,10 @@ def test_lint_passes_the_real_flows(cli):
     result = cli("flows", "lint", str(FLOWS), "--locales", str(LOCALES))
     assert result.exit_code == 0, result.output
     assert all(
-        re.fullmatch(r"warning: \S+\.(yaml|po):\d+: the SMS prompt for \S+ .+", line)
+        re.fullmatch(r"\S+\.(yaml|po):\d+: warning: the SMS prompt for \S+ .+", line)
         for line in result.stdout.splitlines()
     ), result.stdout
-    assert "2 flow(s) checked" in result.stderr
+    assert "2 flow file(s) checked" in result.stderr
 
 
 @pytest.fixture
@@ -286,7 +286,7 @@ def test_lint_reports_file_line_message_and_exits_1(cli, broken):
         f"{broken / 'broken.yaml'}:5: unknown key 'bogus' in question" in result.stdout.splitlines()
     )
     assert all(
-        re.fullmatch(r"(warning: )?\S+\.yaml:\d+: .+", line) for line in result.stdout.splitlines()
+        re.fullmatch(r"\S+\.yaml:\d+: (warning: )?.+", line) for line in result.stdout.splitlines()
     )
 
 
@@ -418,13 +418,13 @@ def test_lint_warns_about_catalogs_and_strict_makes_it_fail(cli, small):
     result = cli("flows", "lint", str(flows), "--locales", str(locales))
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        f"warning: {flows / 'daily.yaml'}:4: 'Safe?' is missing from {po}: workers choosing sw "
+        f"{flows / 'daily.yaml'}:4: warning: 'Safe?' is missing from {po}: workers choosing sw "
         "read the source text",
-        f"warning: {flows / 'daily.yaml'}:5: 'No' is marked fuzzy in {po}:{fuzzy}: workers "
+        f"{flows / 'daily.yaml'}:5: warning: 'No' is marked fuzzy in {po}:{fuzzy}: workers "
         "choosing sw read the source text",
-        f"warning: {po}:{gone}: stale translation of 'Gone?': no flow uses it any more (extract "
+        f"{po}:{gone}: warning: stale translation of 'Gone?': no flow uses it any more (extract "
         "and update the catalogs, TRANSLATING.md)",
-        f"warning: {po}:{older}: stale translation of 'Older?': no flow uses it, delete it",
+        f"{po}:{older}: warning: stale translation of 'Older?': no flow uses it, delete it",
     ]
     strict = cli("flows", "lint", str(flows), "--locales", str(locales), "--strict")
     assert strict.exit_code == 1
@@ -445,7 +445,7 @@ def test_lint_warns_about_a_prompt_over_one_sms_segment(cli, small):
     result = cli("flows", "lint", str(flows), "--locales", str(locales), "--strict")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        f"warning: {po}:{line}: the SMS prompt for daily.safe in sw is 94 characters, over one "
+        f"{po}:{line}: warning: the SMS prompt for daily.safe in sw is 94 characters, over one "
         "SMS segment (70 when a character is outside GSM-7)"
     ]
 
@@ -522,3 +522,25 @@ def test_demo_is_idempotent_and_prints_fresh_tokens(cli, client, services):
 def test_demo_explains_a_clash_with_an_existing_workplace_code(cli, services):
     add_workplace(services, slug="real-mill", code="4321")
     one_line_error(cli("demo"), "4321")
+
+
+def test_a_broken_flow_file_does_not_block_the_administrators_commands(tmp_path, broken):
+    """Migrating, granting and revoking go on while a flow file is being fixed (the web server
+    alone refuses to start on it)."""
+    import subprocess
+    import sys
+
+    environ = {
+        **environ_for(
+            tmp_path,
+            WORKERVOICE_FLOWS_DIR=str(broken),
+            DATABASE_URL=f"sqlite:///{tmp_path}/admin.db",
+        ),
+        "PATH": "",
+    }
+    workervoice = str(Path(sys.executable).parent / "workervoice")
+    done = subprocess.run(
+        [workervoice, "db", "upgrade"], env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "database is up to date" in done.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Response, request
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
@@ -12,6 +14,7 @@ from ..identity import InvalidAddress
 from ..services import current
 from . import BadRequest, bounded, external_id, reject, required, sms, webhooks
 
+MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")  # PROVIDERS.md §1.1: 34 characters
 MAX_BODY = 1600  # Twilio's limit for one message body
 LIMITS = {"From": 64, "MessageSid": 64, "Body": MAX_BODY}  # longer is not a Twilio request
 
@@ -57,6 +60,8 @@ def twilio_sms() -> Response:
         sender, message_id, body = required(request.form, "From", "MessageSid", "Body")
         bounded(request.form, LIMITS)
         message_id = external_id(message_id, "MessageSid")
+        if not MESSAGE_SID.fullmatch(message_id):
+            raise BadRequest("malformed field 'MessageSid'")
         if advanced_opt_out(request.form):
             body = "STOP"  # a keyword set up in Twilio's Advanced Opt-Out: STOP here too
         channel = "whatsapp" if sender.strip().lower().startswith("whatsapp:") else "sms"

@@ -325,6 +325,8 @@ CASES = [
     ),
     Case("MessageSid empty", sms(sid=""), 400, "empty field 'MessageSid'"),
     Case("MessageSid with a space", sms(sid="SM 1"), 400, "malformed field 'MessageSid'"),
+    Case("MessageSid not a Twilio sid", sms(sid="notasid"), 400, "malformed field 'MessageSid'"),
+    Case("MessageSid too short", sms(sid="SM" + "a" * 31), 400, "malformed field 'MessageSid'"),
     Case(
         "MessageSid over 64 characters",
         sms(sid="SM" + "a" * 63),
