@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.engine.definition import load_flows  # noqa: E402
+from gateway.engine.inputs import Message  # noqa: E402
 from gateway.engine.runtime import Context, step  # noqa: E402
 from gateway.engine.session import Profile, Session  # noqa: E402
 from gateway.i18n import Texts  # noqa: E402
@@ -39,11 +40,11 @@ def main() -> None:
             today=now.date(),
             seed=seed,
             texts=texts,
-            find_workplace=lambda code: "demo" if code == "4321" else None,
+            workplaces={"4321": "demo"},
         )
         session: Session | None = Session(profile=Profile(country="BD"))
         for text in SCRIPT:
-            result = step(flows, session, text, ctx)
+            result = step(flows, session, Message(text), ctx)
             session = Session.from_json(result.session.to_json()) if result.session else None
             steps += 1
     engine = (time.perf_counter() - started) / steps

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 DEVELOPMENT, PRODUCTION = "development", "production"
 MIN_K = 5
-SESSION_TTL_SECONDS = 6 * 3600  # an SMS conversation left this long starts afresh
+SESSION_TTL_SECONDS = 24 * 3600  # an unfinished flow is offered for resume this long
 REPLY_CACHE_SECONDS = 24 * 3600  # provider retries of one message are answered from this cache
 _PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")  # user:password@ up to the last @
 REDIS_DB_PATH = re.compile(r"/?|/\d+")  # redis://host:port, redis://host:port/ or .../<db number>

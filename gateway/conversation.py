@@ -1,8 +1,12 @@
-"""The channel-neutral handler: one inbound message in, the reply out.
+"""The channel-neutral handler: one provider request in, the reply out.
 
-Adapters call ``handle`` with an ``Inbound`` and their channel's renderer; the number is turned
-into a pseudonym first and never passed on. The engine decides; the session goes back to Redis;
-events that must be kept are queued for the worker (gateway/tasks.py) in one job per message.
+Adapters parse and authenticate a request, then call ``handle`` with an ``Inbound`` and a
+``Turn``: the channel's own reading of the request into an engine input, and its rendering of
+the outcome (SMS text, USSD screens, TwiML, AT voice XML). The number is turned into a pseudonym
+first and never passed on. Under the worker's lock: the session and the dialog's state are read
+from Redis, the turn picks the input, the workplace code it may hold is resolved, the engine
+steps, events that must be kept are queued (gateway/tasks.py) in one job per request, and the
+session, the dialog state and the reply go back to Redis in one transaction.
 """
 
 from __future__ import annotations
@@ -10,19 +14,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from store import profiles
 
 from . import tasks
 from .engine import runtime
-from .engine.events import Event, OptedOut
+from .engine.definition import FlowSet
+from .engine.events import Event, OptedOut, Step
+from .engine.inputs import HangUp, Input
 from .engine.session import Profile, Session
+from .engine.texts import Texts
 from .identity import Pseudonym, scrub
 from .services import Services
+from .sessions import Dialog, Reply, digest
 from .timezones import zone_for_country
 
 log = logging.getLogger(__name__)
@@ -31,67 +40,118 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Inbound:
     provider: str  # twilio | at
-    channel: str  # sms | ussd | voice
+    channel: str  # sms | whatsapp | ussd | voice
     address: str  # the sender as the provider gave it; dropped once pseudonymised
-    text: str
-    message_id: str
+    message_id: str  # the provider's id of this request: its retries carry the same
+    dialog: str | None = None  # the provider's session id (USSD sessionId, CallSid), if any
 
 
-Render = Callable[[tuple[Event, ...]], str]  # the channel's reply for the engine's events
+@dataclass(frozen=True)
+class Turned:
+    """What a turn made of the request: an engine input, or a reply needing no step (a USSD
+    page the worker paged to) with the dialog's new state."""
+
+    input: Input | None = None
+    reply: str | None = None
 
 
-def handle(services: Services, inbound: Inbound, render: Render) -> str:
-    """The reply to one message; a provider retry of it gets the same reply, recorded once."""
-    cached = services.sessions.cached_reply(inbound.provider, inbound.message_id)
-    if cached is not None:
-        return cached
+class Turn(Protocol):
+    """A channel's reading of one request and rendering of its outcome. ``read`` and
+    ``render`` may change ``dialog.state`` (pages shown, inputs consumed, silences counted)."""
+
+    @property
+    def unsupported(self) -> frozenset[str]:
+        """Question types this channel cannot put to a worker (skipped)."""
+
+    def read(self, dialog: Dialog, session: Session) -> Turned: ...
+
+    def render(self, step: Step, dialog: Dialog, texts: Texts) -> str: ...
+
+
+@dataclass(frozen=True)
+class Handled:
+    reply: str
+    step: Step | None  # None: answered from the reply cache, or a page with no step
+
+
+def handle(services: Services, inbound: Inbound, turn: Turn) -> Handled:
+    """The reply to one request; a provider retry of it gets the same reply, recorded once."""
     who = services.identity.pseudonymise(inbound.address)
+    reply_to = Reply(inbound.provider, who.value, inbound.message_id)
+    cached = services.sessions.cached_reply(reply_to)
+    if cached is not None:
+        return Handled(cached, None)
     with services.sessions.locked(who.value):
-        cached = services.sessions.cached_reply(inbound.provider, inbound.message_id)
+        cached = services.sessions.cached_reply(reply_to)
         if cached is not None:
-            return cached
-        return _converse(services, inbound, who, render)
+            return Handled(cached, None)
+        return _converse(services, inbound, who, reply_to, turn)
 
 
-def _converse(services: Services, inbound: Inbound, who: Pseudonym, render: Render) -> str:
+def _converse(
+    services: Services, inbound: Inbound, who: Pseudonym, reply_to: Reply, turn: Turn
+) -> Handled:
     flows, texts = services.registry.current()
     session = services.sessions.load(who.value) or _fresh_session(services, who)
+    dialog = (
+        services.sessions.load_dialog(inbound.provider, inbound.dialog)
+        if inbound.dialog
+        else Dialog(inbound.provider, "", {})
+    )
+    turned = turn.read(dialog, session)
+    if turned.input is None:  # paging within a screen already computed
+        reply = turned.reply or ""
+        services.sessions.commit(who.value, session, reply_to, reply, dialog=_kept(inbound, dialog))
+        return Handled(reply, None)
     now = services.now()
     ctx = runtime.Context(
         now=now,
         today=now.astimezone(_zone(services, session)).date(),
         seed=who.seed,
         texts=texts,
-        find_workplace=lambda code: _find_workplace(services, who, code),
+        workplaces=_resolve_code(services, who, flows, session, turned.input),
         scrub=lambda text: scrub(text, who.country),
+        channel=inbound.channel,
+        unsupported=turn.unsupported,
     )
-    result = runtime.step(flows, session, inbound.text, ctx)
+    result = runtime.step(flows, session, turned.input, ctx)
     opted_out = bool(result.of(OptedOut))
     # Queue the events before moving the session on: if queueing fails nothing has changed,
     # and the provider's retry of this message meets the same session again.
     _enqueue(services, inbound, who, result.events, now)
-    reply = render(result.events)
-    # The new session and the cached reply are written together, so a retry of this message
-    # can never meet the new session without its reply.
+    reply = turn.render(result, dialog, texts)
+    # The new session, the dialog's state and the cached reply are written together, so a
+    # retry of this request can never meet the new session without its reply.
     services.sessions.commit(
         who.value,
         result.session,
-        (inbound.provider, inbound.message_id),
+        reply_to,
         reply,
         forgotten_at=now if opted_out else None,
+        dialog=_kept(inbound, dialog),
+        dialog_over=isinstance(turned.input, HangUp),
     )
     if opted_out:
         with services.db.session() as db:
-            profiles.forget(db, who.value)
-    return reply
+            profiles.forget(db, who.value, before=now)
+    return Handled(reply, result)
 
 
-def _find_workplace(services: Services, who: Pseudonym, code: str) -> str | None:
-    """The workplace with this enrolment code, within the sender's daily allowance of tries:
-    past it every code is unknown, so no one number can walk through the codes."""
+def _kept(inbound: Inbound, dialog: Dialog) -> Dialog | None:
+    return dialog if inbound.dialog else None
+
+
+def _resolve_code(
+    services: Services, who: Pseudonym, flows: FlowSet, session: Session, given: Input
+) -> Mapping[str, str | None]:
+    """The workplace code the input holds, looked up within the sender's daily allowance of
+    tries: past it every code is unknown, so no one number can walk through the codes."""
+    code = runtime.workplace_code(flows, session, given)
+    if code is None:
+        return {}
     if not services.sessions.allow_code_try(who.value):
-        return None
-    return services.find_workplace(code)
+        return {code: None}
+    return {code: services.find_workplace(code)}
 
 
 def _fresh_session(services: Services, who: Pseudonym) -> Session:
@@ -116,12 +176,14 @@ def _zone(services: Services, session: Session) -> ZoneInfo:
 def _enqueue(
     services: Services, inbound: Inbound, who: Pseudonym, events: tuple[Event, ...], now: datetime
 ) -> None:
+    request = digest(inbound.provider, who.value, inbound.message_id)
     kept = []
     for index, event in enumerate(events):
         if not event.persist:
             continue
         data = event.to_dict()
-        data["event_id"] = f"{inbound.provider}:{inbound.message_id}:{index}"
+        # Fixed size whatever the provider's id: "<provider>:<40 hex>:<n>" fits its column.
+        data["event_id"] = f"{inbound.provider}:{request}:{index}"
         kept.append(data)
     if not kept:
         return
@@ -135,7 +197,7 @@ def _enqueue(
     services.queue.enqueue(
         tasks.persist_events,
         batch,
-        job_id=_job_id(inbound),
+        job_id=_job_id(request),
         description="persist worker events",
         result_ttl=3600,
         failure_ttl=7 * 86400,
@@ -143,10 +205,10 @@ def _enqueue(
     )
 
 
-def _job_id(inbound: Inbound) -> str:
-    """One job id per message: a retried message cannot queue its events twice.
+def _job_id(request: str) -> str:
+    """One job id per request: a retried request cannot queue its events twice.
 
     Base32 in lower case (letters and 2-7) rather than hex, so the id rarely holds the long digit
     runs that log redaction would blank out of rq's log lines."""
-    digest = hashlib.sha256(f"{inbound.provider}:{inbound.message_id}".encode()).digest()
-    return "persist-" + base64.b32encode(digest[:25]).decode().lower()
+    raw = hashlib.sha256(request.encode()).digest()
+    return "persist-" + base64.b32encode(raw[:25]).decode().lower()

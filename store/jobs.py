@@ -43,7 +43,8 @@ def write_events(session: Session, batch: dict, stopped_at: datetime | None = No
         elif kind == "language_changed":
             _language_changed(session, batch, event)
         elif kind == "opted_out":
-            profiles.forget(session, batch["pseudonym"])
+            sent = _instant(received) if received is not None else datetime.now(UTC)
+            profiles.forget(session, batch["pseudonym"], before=sent)
             counts["forgotten"] += 1
     return counts
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -26,9 +27,14 @@ def load(session: Session, pseudonym: str) -> StoredProfile | None:
     return StoredProfile(*row) if row else None
 
 
-def forget(session: Session, pseudonym: str) -> None:
-    """STOP: the worker's profile goes at once. Their anonymous answers stay (SPEC §4, §6)."""
-    session.execute(delete(Worker).where(Worker.pseudonym == pseudonym))
+def forget(session: Session, pseudonym: str, before: datetime) -> None:
+    """STOP: the worker's profile goes at once. Their anonymous answers stay (SPEC §4, §6).
+
+    Only a profile as it stood at the STOP (``before``, when it was sent) goes: a STOP job
+    retried late, after the worker enrolled again, leaves the new profile alone."""
+    session.execute(
+        delete(Worker).where(Worker.pseudonym == pseudonym, Worker.updated_at <= before)
+    )
 
 
 def timezone_of(session: Session, workplace_slug: str) -> str | None:

@@ -35,7 +35,8 @@ def at_sms() -> Response:
         bounded(request.form, LIMITS)
         message_id = external_id(message_id, "id")
         recipient = e164(sender)
-        reply = handle(services, Inbound("at", "sms", sender, text, message_id), sms.render)
+        inbound = Inbound("at", "sms", sender, message_id)
+        reply = handle(services, inbound, sms.SmsTurn(text)).reply
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
     if reply:  # a provider retry is answered again (recorded once)

@@ -65,7 +65,8 @@ def twilio_sms() -> Response:
         if advanced_opt_out(request.form):
             body = "STOP"  # a keyword set up in Twilio's Advanced Opt-Out: STOP here too
         channel = "whatsapp" if sender.strip().lower().startswith("whatsapp:") else "sms"
-        reply = handle(services, Inbound("twilio", channel, sender, body, message_id), sms.render)
+        inbound = Inbound("twilio", channel, sender, message_id)
+        reply = handle(services, inbound, sms.SmsTurn(body, channel)).reply
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
     # Twilio confirms its own opt-out words and blocks later sends itself: an empty Response

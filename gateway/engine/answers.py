@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 
 WORKPLACE_TRIES = 3
 LANGUAGE_PROMPT = "@language"  # pseudo question used by LANG outside enrolment
+RESUME_PROMPT = "@resume"  # pseudo question: the resume screen (1. Continue / 2. Start again)
+RESUME_OPTIONS = (words.CONTINUE, words.START_AGAIN)
+RESUME_VALUES = ("continue", "restart")
+
+
+def code_digits(text: str) -> str | None:
+    """A workplace code as typed (spaces allowed, any script's digits): 4 to 8 ASCII digits, or
+    None when the text cannot be one (SPEC §4)."""
+    code = ascii_digits((text or "").replace(" ", ""))
+    return code if code is not None and 4 <= len(code) <= 8 else None
 
 
 class Answers:
@@ -49,10 +59,15 @@ class Answers:
 
         def language_choices(self) -> list[str]: ...
 
+        def resume_choice(self, proceed: bool) -> None: ...
+
     def answer(self, text: str) -> None:
         qid = self.session.current
         if qid == LANGUAGE_PROMPT:
             self.answer_language_change(text)
+            return
+        if qid == RESUME_PROMPT:
+            self.answer_resume(text)
             return
         if qid is None:
             raise RuntimeError("no question is pending")
@@ -67,13 +82,25 @@ class Answers:
         }[question.type]
         handler(question, text)
 
+    def answer_resume(self, text: str) -> None:
+        """The resume screen, answered by its option number or text."""
+        lang = self.language
+        names = [(self.ctx.texts.service(lang, w), w) for w in RESUME_OPTIONS]
+        index = pick_option(text, names)
+        if index is None:
+            self.retry(RESUME_PROMPT, words.CHOOSE_NUMBER, count=len(names))
+            return
+        self.resume_choice(index == 0)
+
     def retry(self, question_id: str, msgid: str, **values: object) -> None:
         self.say(msgid, **values)
         self.ask(question_id)
 
     def choose(self, question: Question, text: str) -> str | None:
         lang = self.language
-        names = [(self.ctx.texts.flow(lang, o.text), o.text, o.value) for o in question.options]
+        # The option's number or its own text (translated, or the source text): never its
+        # stored value, a code the worker cannot see ("hi" is not Hindi's menu entry).
+        names = [(self.ctx.texts.flow(lang, o.text), o.text) for o in question.options]
         index = pick_option(text, names)
         if index is None:
             self.retry(question.id, words.CHOOSE_NUMBER, count=len(question.options))
@@ -123,7 +150,7 @@ class Answers:
 
     def pick_language(self, text: str) -> str | None:
         codes = self.language_choices()
-        index = pick_option(text, [(language_name(c), c) for c in codes])
+        index = pick_option(text, [(language_name(c),) for c in codes])
         return codes[index] if index is not None else None
 
     def answer_language(self, question: Question, text: str) -> None:
@@ -161,8 +188,8 @@ class Answers:
         self.advance()
 
     def answer_workplace(self, question: Question, text: str) -> None:
-        code = ascii_digits(text.replace(" ", ""))
-        slug = self.ctx.find_workplace(code) if code and 4 <= len(code) <= 8 else None
+        code = code_digits(text)
+        slug = self.ctx.workplaces.get(code) if code is not None else None
         if slug is None:
             self.session.tries += 1
             if self.session.tries >= WORKPLACE_TRIES:

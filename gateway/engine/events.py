@@ -19,15 +19,35 @@ class Event:
 
 @dataclass(frozen=True)
 class Say(Event):
-    """Words for the worker that need no answer (confirmation, error, finish)."""
+    """Words for the worker that need no answer (confirmation, error, info, finish), already
+    translated. ``msgid`` is the untranslated text (a flows.po msgid when ``flow`` is given,
+    else one of the service's words in words.py) and ``values`` what was put into its
+    placeholders, so a channel may word it its own way (voice says "press", not "reply") or
+    play a recording of it. ``question`` is the info question it is, or FINISH for a flow's
+    finish text."""
 
     kind: ClassVar[str] = "say"
     text: str
+    msgid: str = ""
+    language: str | None = None
+    flow: str | None = None
+    question: str | None = None
+    values: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def service(self) -> bool:
+        """One of the service's own words (words.py), not a flow's text."""
+        return self.flow is None
 
 
 @dataclass(frozen=True)
 class Ask(Event):
-    """A question for the worker, already translated; options are shown numbered from 1."""
+    """A question for the worker, already translated; options are shown numbered from 1.
+
+    ``values`` are the options' stored values in the same order (language codes for a language
+    menu, whose options each channel may speak in their own language). ``source`` is the id of
+    the question in its flow file the prompt comes from ('' for the service's own menus, such as
+    the resume screen); ``msgid`` is the untranslated ask text."""
 
     kind: ClassVar[str] = "ask"
     flow: str
@@ -38,6 +58,9 @@ class Ask(Event):
     min: float | None = None
     max: float | None = None
     language: str | None = None
+    values: tuple[str, ...] = ()
+    source: str = ""
+    msgid: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,10 +118,26 @@ E = TypeVar("E", bound=Event)
 
 @dataclass(frozen=True)
 class Step:
-    """What one input produced: the new session (None = session over) and the events."""
+    """A turn's outcome: the new session (None = the worker is forgotten or was never kept),
+    the events, and the language they are in. The dialog waits for an answer when the last
+    prompt is a question still pending (``waiting``); otherwise it ends, so USSD can choose
+    ``CON`` or ``END`` and voice ``<Gather>`` or ``<Hangup>`` without reading the text."""
 
     session: Session | None
     events: tuple[Event, ...] = field(default_factory=tuple)
+    language: str | None = None
+
+    @property
+    def waiting(self) -> Ask | None:
+        """The question the dialog now waits on; None when the dialog ends."""
+        if self.session is None or self.session.current is None:
+            return None
+        asks = self.of(Ask)
+        return asks[-1] if asks and asks[-1].question == self.session.current else None
+
+    @property
+    def ended(self) -> bool:
+        return self.waiting is None
 
     def of(self, cls: type[E]) -> list[E]:
         """The events of one kind, in order."""

@@ -1,20 +1,29 @@
-"""Walking a flow: (flows, session, input, context) -> (session', events). Pure.
+"""Walking a flow: (flows, session, input, context) -> (session', events, outcome). Pure.
 
 Nothing here touches Flask, Redis, SQL or the clock: the caller passes ``Context`` with the time,
-the worker's rotation seed, the texts and the workplace directory.
+the worker's rotation seed, the texts, and the workplace codes it resolved for this input
+(``workplace_code`` says which one the input holds, before the step).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 from . import words
-from .answers import LANGUAGE_PROMPT, Answers
+from .answers import (
+    LANGUAGE_PROMPT,
+    RESUME_OPTIONS,
+    RESUME_PROMPT,
+    RESUME_VALUES,
+    Answers,
+    code_digits,
+)
 from .events import Ask, Enrolled, Event, FlowFinished, OptedOut, Say, Step
+from .inputs import DialIn, HangUp, Input, Message, NoInput, ResumeChoice
 from .keywords import keyword_forms
-from .model import ENROL_FLOW, INFO, LANGUAGE, Flow, FlowSet, Question
+from .model import ENROL_FLOW, INFO, LANGUAGE, WORKPLACE, Flow, FlowSet, Question
 from .parsing import clean
 from .sampling import todays_plan
 from .session import Profile, Session
@@ -29,17 +38,45 @@ class Context:
     today: date  # the worker's workplace day, for the daily rotation
     seed: int  # stable per worker; spreads workers over the rotation
     texts: Texts
-    find_workplace: Callable[[str], str | None] = field(default=lambda code: None)
+    # The workplace codes the caller looked up for this input (``workplace_code``): code ->
+    # slug, or None when unknown or past the sender's daily allowance of tries.
+    workplaces: Mapping[str, str | None] = field(default_factory=dict)
     # Free text passes through this before it is kept anywhere, session included: the caller
     # gives the identity module's phone-number scrubber.
     scrub: Callable[[str], str] = field(default=lambda text: text)
+    channel: str = "sms"  # where this input came from; recorded with the pending question
+    # Question types the channel cannot take (voice: ``text``, since a recording of a worker's
+    # voice would identify them): such questions are skipped.
+    unsupported: frozenset[str] = frozenset()
 
 
-def step(flows: FlowSet, session: Session | None, text: str, ctx: Context) -> Step:
-    """Apply one message from the worker and return the new session and the events."""
+def step(flows: FlowSet, session: Session | None, given: Input, ctx: Context) -> Step:
+    """Apply one input from the worker; return the new session, the events and the outcome."""
+    if not isinstance(given, Message | DialIn | NoInput | HangUp | ResumeChoice):
+        raise TypeError(f"not an engine input: {given!r}")
     session = session.copy() if session is not None else Session()
     run = _Run(flows, session, ctx)
-    return run.handle(text or "")
+    return run.handle(given)
+
+
+def workplace_code(flows: FlowSet, session: Session | None, given: Input) -> str | None:
+    """The workplace code this input gives, if the pending question asks for one: the caller
+    resolves it (and counts the try) before the step, so the step itself does no I/O."""
+    if session is None or session.flow is None or session.current is None:
+        return None
+    if not isinstance(given, Message):
+        return None
+    flow = flows.flows.get(session.flow)
+    if flow is None or flow.version != session.version:
+        return None
+    question = next((q for q in flow.questions if q.id == session.current), None)
+    if question is None or question.type != WORKPLACE:
+        return None
+    return code_digits(given.text)
+
+
+NO_INPUT_REPEATS = 2  # voice: a question is asked again this often for silence, then skipped
+FINISH = "@finish"  # Say.question of a flow's finish text
 
 
 class _Run(Answers):
@@ -66,13 +103,52 @@ class _Run(Answers):
         )
 
     def say(self, msgid: str, **values: object) -> None:
-        self.events.append(Say(self.ctx.texts.service(self.language, msgid).format(**values)))
+        lang = self.language
+        self.events.append(
+            Say(
+                self.ctx.texts.service(lang, msgid).format(**values),
+                msgid=msgid,
+                language=lang,
+                values=tuple((k, str(v)) for k, v in values.items()),
+            )
+        )
+
+    def say_flow(self, msgid: str, flow: str, question: str) -> None:
+        lang = self.language
+        text = self.ctx.texts.flow(lang, msgid)
+        self.events.append(Say(text, msgid=msgid, language=lang, flow=flow, question=question))
 
     def done(self, session: Session | None) -> Step:
-        return Step(session, tuple(self.events))
+        return Step(session, tuple(self.events), self.language)
 
     # -- entry ---------------------------------------------------------------------------
-    def handle(self, text: str) -> Step:
+    def handle(self, given: Input) -> Step:
+        if isinstance(given, HangUp):  # answers given are kept; the session waits for a resume
+            return self.done(self.session)
+        if isinstance(given, NoInput):
+            self.drop_if_stale()
+            self.no_input(given.repeats)
+        elif isinstance(given, ResumeChoice):
+            self.drop_if_stale()
+            self.resume_choice(given.proceed)
+        elif isinstance(given, DialIn):
+            reserved = self.reserved(given.text)
+            if reserved is not None:
+                return reserved
+            self.dial_in(given.text)
+        else:
+            reserved = self.reserved(given.text)
+            if reserved is not None:
+                return reserved
+            if self.session.idle:
+                self.begin(clean(given.text).upper())
+            else:
+                self.answer(given.text)
+        return self.done(self.session if self.session_alive else None)
+
+    def reserved(self, text: str) -> Step | None:
+        """STOP, HELP and LANG (and Twilio's opt-out words) in any language: their outcome, or
+        None when the text is none of them. Stale flows are dropped on the way."""
         word = clean(text).upper()  # a keyword's form: every keyword matches it this way
         if word in words.OPT_OUT_WORDS or self.keywords.is_reserved(word, words.KEYWORD_STOP):
             self.events.append(OptedOut())
@@ -81,15 +157,80 @@ class _Run(Answers):
         self.drop_if_stale()
         if self.keywords.is_reserved(word, words.KEYWORD_HELP):
             self.say(words.HELP)
-            self.ask(self.session.current)
+            self.ask_current()
             return self.done(self.session)
         if self.keywords.is_reserved(word, words.KEYWORD_LANG) and self.change_language():
             return self.done(self.session)
-        if self.session.idle:
-            self.begin(word)
+        return None
+
+    def dial_in(self, text: str) -> None:
+        """A new dialog: start a flow, or offer to resume one left unfinished with answers
+        already given (else simply ask its pending question again)."""
+        current = self.session.current
+        if current is None:
+            self.begin(clean(text).upper())
+        elif current in (LANGUAGE_PROMPT, RESUME_PROMPT) or not self.session.answers:
+            self.ask_current()
         else:
-            self.answer(text)
-        return self.done(self.session if self.session_alive else None)
+            self.session.resume, self.session.current = current, RESUME_PROMPT
+            self.ask(RESUME_PROMPT)
+
+    def resume_choice(self, proceed: bool) -> None:
+        """The resume screen's answer: go on at the first unanswered question, or start the
+        flow again from its first question (a new answer the same day replaces the old)."""
+        if self.session.current != RESUME_PROMPT:  # nothing offered: an ordinary dial-in
+            self.dial_in("")
+            return
+        self.session.current, self.session.resume = self.session.resume, None
+        if proceed:
+            self.ask_current()
+            return
+        self.session.current = None
+        self.start(self.flow)
+
+    def no_input(self, repeats: int) -> None:
+        """Silence (voice): ask again up to NO_INPUT_REPEATS times, then go on without an
+        answer. An enrolment question cannot be skipped: the language falls to the one spoken so
+        far, and without consent or a workplace the call ends."""
+        current = self.session.current
+        if current is None:
+            return
+        if repeats < NO_INPUT_REPEATS:
+            self.say(words.NOT_HEARD)
+            self.ask(current)
+            return
+        if current == RESUME_PROMPT:
+            self.resume_choice(True)
+            return
+        if current == LANGUAGE_PROMPT:
+            self.session.current, self.session.resume = self.session.resume, None
+            self.ask_current()
+            return
+        question = self.flow.question(current)
+        if question.type == LANGUAGE:
+            self.profile.language = self.language
+            self.session.answers[question.id] = self.language
+            self.advance()
+        elif self.flow.id == ENROL_FLOW:
+            self.say(words.NO_INPUT)
+            self.session_alive = False
+        else:
+            self.advance()
+
+    def ask_current(self) -> None:
+        """Put the pending question again, or move past it if this channel cannot take it."""
+        current = self.session.current
+        if current is None:
+            return
+        if current not in (LANGUAGE_PROMPT, RESUME_PROMPT) and not self.supported(
+            self.flow.question(current)
+        ):
+            self.advance()
+            return
+        self.ask(current)
+
+    def supported(self, question: Question) -> bool:
+        return question.type not in self.ctx.unsupported
 
     def drop_if_stale(self) -> None:
         """Forget a flow that was changed or removed since the session started it.
@@ -153,10 +294,10 @@ class _Run(Answers):
         """Ask the next question of the plan whose conditions hold, or finish the flow."""
         while self.session.plan:
             question = self.flow.question(self.session.plan.pop(0))
-            if not self.applies(question):
+            if not self.applies(question) or not self.supported(question):
                 continue
             if question.type == INFO:
-                self.events.append(Say(self.ctx.texts.flow(self.language, question.ask)))
+                self.say_flow(question.ask, self.flow.id, question.id)
                 continue
             self.session.current = question.id
             self.session.tries = 0
@@ -173,7 +314,7 @@ class _Run(Answers):
         flow = self.flow
         self.session.current = None
         if flow.finish:
-            self.events.append(Say(self.ctx.texts.flow(self.language, flow.finish)))
+            self.say_flow(flow.finish, flow.id, FINISH)
         self.events.append(FlowFinished(flow.id))
         if flow.id == ENROL_FLOW:
             if self.profile.workplace is None:  # load_flows makes enrol ask for it
@@ -196,19 +337,39 @@ class _Run(Answers):
         return languages_for(self.profile.country, self.ctx.texts.languages())
 
     def ask(self, qid: str | None) -> None:
-        """Emit the prompt for a question (LANGUAGE_PROMPT: enrolment's language question)."""
+        """Emit the prompt for a question (LANGUAGE_PROMPT: enrolment's language question;
+        RESUME_PROMPT: the resume screen)."""
         if qid is None:
+            return
+        self.session.channel = self.ctx.channel
+        lang = self.language
+        if qid == RESUME_PROMPT:
+            self.events.append(
+                Ask(
+                    flow=self.flow.id,
+                    question=RESUME_PROMPT,
+                    type="choice",
+                    text=self.ctx.texts.service(lang, words.RESUME),
+                    options=tuple(self.ctx.texts.service(lang, w) for w in RESUME_OPTIONS),
+                    language=lang,
+                    values=RESUME_VALUES,
+                    msgid=words.RESUME,
+                )
+            )
             return
         if qid == LANGUAGE_PROMPT:
             flow_id = ENROL_FLOW
             prompt = next(q for q in self.flows.enrol.questions if q.type == LANGUAGE)
             question = replace(prompt, id=LANGUAGE_PROMPT)
+            source = prompt.id
         else:
             flow_id, question = self.flow.id, self.flow.question(qid)
-        lang = self.language
+            source = question.id
         if question.type == LANGUAGE:
-            options = tuple(language_name(code) for code in self.language_choices())
+            values = tuple(self.language_choices())
+            options = tuple(language_name(code) for code in values)
         else:
+            values = tuple(o.value for o in question.options)
             options = tuple(self.ctx.texts.flow(lang, o.text) for o in question.options)
         self.events.append(
             Ask(
@@ -220,8 +381,11 @@ class _Run(Answers):
                 min=question.min,
                 max=question.max,
                 language=lang,
+                values=values,
+                source=source,
+                msgid=question.ask,
             )
         )
 
 
-__all__ = ["Context", "step"]
+__all__ = ["Context", "FINISH", "NO_INPUT_REPEATS", "step", "workplace_code"]

@@ -28,7 +28,10 @@ class Session:
     current: str | None = None
     answers: dict[str, str | float] = field(default_factory=dict)
     tries: int = 0
-    resume: str | None = None  # question to return to after LANG
+    resume: str | None = None  # question to return to after LANG or the resume screen
+    # The channel (sms, ussd, voice, whatsapp) the pending question was last put on: a worker who
+    # comes back on another one begins a new dialog there (inputs.DialIn).
+    channel: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))

@@ -49,3 +49,11 @@ CONTINUE = N_("Continue")
 START_AGAIN = N_("Start again")
 PRESS_FOR = N_("Press {key} for {option}")
 NO_INPUT = N_("We did not hear your answer. Goodbye.")
+# Resume after a drop (a USSD session that timed out, a call cut off).
+RESUME = N_("You did not finish last time. Your answers so far are kept.")
+# Voice: said before a question is asked again after silence, and instead of "reply with ...".
+NOT_HEARD = N_("We did not hear your answer.")
+PRESS_NUMBER = N_("Please press a key from 1 to {count}.")
+KEY_NUMBER_RANGE = N_("Please key a number from {min} to {max}, then press the hash key.")
+KEY_NUMBER = N_("Please key a number, then press the hash key.")
+KEY_CODE = N_("Key the code, then press the hash key.")

@@ -127,7 +127,7 @@ class Run:
     case: Case
     phone: str | None  # the sender in E.164, if it is a phone number
     responses: list = field(default_factory=list)
-    inbounds: list[Inbound] = field(default_factory=list)
+    inbounds: list[tuple[Inbound, str]] = field(default_factory=list)  # and the text read
     queued: list[Queued] = field(default_factory=list)
     records: list[str] = field(default_factory=list)  # every log record, as logged
     outbox_before: set[Path] = field(default_factory=set)
@@ -184,12 +184,14 @@ def run_case(channel: Channel, case: Case, app, client, services: Services, monk
         []
         if case.recorded is None
         else [
-            Inbound(
-                channel.provider,
-                case.recorded.channel_name,
-                case.recorded.address,
+            (
+                Inbound(
+                    channel.provider,
+                    case.recorded.channel_name,
+                    case.recorded.address,
+                    case.recorded.message_id,
+                ),
                 case.recorded.text,
-                case.recorded.message_id,
             )
         ]
         * case.repeat
@@ -239,10 +241,10 @@ def _spy(run: Run, monkeypatch) -> None:
     real_handle = run.channel.module.handle
     real_enqueue = run.services.queue.enqueue
 
-    def handle(services, inbound, render):
-        reply = real_handle(services, inbound, render)
-        run.inbounds.append(inbound)
-        return reply
+    def handle(services, inbound, turn):
+        handled = real_handle(services, inbound, turn)
+        run.inbounds.append((inbound, turn.text))
+        return handled
 
     def enqueue(function, *args, **kwargs):
         job = real_enqueue(function, *args, **kwargs)

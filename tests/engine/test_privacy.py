@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from gateway.engine.definition import load_flows
 from gateway.engine.events import AnswerRecorded
+from gateway.engine.inputs import Message
 from gateway.engine.parsing import MAX_NUMBER_DIGITS, parse_number
 from gateway.engine.runtime import Context, step
 from gateway.engine.session import Profile, Session
@@ -36,7 +37,9 @@ def at_question(qid: str) -> Session:
 
 
 def test_a_number_typed_into_free_text_is_kept_nowhere():
-    result = step(FLOWS, at_question("comment"), "call me on 01711 000 001 please", context())
+    result = step(
+        FLOWS, at_question("comment"), Message("call me on 01711 000 001 please"), context()
+    )
     [answer] = result.of(AnswerRecorded)
     assert answer.value == "call me on [number removed] please"
     kept = result.session.to_json() if result.session else ""
@@ -45,7 +48,7 @@ def test_a_number_typed_into_free_text_is_kept_nowhere():
 
 def test_a_phone_number_is_not_a_number_answer():
     session = at_question("pay_fair")
-    result = step(FLOWS, session, "01711000001", context())
+    result = step(FLOWS, session, Message("01711000001"), context())
     assert not result.of(AnswerRecorded)
     assert result.session is not None and result.session.current == "pay_fair"
     assert "01711000001" not in result.session.to_json()

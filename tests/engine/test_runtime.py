@@ -8,8 +8,13 @@ and read back, as Redis would hold it, so nothing survives a step that is not in
 Scenario keys: ``flows`` (``test``: scenarios/flows/, ``real``: the repository's flows/),
 ``texts`` (``fake``: the dict below, ``real``: locales/ through gateway.i18n), ``session`` (the
 starting session as its JSON data; absent: no session), ``seed``, ``today``, ``workplaces`` (code
--> slug). A step: ``send``, ``reply``, ``events`` (``{kind: {field: value}}``, fields checked
-only when given), ``then`` (fields of the session afterwards, or ``ended``), ``today``.
+-> slug), ``channel`` and ``unsupported`` (question types the channel cannot take). A step gives
+its input as ``send`` (a message), ``dial`` (a new dialog, with the text that began it),
+``silence`` (no input, with the number of times the question was already asked again for it),
+``hang_up`` or ``resume`` (``continue`` or ``restart``); then ``reply``, ``events`` (``{kind:
+{field: value}}``, fields checked only when given), ``then`` (fields of the session afterwards,
+``waiting`` for the outcome, or ``ended``), ``today``, ``channel``. As a real caller does, the
+runner looks up the workplace code an input holds (``workplace_code``) before the step.
 
 The last tests here cover what a conversation file cannot: a flow edited under a running
 session, and the session's JSON itself.
@@ -21,6 +26,7 @@ import ast
 import gc
 import json
 import weakref
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +36,18 @@ from ruamel.yaml import YAML
 
 from gateway.engine import keywords, words
 from gateway.engine.definition import FlowSet, load_flows
-from gateway.engine.events import AnswerRecorded, Ask, Event, LanguageChanged, OptedOut, Say
+from gateway.engine.events import (
+    AnswerRecorded,
+    Ask,
+    Event,
+    LanguageChanged,
+    OptedOut,
+    Say,
+    Step,
+)
+from gateway.engine.inputs import DialIn, HangUp, Input, Message, NoInput, ResumeChoice
 from gateway.engine.keywords import keyword_forms
-from gateway.engine.runtime import Context, step
+from gateway.engine.runtime import Context, step, workplace_code
 from gateway.engine.session import Profile, Session
 from gateway.engine.texts import language_name, languages_for
 from gateway.i18n import Texts as CatalogTexts
@@ -153,9 +168,47 @@ def texts_named(name: str) -> Any:
     return _real_texts[0]
 
 
-def context(texts: Any, today: date = TODAY, seed: int = 0, places: dict | None = None) -> Context:
+def context(
+    texts: Any,
+    today: date = TODAY,
+    seed: int = 0,
+    places: dict | None = None,
+    channel: str = "sms",
+    unsupported: frozenset[str] = frozenset(),
+) -> Context:
     places = {str(code): slug for code, slug in (places or {}).items()}
-    return Context(now=NOW, today=today, seed=seed, texts=texts, find_workplace=places.get)
+    return Context(
+        now=NOW,
+        today=today,
+        seed=seed,
+        texts=texts,
+        workplaces=places,
+        channel=channel,
+        unsupported=unsupported,
+    )
+
+
+def given(item: dict) -> Input:
+    """A scenario step's input."""
+    if "send" in item:
+        return Message(str(item["send"]))
+    if "dial" in item:
+        return DialIn(str(item["dial"] or ""))
+    if "silence" in item:
+        return NoInput(int(item["silence"]))
+    if "hang_up" in item:
+        return HangUp()
+    if "resume" in item:
+        return ResumeChoice(item["resume"] == "continue")
+    raise AssertionError(f"a step without an input: {item}")
+
+
+def resolved(ctx: Context, flows: FlowSet, session: Session | None, value: Input) -> Context:
+    """The context with the workplace code the input holds looked up, as the caller does."""
+    code = workplace_code(flows, session, value)
+    if code is None:
+        return replace(ctx, workplaces={})
+    return replace(ctx, workplaces={code: ctx.workplaces.get(code)})
 
 
 def round_trip(session: Session | None) -> Session | None:
@@ -211,7 +264,8 @@ def check_events(where: str, events: tuple[Event, ...], wanted: list[Any]) -> No
             assert got[name] == value, f"{where}: {got['kind']}.{name} is {got[name]!r}"
 
 
-def check_session(where: str, session: Session | None, then: Any) -> None:
+def check_session(where: str, result: Step, then: Any) -> None:
+    session = result.session
     if then == "ended":
         assert session is None, f"{where}: the session should have ended"
         return
@@ -225,8 +279,13 @@ def check_session(where: str, session: Session | None, then: Any) -> None:
         "enrolled": session.profile.enrolled,
         "answers": session.answers,
         "tries": session.tries,
+        "channel": session.channel,
+        "resume": session.resume,
     }
     for name, value in then.items():
+        if name == "waiting":
+            assert (result.waiting is not None) == value, f"{where}: waiting is {result.waiting}"
+            continue
         assert fields[name] == value, f"{where}: session {name} is {fields[name]!r}"
 
 
@@ -237,14 +296,22 @@ def run_scenario(path: Path) -> None:
     start = scenario.get("session")
     session = Session.from_json(json.dumps(start)) if start is not None else None
     for number, item in enumerate(scenario["steps"], 1):
-        where = f"{path.name} step {number} ({item['send']!r})"
+        value = given(item)
+        where = f"{path.name} step {number} ({value!r})"
         today = date.fromisoformat(str(item.get("today", scenario.get("today", TODAY))))
-        ctx = context(texts, today, scenario.get("seed", 0), scenario.get("workplaces"))
-        result = step(flows, session, str(item["send"]), ctx)
+        ctx = context(
+            texts,
+            today,
+            scenario.get("seed", 0),
+            scenario.get("workplaces"),
+            channel=item.get("channel", scenario.get("channel", "sms")),
+            unsupported=frozenset(scenario.get("unsupported", ())),
+        )
+        result = step(flows, session, value, resolved(ctx, flows, session, value))
         assert rendered_reply(result.events) == expected_reply(item.get("reply")), where
         check_events(where, result.events, item.get("events"))
         if "then" in item:
-            check_session(where, result.session, item["then"])
+            check_session(where, result, item["then"])
         session = round_trip(result.session)
 
 
@@ -269,19 +336,19 @@ def enrolled_session() -> Session:
 @pytest.mark.parametrize("word", sorted(words.OPT_OUT_WORDS) + ["stop", " Stop. ", "optout"])
 def test_every_opt_out_word_ends_the_session_mid_question(word: str) -> None:
     flows, ctx = flows_named("test"), context(texts_named("fake"))
-    asked = step(flows, enrolled_session(), "CHECK", ctx).session
+    asked = step(flows, enrolled_session(), Message("CHECK"), ctx).session
     assert asked is not None and asked.current == "long_hours"
-    result = step(flows, round_trip(asked), word, ctx)
+    result = step(flows, round_trip(asked), Message(word), ctx)
     assert result.session is None
     assert [type(e) for e in result.events] == [OptedOut, Say]
-    assert result.events[1] == Say(words.STOPPED)
+    assert result.events[1] == Say(words.STOPPED, msgid=words.STOPPED, language="en")
 
 
 def test_the_input_session_is_not_changed() -> None:
     flows, ctx = flows_named("test"), context(texts_named("fake"))
     before = enrolled_session()
     snapshot = before.to_json()
-    step(flows, before, "CHECK", ctx)
+    step(flows, before, Message("CHECK"), ctx)
     assert before.to_json() == snapshot
 
 
@@ -292,13 +359,13 @@ def test_a_flow_edited_under_a_running_session_starts_afresh(tmp_path: Path) -> 
     for path in source.glob("*.yaml"):
         (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     flows, ctx = flows_named("test"), context(texts_named("fake"))
-    session = round_trip(step(flows, enrolled_session(), "CHECK", ctx).session)
-    session = round_trip(step(flows, session, "1", ctx).session)
+    session = round_trip(step(flows, enrolled_session(), Message("CHECK"), ctx).session)
+    session = round_trip(step(flows, session, Message("1"), ctx).session)
     assert session is not None and session.current == "long_hours_days"
     edited = (tmp_path / "checkin.yaml").read_text(encoding="utf-8")
     edited = edited.replace("version: 3", "version: 4").replace("long_hours_days", "days_over")
     (tmp_path / "checkin.yaml").write_text(edited, encoding="utf-8")
-    result = step(load_flows(tmp_path), session, "3", ctx)
+    result = step(load_flows(tmp_path), session, Message("3"), ctx)
     # "3" answered a question that no longer exists: the default flow starts instead.
     assert [e for e in result.events if isinstance(e, AnswerRecorded)] == []
     assert result.session is not None and result.session.flow == "daily"
@@ -310,22 +377,22 @@ def test_a_removed_flow_under_a_running_session_is_forgotten(tmp_path: Path) -> 
         text = (FLOWS["test"] / name).read_text(encoding="utf-8")
         (tmp_path / name).write_text(text, encoding="utf-8")
     flows, ctx = flows_named("test"), context(texts_named("fake"))
-    session = round_trip(step(flows, enrolled_session(), "CHECK", ctx).session)
+    session = round_trip(step(flows, enrolled_session(), Message("CHECK"), ctx).session)
     assert session is not None and session.flow == "checkin"
     without_checkin = load_flows(tmp_path)
 
-    helped = step(without_checkin, session, "HELP", ctx)
-    assert helped.events == (Say(words.HELP),)
+    helped = step(without_checkin, session, Message("HELP"), ctx)
+    assert helped.events == (Say(words.HELP, msgid=words.HELP, language="en"),)
     assert helped.session is not None and (helped.session.flow, helped.session.current) == (
         None,
         None,
     )
-    menu = step(without_checkin, session, "LANG", ctx)
+    menu = step(without_checkin, session, Message("LANG"), ctx)
     assert rendered_reply(menu.events) == [
         {"ask": "enrol.@language", "text": "Choose your language.", "options": LANGUAGES_BD}
     ]
     assert menu.session is not None and menu.session.resume is None
-    answered = step(without_checkin, session, "1", ctx)
+    answered = step(without_checkin, session, Message("1"), ctx)
     assert rendered_reply(answered.events) == [
         {
             "ask": "daily.safe",
@@ -377,14 +444,14 @@ def test_session_json_from_another_version_still_reads() -> None:
         {},
         0,
     )
-    result = step(flows_named("test"), session, "1", context(texts_named("fake")))
+    result = step(flows_named("test"), session, Message("1"), context(texts_named("fake")))
     assert [e.to_dict()["value"] for e in result.of(AnswerRecorded)] == ["yes"]
 
 
 def test_a_language_change_is_stamped_with_the_time_like_enrolment() -> None:
     flows, ctx = flows_named("test"), context(texts_named("fake"))
-    menu = step(flows, enrolled_session(), "LANG", ctx).session
-    result = step(flows, round_trip(menu), "3", ctx)
+    menu = step(flows, enrolled_session(), Message("LANG"), ctx).session
+    result = step(flows, round_trip(menu), Message("3"), ctx)
     [changed] = result.of(LanguageChanged)
     assert changed.to_dict() == {
         "kind": "language_changed",
@@ -433,10 +500,10 @@ class CountingTexts(FakeTexts):
 def test_keyword_forms_are_built_once_per_flows_and_texts() -> None:
     flows, texts = flows_named("test"), CountingTexts()
     assert keyword_forms(flows, texts) is keyword_forms(flows, texts)
-    session = round_trip(step(flows, enrolled_session(), "HELP", context(texts)).session)
+    session = round_trip(step(flows, enrolled_session(), Message("HELP"), context(texts)).session)
     before = texts.lookups
     for word in ("ACHA?", "msaada", "LUGHA", "angalia", "hello"):
-        step(flows, session, word, context(texts))
+        step(flows, session, Message(word), context(texts))
     per_message = (texts.lookups - before) / 5
     # The forms are not rebuilt: a message costs a few lookups for its reply, not one per
     # keyword, language and flow.

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, text
 
 from gateway import tasks
+from gateway.sessions import Reply
 from store import keyring
 from store.models import Answer, Worker
 
@@ -200,11 +201,24 @@ def test_a_retried_older_profile_change_does_not_undo_a_newer_one(services, pers
 def test_an_enrolment_retried_after_stop_does_not_bring_the_worker_back(services, persist):
     add_workplace(services)
     # STOP arrived at 04:00: the web process ended the session and marked the worker forgotten
-    services.sessions.commit(WHO, None, ("twilio", "SM-stop"), "", forgotten_at=utc(25, 4))
+    services.sessions.commit(
+        WHO, None, Reply("twilio", WHO, "SM-stop"), "", forgotten_at=utc(25, 4)
+    )
     persist(enrolment(utc(25, 3)), received=utc(25, 3))  # the 03:00 enrolment job, retried late
     assert profile(services) is None
     persist(enrolment(utc(25, 5)), received=utc(25, 5))  # the worker joins again later
     assert profile(services).language == "bn"
+
+
+def test_a_stop_retried_after_the_worker_joined_again_leaves_the_new_profile(services, persist):
+    add_workplace(services)
+    persist(enrolment(utc(25, 3)), received=utc(25, 3))
+    # STOP at 04:00 was handled at once; the worker joined again at 05:00
+    persist(enrolment(utc(25, 5)), received=utc(25, 5))
+    persist({"kind": "opted_out"}, received=utc(25, 4))  # the 04:00 STOP job, retried late
+    assert profile(services) is not None and profile(services).language == "bn"
+    persist({"kind": "opted_out"}, received=utc(25, 6))  # a STOP after it still forgets
+    assert profile(services) is None
 
 
 def test_opting_out_forgets_only_that_worker(services, persist):
