@@ -213,14 +213,14 @@ def run_case(channel: Channel, case: Case, app, client, services: Services, monk
 
 def _send(channel: Channel, case: Case, client):
     url, headers = channel.path + case.query, {}
-    if channel is TWILIO and case.signature is not None:
+    if channel.provider == "twilio" and case.signature is not None:
         headers["X-Twilio-Signature"] = case.signature
         if case.signature == SIGNED:
             signed_url = case.signed_url or PUBLIC_URL + url
             headers["X-Twilio-Signature"] = RequestValidator(case.signing_token).compute_signature(
                 signed_url, case.signed_form if case.signed_form is not None else case.form
             )
-    if channel is AT and case.token is not None:
+    if channel.provider == "at" and case.token is not None:
         url += ("&" if "?" in url else "?") + "token=" + quote(case.token)
     if case.raw is not None:
         return client.open(
@@ -243,7 +243,7 @@ def _spy(run: Run, monkeypatch) -> None:
 
     def handle(services, inbound, turn):
         handled = real_handle(services, inbound, turn)
-        run.inbounds.append((inbound, turn.text))
+        run.inbounds.append((inbound, getattr(turn, "text", "")))
         return handled
 
     def enqueue(function, *args, **kwargs):
