@@ -20,6 +20,7 @@ from store.db import Database
 from store.directory import workplace_slug_for_code
 from store.profiles import timezone_of
 
+from .audio import AudioLibrary
 from .config import REPLY_CACHE_SECONDS, Config
 from .crypto import Crypto
 from .flows import FlowRegistry
@@ -72,6 +73,10 @@ class Services:
     @cached_property
     def registry(self) -> FlowRegistry:
         return FlowRegistry(self.config.flows_dir, self.config.locales_dir)
+
+    @cached_property
+    def audio(self) -> AudioLibrary:
+        return AudioLibrary(self.config.locales_dir, self.config.public_url)
 
     @cached_property
     def identity(self) -> Identity:
