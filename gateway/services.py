@@ -7,6 +7,7 @@ Web, worker and CLI all get theirs through ``create_app`` (STYLE §6). Jobs reac
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -47,6 +48,8 @@ def connect_redis(url: str | None) -> Redis:
 @dataclass
 class Services:
     config: Config
+    # The time, injectable: the demo spreads simulated answers over past days with it.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
     _zones: dict[str, tuple[str | None, float]] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -109,7 +112,7 @@ class Services:
             return workplace_slug_for_code(session, code)
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return self.clock()
 
 
 def current() -> Services:
