@@ -22,8 +22,11 @@ from sqlalchemy.exc import IntegrityError
 from store import directory
 from store.models import ApiToken, Brand, Workplace
 
-from .engine.definition import Finding, read_flows
+from .audio import AudioLibrary, missing_audio
+from .engine import words
+from .engine.definition import Finding, FlowError, FlowSet, read_flows
 from .engine.lint import Catalog, Entry, lint
+from .i18n import SERVICE_LOCALES, CatalogError, Texts, read_domain
 from .services import Services, current
 from .timezones import zone_for_country
 
@@ -134,6 +137,60 @@ def workplace_add(slug, name, country, code, timezone, languages) -> None:
         raise click.ClickException("a workplace with that slug or code already exists") from None
     click.echo(f"workplace {slug} added ({country}, {zone})")
     click.echo(f"token: {token}")
+
+
+def check_callback_number(value: str | None) -> str | None:
+    """A number in E.164 form (``+8801711000000``) that phonenumbers finds valid; "" as given
+    (it removes the number)."""
+    if not value:
+        return value
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        number = None
+    if (
+        number is None
+        or phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) != value
+        or not phonenumbers.is_valid_number(number)
+    ):
+        raise click.BadParameter(
+            "not a valid number in E.164 form like +8801711000000", param_hint="--callback-number"
+        )
+    return value
+
+
+@workplace.command("set")
+@click.argument("slug", callback=check_slug)
+@click.option("--callback-number", help='E.164 number workers ring for a callback; "" removes it')
+@click.option("--timezone", help="IANA zone")
+@click.option("--languages", help="comma-separated, e.g. bn,en")
+@with_appcontext
+def workplace_set(slug, callback_number, timezone, languages) -> None:
+    """Change a workplace's callback number, time zone or languages."""
+    if callback_number is None and timezone is None and languages is None:
+        raise click.UsageError(
+            "nothing to change: give --callback-number, --timezone or --languages"
+        )
+    number = check_callback_number(callback_number)
+    zone = check_zone(timezone)
+    langs = None
+    if languages is not None:
+        parts = [part.strip() for part in languages.split(",") if part.strip()]
+        langs = [check_language(part, "--languages") for part in parts]
+    try:
+        with services().db.session() as session:
+            place = directory.set_workplace(
+                session, slug, callback_number=number, timezone=zone, languages=langs
+            )
+            shown = (place.callback_number or "none", place.timezone, place.languages)
+    except directory.DirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    except IntegrityError:
+        raise click.ClickException("another workplace already uses that callback number") from None
+    click.echo(
+        f"workplace {slug}: callback number {shown[0]}, time zone {shown[1]}, "
+        f"languages {', '.join(shown[2]) or 'none'}"
+    )
 
 
 @main.group()
@@ -253,8 +310,21 @@ def lint_flows(root: Path, locales_dir: Path) -> tuple[list[Finding], int]:
     catalogs, unreadable = read_flow_catalogs(locales_dir)
     findings += unreadable
     if not any(not f.warning for f in findings):
-        findings += lint(flows, catalogs)
+        findings += lint(flows, catalogs, page_labels())
+        findings += voice_findings(FlowSet(flows=flows), locales_dir)
     return findings, len(list(root.glob("*.yaml")))
+
+
+def page_labels() -> dict[str, tuple[str, str]]:
+    """The USSD paging labels (More, Back) in each language of the service's own catalog, so
+    lint measures the pages workers see."""
+    return {
+        language: (
+            catalog.get(words.PAGE_NEXT, words.PAGE_NEXT),
+            catalog.get(words.PAGE_BACK, words.PAGE_BACK),
+        )
+        for language, catalog in read_domain(SERVICE_LOCALES, "service").items()
+    }
 
 
 def read_flow_catalogs(locales_dir: Path) -> tuple[dict[str, Catalog], list[Finding]]:
@@ -289,6 +359,50 @@ def _entry(message: Message, obsolete: bool = False) -> Entry:
     return Entry(string, message.lineno or 1, fuzzy=message.fuzzy, obsolete=obsolete)
 
 
+def voice_findings(flows: FlowSet, locales_dir: Path) -> list[Finding]:
+    """A warning for each voice prompt a caller could not hear: no provider voice for the
+    language and no clip under ``locales_dir`` (gateway/audio.py); an error for a catalog the
+    service would refuse."""
+    try:
+        texts = Texts.load(locales_dir)
+    except CatalogError as exc:
+        file, _, reason = str(exc).partition(": ")
+        return [Finding(file, 1, reason)]
+    library = AudioLibrary(locales_dir)
+    return missing_audio(flows, texts, {code: library.clips(code) for code in texts.languages()})
+
+
+# -- audio ---------------------------------------------------------------------------------------
+@main.group()
+def audio() -> None:
+    """Voice prompts: recorded and synthesised audio."""
+
+
+@audio.command("synth")
+@click.argument("language", metavar="[LANG]", required=False)
+@with_appcontext
+def audio_synth(language) -> None:
+    """Render every prompt, option phrase and service text of LANG (default: every language)
+    to 8 kHz mono WAV under locales/<lang>/audio/ with espeak-ng and sox. Recordings there are
+    kept, never overwritten; MANIFEST.tsv and .gitignore say which files are generated."""
+    from .audio_synth import INSTALL_HINT, SynthError, missing_tools, synth_languages
+
+    missing = missing_tools()
+    if missing:
+        raise click.ClickException(f"{' and '.join(missing)} not installed ({INSTALL_HINT})")
+    try:
+        flow_set, texts = services().registry.current()
+    except (FlowError, CatalogError) as exc:
+        raise click.ClickException(
+            f"flows or catalogs refused: {str(exc).splitlines()[0]} (see 'workervoice flows lint')"
+        ) from None
+    try:
+        for line in synth_languages(flow_set, texts, services().audio, language):
+            click.echo(line)
+    except SynthError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 # -- processes -------------------------------------------------------------------------------
 @main.command()
 @click.option("--burst", is_flag=True, help="exit when the queue is empty")
@@ -314,9 +428,23 @@ def worker(burst) -> None:
 
 
 @main.command()
+@click.option(
+    "--workers",
+    default=36,
+    show_default=True,
+    type=click.IntRange(0, 500),
+    help="simulated workers who answer over the last days (0: none)",
+)
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 90))
 @with_appcontext
-def demo() -> None:
-    """Seed a demo workplace and brand (idempotent) and print fresh tokens for both."""
+def demo(workers, days) -> None:
+    """Seed a demo workplace and brand (idempotent), print fresh tokens for both, and walk
+    simulated workers through real conversations on every channel over the last days, so the
+    demo brand sees real figures at once."""
+    from flask import current_app
+
+    from .demo import walk
+
     try:
         workplace_token, brand_token = _seed_demo(services())
     except (IntegrityError, directory.DirectoryError):
@@ -325,6 +453,18 @@ def demo() -> None:
     click.echo(f"workplace token: {workplace_token}")
     click.echo("demo brand: demo-brand (granted demo-garments)")
     click.echo(f"brand token: {brand_token}")
+    if workers:
+        walked = walk(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            "4321",
+            "Asia/Dhaka",
+            workers=workers,
+            days=days,
+        )
+        click.echo(
+            f"{walked.workers} simulated workers answered in {walked.conversations} "
+            f"conversations ({walked.hops} requests) over the last {days} days"
+        )
 
 
 def _seed_demo(svc: Services) -> tuple[str, str]:
@@ -357,7 +497,7 @@ def _seed_demo(svc: Services) -> tuple[str, str]:
 
 
 @main.command()
-@click.argument("channel", type=click.Choice(["sms"]))
+@click.argument("channel", type=click.Choice(["sms", "ussd", "voice"]))
 @click.argument("phone")
 @click.option(
     "--url",
@@ -367,10 +507,19 @@ def _seed_demo(svc: Services) -> tuple[str, str]:
 )
 @with_appcontext
 def simulate(channel, phone, url) -> None:
-    """Text a running service as the worker PHONE would (USSD and voice: later)."""
-    from .simulate import run
+    """Be the worker PHONE on a running service: text it (sms), dial its USSD code (ussd) or
+    call it (voice), through the real webhooks, signed as the provider signs them."""
+    from . import simulate as simulator
 
     config = services().config
+    if channel == "ussd":
+        if not config.at_webhook_token:
+            raise click.ClickException("AT_WEBHOOK_TOKEN is not set: the simulator sends it")
+        simulator.run_ussd(url, config.at_webhook_token, phone)
+        return
     if not config.twilio_auth_token:
         raise click.ClickException("TWILIO_AUTH_TOKEN is not set: the simulator signs with it")
-    run(url, config.public_url, config.twilio_auth_token, phone)
+    if channel == "voice":
+        simulator.run_voice(url, config.public_url, config.twilio_auth_token, phone)
+    else:
+        simulator.run(url, config.public_url, config.twilio_auth_token, phone)

@@ -48,6 +48,7 @@ class Config:
     salt_grace_days: int
     twilio_account_sid: str | None
     twilio_auth_token: str | None
+    twilio_api_url: str | None
     at_username: str | None
     at_api_key: str | None
     at_webhook_token: str | None
@@ -107,6 +108,7 @@ class _Reader:
             salt_grace_days=self.integer("WORKERVOICE_SALT_GRACE_DAYS", 14, minimum=0),
             twilio_account_sid=self.get("TWILIO_ACCOUNT_SID"),
             twilio_auth_token=self.get("TWILIO_AUTH_TOKEN") or secrets_.get("twilio_auth_token"),
+            twilio_api_url=self.optional_url("WORKERVOICE_TWILIO_API_URL"),
             at_username=self.get("AT_USERNAME") or ("sandbox" if not production else None),
             at_api_key=self.get("AT_API_KEY"),
             at_webhook_token=self.get("AT_WEBHOOK_TOKEN") or secrets_.get("at_webhook_token"),

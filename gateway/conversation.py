@@ -92,7 +92,8 @@ def _converse(
     services: Services, inbound: Inbound, who: Pseudonym, reply_to: Reply, turn: Turn
 ) -> Handled:
     flows, texts = services.registry.current()
-    session = services.sessions.load(who.value) or _fresh_session(services, who)
+    stored = services.sessions.load(who.value)
+    session = stored or _fresh_session(services, who)
     dialog = (
         services.sessions.load_dialog(inbound.provider, inbound.dialog)
         if inbound.dialog
@@ -101,7 +102,8 @@ def _converse(
     turned = turn.read(dialog, session)
     if turned.input is None:  # paging within a screen already computed
         reply = turned.reply or ""
-        services.sessions.commit(who.value, session, reply_to, reply, dialog=_kept(inbound, dialog))
+        # the session as it was: a worker just forgotten (a STOP screen paged) stays forgotten
+        services.sessions.commit(who.value, stored, reply_to, reply, dialog=_kept(inbound, dialog))
         return Handled(reply, None)
     now = services.now()
     ctx = runtime.Context(

@@ -1,7 +1,9 @@
 """Identity: the only place a phone number exists, and only until its pseudonym does (SPEC §6).
 
 A number is normalised to E.164 with phonenumbers (``whatsapp:+88017...`` is the same worker as
-``+88017...``), then turned into HMAC-SHA256 under the current key of the key ring. The ring is
+``+88017...``), then turned into HMAC-SHA256 under the current key of the key ring. A WhatsApp
+user who hides their number behind a username comes as ``whatsapp:<business-scoped user id>``
+and is pseudonymised the same way, the id standing in for the number. The ring is
 kept in the database, each key AES-GCM encrypted under the master key, and cached here for at
 most ``KEY_CACHE_SECONDS`` so key changes reach every process within that time.
 """
@@ -38,6 +40,12 @@ ISO_TIMESTAMP = re.compile(
     r"(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d{1,9})?)?(?:Z|[+-]\d\d:?\d\d)?)?"
     r"(?!\d)"
 )
+# A WhatsApp user's business-scoped user id (Meta's BSUID), sent instead of the number when the
+# user has a username: letters (the ISO country code), a dot, up to 128 letters and digits, with
+# one more part for a parent id (US.13491208655302741918, US.ENT.11815799212886844830). It
+# begins with letters, so it can never be read as a phone number.
+SCOPED_CHANNEL = "whatsapp:"
+SCOPED_ID = re.compile(r"[A-Za-z]{2,8}(?:\.[A-Za-z0-9]{1,128}){1,2}")
 _DIGIT_BEFORE = re.compile(r"\d[\s().\-+,/_#*]*\Z")
 _DIGIT_AFTER = re.compile(r"[\s().\-,/_#*]*\+?\d")
 
@@ -77,6 +85,16 @@ def normalise(address: str) -> phonenumbers.PhoneNumber:
     if not phonenumbers.is_possible_number(number):
         raise InvalidAddress("sender is not a possible phone number")
     return number
+
+
+def scoped_id(address: str) -> str | None:
+    """The business-scoped user id a ``whatsapp:<id>`` address names, exactly as sent; None for
+    any other address (a phone number, or nothing usable)."""
+    raw = (address or "").strip()
+    if not raw.lower().startswith(SCOPED_CHANNEL):
+        return None
+    user_id = raw[len(SCOPED_CHANNEL) :]
+    return user_id if SCOPED_ID.fullmatch(user_id) else None
 
 
 def e164(address: str) -> str:
@@ -180,15 +198,21 @@ class Identity:
         self.ring = ring
 
     def pseudonymise(self, address: str) -> Pseudonym:
-        """The sender's pseudonym under the current key. The number goes no further."""
+        """The sender's pseudonym under the current key. The number goes no further.
+
+        ``address`` is a phone number in any provider format, or ``whatsapp:<business-scoped
+        user id>``: the HMAC is then taken over that whole text, which no E.164 number (always
+        ``+`` and digits) can equal, and there is no country to go by."""
+        user_id = scoped_id(address)
+        if user_id is not None:
+            return self._pseudonym(SCOPED_CHANNEL + user_id, None)
         number = normalise(address)
-        key = self.ring.current()
-        digest = hmac.new(
-            key.secret,
-            phonenumbers.format_number(number, PhoneNumberFormat.E164).encode(),
-            hashlib.sha256,
-        ).hexdigest()
         region = phonenumbers.region_code_for_number(number) or ""
         # "ZZ" unknown, "001" non-geographic (satellite, +800): no country to go by.
         country = region if region.isalpha() and region != "ZZ" else None
+        return self._pseudonym(phonenumbers.format_number(number, PhoneNumberFormat.E164), country)
+
+    def _pseudonym(self, identifier: str, country: str | None) -> Pseudonym:
+        key = self.ring.current()
+        digest = hmac.new(key.secret, identifier.encode(), hashlib.sha256).hexdigest()
         return Pseudonym(value=digest, key_id=key.id, country=country)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from .engine import words
 from .engine.answers import RESUME_OPTIONS, RESUME_PROMPT, RESUME_VALUES
 from .engine.events import Ask, Event, Say
-from .engine.model import LANGUAGE, NUMBER, WORKPLACE, FlowSet
+from .engine.model import INFO, LANGUAGE, NUMBER, WORKPLACE, FlowSet
 from .engine.runtime import FINISH
 from .engine.texts import Texts, language_name
 
@@ -165,7 +165,7 @@ def _every(flows: FlowSet, texts: Texts, lang: str) -> Iterator[Utterance]:
                 continue
             if question.options or question.type in (NUMBER, WORKPLACE):
                 yield from ask(_ask(flow.id, question, lang, texts), texts)
-            else:  # info and text prompts: voice skips text questions, info is said
+            elif question.type == INFO:  # said; text questions are never asked on voice
                 yield Utterance(texts.flow(lang, question.ask), lang, f"{flow.id}/{question.id}")
         if flow.finish:
             yield Utterance(texts.flow(lang, flow.finish), lang, f"{flow.id}/{FINISH_CLIP}")

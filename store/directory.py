@@ -57,6 +57,42 @@ def add_workplace(
     return place, new_token(session, "workplace", workplace=place)
 
 
+def set_workplace(
+    session: Session,
+    slug: str,
+    *,
+    callback_number: str | None = None,
+    timezone: str | None = None,
+    languages: list[str] | None = None,
+) -> Workplace:
+    """Change a workplace's settings (values already validated; None leaves one as it is, a
+    callback number of "" removes it); DirectoryError if there is no such workplace or another
+    one already uses the callback number."""
+    place = workplace_by_slug(session, slug)
+    if callback_number is not None:
+        if callback_number:
+            holder = session.scalar(
+                select(Workplace.slug).where(
+                    Workplace.callback_number == callback_number, Workplace.id != place.id
+                )
+            )
+            if holder is not None:
+                raise DirectoryError(f"workplace '{holder}' already uses that callback number")
+        place.callback_number = callback_number or None
+    if timezone is not None:
+        place.timezone = timezone
+    if languages is not None:
+        place.languages = languages
+    session.flush()
+    return place
+
+
+def callback_numbers(session: Session) -> set[str]:
+    """Every workplace's callback number (E.164)."""
+    query = select(Workplace.callback_number).where(Workplace.callback_number.is_not(None))
+    return {number for number in session.scalars(query) if number}
+
+
 def add_brand(
     session: Session,
     slug: str,

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models. No column ever holds a phone number (SPEC §6)."""
+"""SQLAlchemy 2 models. No column ever holds a worker's phone number (SPEC §6)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ class Workplace(Base):
     code: Mapped[str] = mapped_column(String(8), unique=True)
     timezone: Mapped[str] = mapped_column(String(64))
     languages: Mapped[list] = mapped_column(JSON, default=list)
+    # The service's own number for free missed-call callbacks (E.164), never a worker's. A
+    # unique index, not a constraint: SQLite adds one without rebuilding the table.
+    callback_number: Mapped[str | None] = mapped_column(String(20), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     grants: Mapped[list[Grant]] = relationship(

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from gateway.sessions import CODE_TRIES_PER_DAY
 
-from .support import SmsWorker, add_workplace
+from .support import (
+    SmsWorker,
+    add_workplace,
+    message_id,
+    options,
+    post_twilio,
+    twilio_sms_form,
+    twiml_text,
+)
 
 UNKNOWN_CODE = "We do not know that workplace code"
 GAVE_UP = "We could not find your workplace"
@@ -40,3 +48,68 @@ def test_the_allowance_is_per_number(client, services):
     other = SmsWorker(client, "+8801711000078")
     start_enrolment(other)
     assert "Thank you, you are enrolled." in other.send("4321")
+
+
+# -- the reply cache is per sender ------------------------------------------------------------
+
+
+def send(client, sender: str, body: str, sid: str) -> str:
+    response = post_twilio(client, twilio_sms_form(sender, body, sid=sid))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return twiml_text(response)
+
+
+def test_two_senders_reusing_one_message_id_each_get_their_own_reply(client, services):
+    """A provider's message id is unique per sender at best: a second sender's message with
+    the first one's id is another message, processed and answered for itself."""
+    add_workplace(services, code="4321")
+    enrolled, new = SmsWorker(client, "+8801711000077"), "+17067815146"
+    question = enrolled.enrol()
+    sid = message_id()
+    answered = send(client, enrolled.phone, "2", sid)  # "No" to the first check-in question
+    welcome = send(client, new, "hello", sid)
+    assert answered != question and "Choose your language" not in answered
+    assert "Welcome to WorkerVoice. Choose your language." in welcome
+    # both were processed: each sender has a session, each moved on from their own message
+    assert len(services.redis.keys("wv:session:*")) == 2
+    assert "Do you agree?" in send(client, new, "English", message_id())
+    # and a retry of either is answered from that sender's own cache
+    assert send(client, enrolled.phone, "2", sid) == answered
+    assert send(client, new, "hello", sid) == welcome
+
+
+# -- menus take the number or the option's text, never a hidden code --------------------------
+
+
+def session_of(services, phone: str):
+    return services.sessions.load(services.identity.pseudonymise(phone).value)
+
+
+def test_hello_then_hi_is_not_hindi(client, services):
+    """ "hi" is a greeting, not the code of Hindi: the worker is asked for a number and shown
+    the same menu; nothing is chosen."""
+    worker = SmsWorker(client, "+8801711000079")
+    menu = options(worker.send("hello"))
+    assert "हिन्दी" in menu
+    reply = worker.send("hi")
+    assert reply.startswith(f"1 থেকে {len(menu)} পর্যন্ত একটি নম্বর লিখে পাঠান।")  # Bangla
+    assert options(reply) == menu
+    session = session_of(services, worker.phone)
+    assert (session.current, session.profile.language) == ("language", None)
+    assert "Do you agree?" in worker.send("English")
+
+
+def test_an_option_value_is_not_an_answer_unless_it_is_the_options_text(client, services):
+    """The consent's options are stored as "agree" and "decline" but read "I agree" and "I do
+    not agree": typing a stored value is refused with the question again (a "decline" does not
+    end the enrolment); the option's own text, in any case, is taken. (The check-in's "late"
+    and "short" are in tests/engine/scenarios/menus_take_no_codes.yaml.)"""
+    worker = SmsWorker(client, "+8801711000080")
+    worker.send("hello")
+    question = worker.send("English")
+    for value in ("agree", "decline"):
+        refused = worker.send(value)
+        assert refused.startswith("Please reply with a number from 1 to 2.")
+        assert options(refused) == options(question) == ["I agree", "I do not agree"]
+        assert session_of(services, worker.phone).current == "consent"
+    assert "Type the code of your workplace" in worker.send("i agree")

@@ -19,7 +19,9 @@ from gateway.identity import (
     KeyRing,
     context,
     e164,
+    normalise,
     redact_phone_like,
+    scoped_id,
     scrub,
 )
 
@@ -173,6 +175,73 @@ def test_country_of_the_number(number, country):
 def test_no_current_key_is_an_error():
     with pytest.raises(LookupError, match="no current key"):
         Ring((1, "previous", SECRET_A)).identity().pseudonymise("+8801711283946")
+
+
+# -- WhatsApp users known by a business-scoped id (no phone number) ------------------------------
+
+BSUID = "US.13491208655302741918"
+
+
+def test_a_business_scoped_id_is_pseudonymised_like_a_number():
+    """HMAC-SHA256 under the current key of the address as sent; no country to go by."""
+    ring = Ring((2, "current", SECRET_B), (1, "previous", SECRET_A))
+    who = ring.identity().pseudonymise(f"whatsapp:{BSUID}")
+    assert who.value == expected(SECRET_B, f"whatsapp:{BSUID}")
+    assert (who.key_id, who.country) == (2, None)
+    assert "13491208655302741918" not in repr(who)
+
+
+def test_a_business_scoped_id_keeps_its_pseudonym_and_its_case():
+    identity = Ring((1, "current", SECRET_A)).identity()
+    values = {identity.pseudonymise(a).value for a in (f"whatsapp:{BSUID}", f"WhatsApp:{BSUID}")}
+    assert len(values) == 1
+    assert identity.pseudonymise("whatsapp:US.abc1").value != (
+        identity.pseudonymise("whatsapp:US.ABC1").value
+    )
+
+
+def test_a_business_scoped_id_never_shares_a_phone_numbers_pseudonym():
+    """Even an id whose digits are a real number is another worker than that number."""
+    identity = Ring((1, "current", SECRET_A)).identity()
+    numbers = {identity.pseudonymise(n).value for n in ("+8801711283946", "8801711283946")}
+    for user_id in ("BD.8801711283946", "BD.ENT.8801711283946", "bd.8801711283946"):
+        assert identity.pseudonymise(f"whatsapp:{user_id}").value not in numbers
+
+
+@pytest.mark.parametrize(
+    "user_id", [BSUID, "US.ENT.11815799212886844830", "BR.1502576394655843", "IN.a1B2"]
+)
+def test_business_scoped_ids_are_no_phone_numbers(user_id):
+    """normalise and e164 stay strict: only pseudonymise takes such an id."""
+    assert scoped_id(f"whatsapp:{user_id}") == user_id
+    for strict in (normalise, e164):
+        with pytest.raises(InvalidAddress):
+            strict(f"whatsapp:{user_id}")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        BSUID,  # no channel: an SMS sender cannot be one
+        f"sms:{BSUID}",
+        f"tel:{BSUID}",
+        "whatsapp:US.",
+        "whatsapp:.1349",
+        "whatsapp:U.1349",
+        "whatsapp:US.1 349",
+        "whatsapp:US.13-49",
+        "whatsapp:US.A.B.C",
+        "whatsapp:US." + "1" * 129,
+        "whatsapp:client:alice",
+        "whatsapp:anonymous",
+        "whatsapp:+1800FLOWERS",
+        f"whatsapp: {BSUID}\n",
+    ],
+)
+def test_other_addresses_are_no_business_scoped_ids(address):
+    assert scoped_id(address) is None
+    with pytest.raises(InvalidAddress):
+        Ring((1, "current", SECRET_A)).identity().pseudonymise(address)
 
 
 def test_key_encrypted_for_another_id_is_refused():

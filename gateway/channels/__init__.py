@@ -55,4 +55,4 @@ def external_id(value: str, name: str) -> str:
     return value
 
 
-from . import at_sms, twilio_sms  # noqa: E402,F401  (registers the routes)
+from . import at_sms, at_ussd, at_voice, twilio_sms, twilio_voice  # noqa: E402,F401  (registers the routes)

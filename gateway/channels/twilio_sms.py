@@ -16,7 +16,10 @@ from . import BadRequest, bounded, external_id, reject, required, sms, webhooks
 
 MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")  # PROVIDERS.md §1.1: 34 characters
 MAX_BODY = 1600  # Twilio's limit for one message body
-LIMITS = {"From": 64, "MessageSid": 64, "Body": MAX_BODY}  # longer is not a Twilio request
+MAX_MEDIA = 10  # media items one message can carry (PROVIDERS.md §1.1, error 21623)
+# Longer is not a Twilio request. From: a number, or whatsapp: and a business-scoped user id
+# (up to 128 characters after its country code).
+LIMITS = {"From": 160, "MessageSid": 64, "Body": MAX_BODY}
 
 
 def signature_ok(token: str | None, public_url: str) -> bool:
@@ -44,6 +47,18 @@ def advanced_opt_out(form) -> bool:
     return form.get("OptOutType", "").upper() == "STOP"
 
 
+def body_of(form) -> str:
+    """The message text. A picture or a voice note sent without text may come with no Body
+    field at all: it reads as an empty message, so the worker is asked again."""
+    body = form.get("Body")
+    if body is not None:
+        return body
+    media = form.get("NumMedia", "")
+    if media.isascii() and media.isdigit() and 0 < int(media) <= MAX_MEDIA:
+        return ""
+    raise BadRequest("missing field 'Body'")
+
+
 def twiml(text: str | None) -> Response:
     response = MessagingResponse()
     if text:
@@ -57,7 +72,8 @@ def twilio_sms() -> Response:
     if not signature_ok(services.config.twilio_auth_token, services.config.public_url):
         return reject(403, "invalid Twilio signature")
     try:
-        sender, message_id, body = required(request.form, "From", "MessageSid", "Body")
+        sender, message_id = required(request.form, "From", "MessageSid")
+        body = body_of(request.form)
         bounded(request.form, LIMITS)
         message_id = external_id(message_id, "MessageSid")
         if not MESSAGE_SID.fullmatch(message_id):

@@ -2,11 +2,13 @@
 badly. Pure: the flows come loaded, the catalogs as plain values the caller read from .po files.
 
 - a prompt longer than one SMS segment, in the source text or any catalog's translation;
+- a prompt longer than three USSD pages (gateway/engine/screens.py, as the USSD channel pages
+  it), in the same languages;
 - a flow's msgid that a language's flows.po lacks, leaves empty or marks fuzzy (the worker then
   reads the source text);
 - a stale translation: a msgid in a flows.po that no flow uses any more.
 
-Each is a warning Finding at the line to fix. (USSD pages come with the USSD channel.)
+Each is a warning Finding at the line to fix.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from . import words
 from .model import LANGUAGE, Finding, Flow, Question
+from .screens import MANY_PAGES, page_count, prompt_lines
 from .segments import SMS_GSM7, sms_length, sms_prompt
 from .texts import SOURCE_LANGUAGE, language_name
 
@@ -48,11 +52,20 @@ class Catalog:
         return entry.string if entry is not None and entry.usable else msgid
 
 
-def lint(flows: Mapping[str, Flow], catalogs: Mapping[str, Catalog]) -> list[Finding]:
-    """Every content warning for a set of flows that loaded, in file and line order."""
+def lint(
+    flows: Mapping[str, Flow],
+    catalogs: Mapping[str, Catalog],
+    page_labels: Mapping[str, tuple[str, str]] | None = None,
+) -> list[Finding]:
+    """Every content warning for a set of flows that loaded, in file and line order.
+
+    ``page_labels`` are the USSD paging labels (More, Back) by language, from the service's
+    catalog; a language without them is measured with the English ones."""
     ordered = sorted(flows.values(), key=lambda f: f.path)
     names = [language_name(code) for code in sorted(set(catalogs) | {SOURCE_LANGUAGE})]
     findings = [f for flow in ordered for f in long_prompts(flow, catalogs, names)]
+    labels = page_labels or {}
+    findings += [f for flow in ordered for f in many_pages(flow, catalogs, names, labels)]
     findings += untranslated(ordered, catalogs)
     findings += stale(ordered, catalogs)
     return sorted(findings, key=lambda f: (f.file, f.line))
@@ -74,24 +87,64 @@ def long_prompts(
             too_long = _over_one_segment(_prompt(question, catalog, language_names))
             if not too_long:
                 continue
-            entry = catalog.entries.get(question.ask)
-            file, line = (
-                (catalog.path, entry.line)
-                if entry is not None and entry.usable
-                else (flow.path, question.line)
-            )
+            file, line = _located(flow, question, catalog)
             yield _warning(file, line, f"the SMS prompt for {where} in {lang} {too_long}")
+
+
+def many_pages(
+    flow: Flow,
+    catalogs: Mapping[str, Catalog],
+    language_names: list[str],
+    page_labels: Mapping[str, tuple[str, str]],
+) -> Iterator[Finding]:
+    """Questions whose USSD prompt takes more than three pages: in the source language at the
+    question, in a catalog's language where the SMS warning would be."""
+    english = (words.PAGE_NEXT, words.PAGE_BACK)
+    languages: list[tuple[str, Catalog | None]] = [(SOURCE_LANGUAGE, None)]
+    languages += sorted(catalogs.items())
+    for question in flow.questions:
+        for lang, catalog in languages:
+            text, options = _ask_and_options(question, catalog, language_names)
+            more, back = page_labels.get(lang, english)
+            pages = page_count(prompt_lines(text, options), more, back)
+            if pages <= MANY_PAGES:
+                continue
+            if catalog is None:
+                file, line, in_lang = flow.path, question.line, ""
+            else:
+                (file, line), in_lang = _located(flow, question, catalog), f" in {lang}"
+            message = (
+                f"the USSD prompt for {flow.id}.{question.id}{in_lang} takes {pages} screens, "
+                f"more than {MANY_PAGES} USSD pages"
+            )
+            yield _warning(file, line, message)
+
+
+def _located(flow: Flow, question: Question, catalog: Catalog) -> tuple[str, int]:
+    """Where a language's prompt is fixed: its ask in the catalog, or the question when the
+    ask is not translated there."""
+    entry = catalog.entries.get(question.ask)
+    if entry is not None and entry.usable:
+        return catalog.path, entry.line
+    return flow.path, question.line
 
 
 def _prompt(question: Question, catalog: Catalog | None, language_names: list[str]) -> str:
     """The prompt as a worker reads it in one language (None: the source language)."""
+    return sms_prompt(*_ask_and_options(question, catalog, language_names))
+
+
+def _ask_and_options(
+    question: Question, catalog: Catalog | None, language_names: list[str]
+) -> tuple[str, list[str]]:
+    """A question's text and option texts in one language (None: the source language)."""
 
     def text(msgid: str) -> str:
         return catalog.translate(msgid) if catalog is not None else msgid
 
     if question.type == LANGUAGE:  # every language, each by its own name, in any order
-        return sms_prompt(text(question.ask), language_names)
-    return sms_prompt(text(question.ask), [text(o.text) for o in question.options])
+        return text(question.ask), language_names
+    return text(question.ask), [text(o.text) for o in question.options]
 
 
 def _over_one_segment(prompt: str) -> str | None:

@@ -35,7 +35,7 @@ from phonenumbers import PhoneNumberFormat
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from gateway.channels import at_sms, twilio_sms
+from gateway.channels import at_sms, at_ussd, at_voice, twilio_sms, twilio_voice
 from gateway.conversation import Inbound
 from gateway.identity import InvalidAddress, e164
 from gateway.outbound import RECIPIENT_PURPOSE
@@ -57,6 +57,7 @@ class Recorded:
     text: str
     message_id: str
     channel: str = ""  # "" means "sms", or "whatsapp" for a whatsapp: address
+    dialog: str | None = None  # the provider's session id (USSD sessionId), if any
 
     @property
     def channel_name(self) -> str:
@@ -106,6 +107,11 @@ class Channel:
 
 TWILIO = Channel("twilio", "/webhooks/twilio/sms", twilio_sms, "From", "Body", "MessageSid")
 AT = Channel("at", "/webhooks/at/sms", at_sms, "from", "text", "id")
+AT_USSD = Channel("at", "/webhooks/at/ussd", at_ussd, "phoneNumber", "text", "sessionId")
+TWILIO_VOICE = Channel(
+    "twilio", "/webhooks/twilio/voice", twilio_voice, "From", "Digits", "CallSid"
+)
+AT_VOICE = Channel("at", "/webhooks/at/voice", at_voice, "callerNumber", "dtmfDigits", "sessionId")
 
 
 @dataclass
@@ -190,6 +196,7 @@ def run_case(channel: Channel, case: Case, app, client, services: Services, monk
                     case.recorded.channel_name,
                     case.recorded.address,
                     case.recorded.message_id,
+                    case.recorded.dialog,
                 ),
                 case.recorded.text,
             )

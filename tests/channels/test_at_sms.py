@@ -8,11 +8,14 @@ is the sender; the number is nowhere in the job or anywhere in Redis).
 from __future__ import annotations
 
 import dataclasses
+import io
+from urllib.parse import urlencode
 
 import pytest
 
 from gateway.outbound import RECIPIENT_PURPOSE
 
+from ..conftest import AT_TOKEN
 from ..support import run_jobs
 from .harness import (
     AT,
@@ -29,6 +32,7 @@ from .harness import (
     redis_dump,
     replies,
     run_case,
+    snapshot,
 )
 
 KE = "+254711283946"
@@ -304,3 +308,56 @@ def test_reply_reaches_the_at_api(app, client, services, monkeypatch):
     assert request["headers"]["apiKey"] == "test-key"
     assert request["form"]["to"] == KE and request["form"]["username"] == "sandbox"
     assert request["form"]["message"] == run.queued[0].args[2]
+
+
+LIMIT = 256 * 1024  # app.config["MAX_CONTENT_LENGTH"]
+
+
+def padded(message_id: str, size: int) -> bytes:
+    """A usable AT message padded with an unknown field to ``size`` bytes: cut anywhere in the
+    padding it would still parse as a message."""
+    body = urlencode(at(msg_id=message_id)).encode() + b"&pad="
+    return body + b"x" * (size - len(body))
+
+
+def post_body(client, stream: io.BytesIO, chunked: bool):
+    """The body with a Content-Length, or chunked as gunicorn hands it on: a stream of unknown
+    length that the server ends (``wsgi.input_terminated``)."""
+    url = f"/webhooks/at/sms?token={AT_TOKEN}"
+    content_type = "application/x-www-form-urlencoded"
+    if not chunked:
+        size = len(stream.getvalue())
+        return client.post(url, input_stream=stream, content_length=size, content_type=content_type)
+    return client.post(
+        url,
+        input_stream=stream,
+        content_type=content_type,
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_refused_however_it_is_sent(client, services, chunked):
+    before, outbox_before = (
+        snapshot(services),
+        sorted(services.config.instance_dir.glob("outbox/*")),
+    )
+    stream = io.BytesIO(padded(MSG_ID, 300_000))
+    response = post_body(client, stream, chunked)
+    text = response.get_data(as_text=True)
+    assert response.status_code == 413, text
+    assert response.mimetype == "text/plain" and "exceeds" in text
+    assert text.endswith("\n") and "\n" not in text[:-1]
+    assert snapshot(services) == before, "a refused request changed state"
+    assert sorted(services.config.instance_dir.glob("outbox/*")) == outbox_before
+    # read to its end and dropped: a server closing on unread data would reset the connection
+    # and the caller would never see the 413
+    assert stream.tell() == 300_000
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_of_exactly_the_limit_is_handled_however_it_is_sent(client, services, chunked):
+    response = post_body(client, io.BytesIO(padded(MSG_ID, LIMIT)), chunked)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert services.redis.keys("wv:session:*"), "the message was not handled"

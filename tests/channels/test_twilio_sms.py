@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ..support import PUBLIC_URL
+from ..support import PUBLIC_URL, post_twilio
 from .harness import (
     TWILIO,
     Case,
     Recorded,
     answers,
     checks,
+    db_dump,
     enrolled,
     find_number,
     forgotten,
@@ -69,6 +70,31 @@ def whatsapp(number: str = BD, body: str = "hello", sid: str = SID, **extra: str
     return form
 
 
+# A WhatsApp user who hides their number behind a username: Meta's business-scoped user id
+# (BSUID: a country code, a dot, letters and digits; a parent id has ENT between), which Twilio
+# sends as From=whatsapp:<id> and ExternalUserId=<id>, with no WaId.
+BSUID = "US.13491208655302741918"
+PARENT_BSUID = "US.ENT.11815799212886844830"
+MMS_SID = "MM" + "0c9f1e2d3b4a59687a6b5c4d3e2f1a0b"
+MEDIA = {
+    "NumMedia": "1",
+    "MediaContentType0": "image/jpeg",
+    "MediaUrl0": "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+}
+
+
+def username_whatsapp(user_id: str = BSUID, body: str = "hello", sid: str = SID, **extra: str):
+    """A WhatsApp message from a user whose number WhatsApp withholds."""
+    form = without(whatsapp(BD, body, sid), "WaId")
+    form.update({"From": f"whatsapp:{user_id}", "ExternalUserId": user_id, **extra})
+    return form
+
+
+def photo(form: dict[str, str]) -> dict[str, str]:
+    """The message as a picture without text: media fields and no Body field at all."""
+    return without({**form, **MEDIA}, "Body")
+
+
 def without(form: dict[str, str], *names: str) -> dict[str, str]:
     return {k: v for k, v in form.items() if k not in names}
 
@@ -121,6 +147,40 @@ def nowhere(text: str):
         assert text.encode() not in repr(redis_dump(run.services.redis)).encode()
 
     return check
+
+
+def kept_nowhere(text: str):
+    """The text is nowhere: not in Redis, the database, a log record or an answer."""
+
+    def check(run) -> None:
+        for where, haystack in (
+            ("redis", redis_dump(run.services.redis)),
+            ("database", db_dump(run.services)),
+            ("logs", run.records),
+            ("answers", [r.get_data() for r in run.responses]),
+        ):
+            assert text not in repr(haystack), f"{text!r} is in {where}"
+
+    return check
+
+
+def user_id_session(user_id: str):
+    """Exactly one worker is in conversation: the one the business-scoped id names."""
+
+    def check(run) -> None:
+        assert run.sessions() == [run.services.identity.pseudonymise(f"whatsapp:{user_id}").value]
+
+    return check
+
+
+def started_as(form: dict[str, str]):
+    """The same sender sent this message first (another MessageSid)."""
+
+    def before(run) -> None:
+        first = {**form, "MessageSid": "SM" + "e" * 32}
+        assert post_twilio(run.client, first).status_code == 200
+
+    return before
 
 
 def still_enrolled(run) -> None:
@@ -213,6 +273,59 @@ CASES = [
         body="Do you agree?",
         recorded=Recorded(f"whatsapp:{BD}", "2", SID),
         check=whatsapp_and_sms_are_one_worker,
+    ),
+    Case(
+        "a picture by MMS with no Body field: an empty message",
+        photo(sms(sid=MMS_SID)),
+        body=WELCOME_BN,
+        recorded=Recorded(BD, "", MMS_SID),
+        check=one_session,
+    ),
+    Case(
+        "a WhatsApp photo with no Body field: an empty message",
+        photo(whatsapp(sid=MMS_SID)),
+        body=WELCOME_BN,
+        recorded=Recorded(f"whatsapp:{BD}", "", MMS_SID),
+        check=one_session,
+    ),
+    Case(
+        "a picture with no Body field mid check-in: the question is asked again",
+        photo(sms(sid=MMS_SID)),
+        before=enrolled(BD),
+        body="Please reply with a number from 1 to",
+        recorded=Recorded(BD, "", MMS_SID),
+        check=checks(answers(0), still_enrolled),
+    ),
+    Case(
+        "WhatsApp from a username (a business-scoped id, no number)",
+        username_whatsapp(),
+        body="Choose your language",
+        recorded=Recorded(f"whatsapp:{BSUID}", "hello", SID),
+        check=checks(
+            user_id_session(BSUID), kept_nowhere(BSUID), kept_nowhere("13491208655302741918")
+        ),
+    ),
+    Case(
+        "WhatsApp from a parent business-scoped id",
+        username_whatsapp(PARENT_BSUID),
+        body="Choose your language",
+        recorded=Recorded(f"whatsapp:{PARENT_BSUID}", "hello", SID),
+        check=checks(user_id_session(PARENT_BSUID), kept_nowhere("11815799212886844830")),
+    ),
+    Case(
+        "a username's second message continues their conversation",
+        username_whatsapp(body="English"),
+        before=started_as(username_whatsapp()),
+        body="Do you agree?",
+        recorded=Recorded(f"whatsapp:{BSUID}", "English", SID),
+        check=checks(user_id_session(BSUID), kept_nowhere(BSUID)),
+    ),
+    Case(
+        "a username's photo with no Body field",
+        photo(username_whatsapp(sid=MMS_SID)),
+        body="Choose your language",
+        recorded=Recorded(f"whatsapp:{BSUID}", "", MMS_SID),
+        check=checks(user_id_session(BSUID), kept_nowhere(BSUID)),
     ),
     # -- retries and opt-out ------------------------------------------------------------------
     Case(
@@ -309,6 +422,34 @@ CASES = [
     Case("missing From", without(sms(), "From"), 400, "missing field 'From'"),
     Case("missing MessageSid", without(sms(), "MessageSid"), 400, "missing field 'MessageSid'"),
     Case("missing Body", without(sms(), "Body"), 400, "missing field 'Body'"),
+    Case(
+        "missing Body, no media",
+        without(sms(NumMedia="0"), "Body"),
+        400,
+        "missing field 'Body'",
+    ),
+    Case(
+        "missing Body, NumMedia not a number",
+        without(sms(NumMedia="one", MediaUrl0=MEDIA["MediaUrl0"]), "Body"),
+        400,
+        "missing field 'Body'",
+    ),
+    Case("a business-scoped id over SMS", sms(sender=BSUID), 400, "not a phone number"),
+    Case(
+        "a business-scoped id without its country",
+        username_whatsapp("13491208655302741918x"),
+        400,
+        "not a phone number",
+    ),
+    Case("WhatsApp from a dot alone", username_whatsapp("US."), 400, "not a phone number"),
+    Case("WhatsApp from an id with a space", username_whatsapp("US.1 2"), 400, "not a phone"),
+    Case("WhatsApp from a vanity number", username_whatsapp("+1800FLOWERS"), 400, "phone number"),
+    Case(
+        "WhatsApp from an id over 128 characters",
+        username_whatsapp("US." + "1" * 129),
+        400,
+        "not a phone number",
+    ),
     Case("From 'anonymous'", sms(sender="anonymous"), 400, "not a phone number"),
     Case("From 'abc'", sms(sender="abc"), 400, "not a phone number"),
     Case("From empty", sms(sender=""), 400, "not a phone number"),
@@ -318,10 +459,10 @@ CASES = [
     Case("From too short to be a number", sms(sender="+12"), 400, "phone number"),
     Case("From too long to be a number", sms(sender="+123456789012345678"), 400, "phone number"),
     Case(
-        "From over 64 characters",
-        sms(sender="+" + "1" * 64),
+        "From over 160 characters",
+        sms(sender="whatsapp:US." + "1" * 150),
         400,
-        "field 'From' is longer than 64 characters",
+        "field 'From' is longer than 160 characters",
     ),
     Case("MessageSid empty", sms(sid=""), 400, "empty field 'MessageSid'"),
     Case("MessageSid with a space", sms(sid="SM 1"), 400, "malformed field 'MessageSid'"),

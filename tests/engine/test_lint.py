@@ -1,5 +1,6 @@
 """Content warnings of ``flows lint`` (SPEC §4): prompts over one SMS segment, msgids a catalog
-cannot show, stale translations; and the SMS arithmetic under them (PROVIDERS.md §7)."""
+cannot show, stale translations, voice prompts nobody could hear; and the SMS arithmetic under
+them (PROVIDERS.md §7)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from babel.messages.pofile import read_po
 
+from gateway.audio import missing_audio
 from gateway.channels.sms import render
 from gateway.engine.definition import load_flows, parse_flow
 from gateway.engine.events import Ask
@@ -16,6 +18,9 @@ from gateway.engine.lint import Catalog, Entry, lint
 from gateway.engine.model import Flow
 from gateway.engine.segments import gsm7_length, sms_length, sms_prompt
 from gateway.engine.texts import language_name
+from gateway.engine.voices import TWILIO_TTS_LANGUAGES
+from gateway.i18n import Texts as CatalogTexts
+from gateway.speech import every_utterance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -189,6 +194,39 @@ def test_stale_translations_are_reported_in_the_catalog() -> None:
     ]
 
 
+# -- USSD pages (gateway/engine/screens.py) ----------------------------------------------------
+TAMIL_LABELS = {"ta": ("மேலும்", "பின்செல்")}  # service.po's More / Back in Tamil
+
+
+def test_a_prompt_over_three_ussd_pages_is_reported() -> None:
+    ask = " ".join(["Is your workplace safe?"] * 22)  # 505 characters: one SMS warning too
+    found = warnings([flow(DAILY.replace("ask: Safe?", f"ask: {ask}"))])
+    assert (
+        "flows/daily.yaml:4: the USSD prompt for daily.safe takes 4 screens, more than 3 USSD pages"
+        in found
+    )
+    shorter = " ".join(["Is your workplace safe?"] * 16)  # three pages: no USSD warning
+    assert not [
+        f for f in warnings([flow(DAILY.replace("ask: Safe?", f"ask: {shorter}"))]) if "USSD" in f
+    ]
+
+
+def test_a_translation_over_three_ussd_pages_is_reported_at_its_catalog_line() -> None:
+    long_bn = " ".join(["আপনি কি কাজের জায়গায় নিরাপদ?"] * 7)  # 202 units: 80 a screen
+    bn = catalog("bn", **{**SW, "Safe?": Entry(long_bn, 14)})
+    ussd = [line for line in warnings([flow(DAILY)], bn=bn) if "USSD" in line]
+    assert ussd == [
+        "locales/bn/LC_MESSAGES/flows.po:14: the USSD prompt for daily.safe in bn takes 4 "
+        "screens, more than 3 USSD pages"
+    ]
+    # Measured with the paging labels given for the language (longer ones: more pages).
+    labels = {"bn": ("আরও অনেক কিছু দেখুন", "আগের পাতায় ফিরে যান")}
+    found = lint({"daily": flow(DAILY)}, {"bn": bn}, labels)
+    assert [f.message for f in found if "USSD" in f.message] == [
+        "the USSD prompt for daily.safe in bn takes 7 screens, more than 3 USSD pages"
+    ]
+
+
 def real_catalogs() -> dict[str, Catalog]:
     catalogs = {}
     for path in sorted((ROOT / "locales").glob("*/LC_MESSAGES/flows.po")):
@@ -203,4 +241,32 @@ def test_the_shipped_catalogs_are_complete_and_only_some_prompts_run_long() -> N
     flows = load_flows(ROOT / "flows").flows
     found = lint(flows, real_catalogs())
     assert found, "the enrolment's consent prompt is over 160 characters in English alone"
-    assert all("the SMS prompt for" in f.message for f in found), found
+    assert all("the SMS prompt for" in f.message for f in found if "USSD" not in f.message)
+    # Tamil's consent is the one prompt over three USSD pages (the pager's labels translated).
+    ussd = [f for f in lint(flows, real_catalogs(), TAMIL_LABELS) if "USSD" in f.message]
+    assert [(Path(f.file).parts[-3], f.message) for f in ussd] == [
+        ("ta", "the USSD prompt for enrol.consent in ta takes 5 screens, more than 3 USSD pages")
+    ]
+
+
+# -- voice prompts nobody could hear (computed outside the engine: gateway/audio.py) ------------
+def test_a_prompt_with_neither_a_tts_voice_nor_audio_is_reported_at_its_question() -> None:
+    flows = load_flows(ROOT / "flows")
+    texts = CatalogTexts.load(ROOT / "locales")
+    assert "sw" in texts.languages() and "sw" not in TWILIO_TTS_LANGUAGES
+    found = missing_audio(flows, texts, {})
+    assert found and all(f.warning and " in sw: no audio " in f.message for f in found)
+    respect = flows["checkin"].question("respect")
+    assert (flows["checkin"].path, respect.line) in [(f.file, f.line) for f in found]
+    assert (flows["checkin"].path, flows["checkin"].finish_line) in [
+        (f.file, f.line) for f in found
+    ]
+
+    every = {code: {s.clip for s in every_utterance(flows, texts, code)} for code in ("sw",)}
+    assert missing_audio(flows, texts, every) == []
+    every["sw"].discard("checkin/respect.yes")
+    [one] = missing_audio(flows, texts, every)
+    assert (one.file, one.line) == (flows["checkin"].path, respect.line)
+    assert "1 clip(s) missing (checkin/respect.yes)" in one.message
+    # a language with a voice is never reported, with or without audio
+    assert missing_audio(flows, texts, {}, voiced=set(texts.languages())) == []

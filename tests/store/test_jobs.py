@@ -3,18 +3,22 @@ day, profiles kept newest, no phone numbers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import select, text
 
 from gateway import tasks
+from gateway.channels import sms
+from gateway.conversation import Inbound, Turned, handle
+from gateway.engine.inputs import Message
 from gateway.sessions import Reply
 from store import keyring
 from store.models import Answer, Worker
 
 from ..leaks import dump_database, dump_redis, number_forms
-from ..support import SmsWorker, add_workplace, run_jobs
+from ..support import SmsWorker, add_workplace, at_sms_form, post_at_sms, run_jobs
 
 WHO = "a" * 64
 FINISH = "Thank you. Your answers are anonymous."
@@ -253,6 +257,76 @@ def test_an_answer_for_an_unknown_workplace_is_dropped_without_error(services, p
     assert counts == {"answers": 0, "profiles": 0, "forgotten": 0}
     assert stored(services) == []
     assert profile(services) is None
+
+
+# -- event ids fit their column, whatever id the provider sends -------------------------------
+EVENT_ID_SIZE = Answer.__table__.c.event_id.type.length  # String(100); SQLite does not enforce it
+
+
+@dataclass(frozen=True)
+class Answering:
+    """A turn on any channel that reads the request as a message answering the question."""
+
+    text: str
+    unsupported: frozenset[str] = frozenset()
+
+    def read(self, dialog, session) -> Turned:
+        return Turned(Message(self.text))
+
+    def render(self, step, dialog, texts) -> str:
+        return sms.render(step.events)
+
+
+def stored_event_ids(services) -> list[str]:
+    return [row.event_id for row in stored(services)]
+
+
+def test_answers_to_an_at_message_with_a_100_character_id_are_stored(app, client, services):
+    """AT accepts ids of up to 100 characters: the answers they carry land in the database
+    (an event id made of the whole id would not fit its column: PostgreSQL refuses it)."""
+    add_workplace(services)
+    phone = "+254711000123"
+    for body in ("hello", "English", "I agree", "4321"):
+        assert post_at_sms(client, at_sms_form(phone, body)).status_code == 200
+    long_id = "ATXid_" + "f" * 94
+    assert len(long_id) == 100
+    for _ in range(2):  # AT's retry: the same id, recorded once
+        assert post_at_sms(client, at_sms_form(phone, "1", msg_id=long_id)).status_code == 200
+    run_jobs(app)
+    [event_id] = stored_event_ids(services)
+    assert len(event_id) <= EVENT_ID_SIZE
+    assert long_id not in event_id and "f" * 40 not in event_id
+
+
+@pytest.mark.parametrize(
+    "provider,channel,dialog",
+    [
+        ("twilio", "sms", None),
+        ("twilio", "whatsapp", None),
+        ("twilio", "voice", "CA" + "1" * 32),
+        ("at", "sms", None),
+        ("at", "ussd", "ATUid_" + "2" * 60),
+        ("at", "voice", "ATVId_" + "3" * 60),
+    ],
+)
+def test_every_channels_event_ids_are_one_size(app, client, services, provider, channel, dialog):
+    """However long the provider's id of a request (a USSD session id and the whole text it
+    carries, a call id and its turn), its events' ids fit their column, differ from every other
+    request's and are the same on a retry of that request."""
+    add_workplace(services)
+    phone = "+8801711000124"
+    SmsWorker(client, phone).enrol()
+    run_jobs(app)
+    ids = ["x" * 2000, "x" * 2001, "y" * 100]
+    with app.app_context():  # as in a request: the embedded queue runs jobs as they come
+        for message_id in [*ids, ids[0]]:
+            handle(services, Inbound(provider, channel, phone, message_id, dialog), Answering("1"))
+    run_jobs(app)
+    event_ids = stored_event_ids(services)
+    assert len(event_ids) == len(ids)  # the retry of the first id added nothing
+    assert len(set(event_ids)) == len(event_ids)
+    for event_id in event_ids:
+        assert len(event_id) <= EVENT_ID_SIZE and event_id.startswith(f"{provider}:")
 
 
 # -- no phone number at rest ------------------------------------------------------------------
