@@ -16,6 +16,12 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/workervoice db upgrade
+	@if command -v espeak-ng >/dev/null && command -v sox >/dev/null; then \
+		$(BIN)/workervoice audio synth; \
+	else \
+		echo "espeak-ng or sox is not installed: voice falls back to text-to-speech" \
+		     "(Swahili in English); apt-get install espeak-ng sox, then workervoice audio synth"; \
+	fi
 	$(BIN)/workervoice demo
 	@echo "serving http://localhost:$(PORT)  (try: $(BIN)/workervoice simulate sms +8801711000001)"
 	$(BIN)/gunicorn --bind 127.0.0.1:$(PORT) --workers 1 --threads 8 'gateway:create_app()'

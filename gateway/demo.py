@@ -13,6 +13,7 @@ questions an option drawn with their own leaning, or a number in range.
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 from collections.abc import Iterator
@@ -86,7 +87,7 @@ def walk(
     local = ZoneInfo(zone)
     today = (now or datetime.now(UTC)).astimezone(local).date()
     conversations = hops = 0
-    with _in_process_jobs(services), _clock(services) as set_time:
+    with _in_process_jobs(services), _quiet(), _clock(services) as set_time:
         for back in range(days, 0, -1):
             for worker in crowd:
                 if back != days and rng.random() > 0.6:
@@ -113,6 +114,18 @@ def _clock(services: Services) -> Iterator:
         yield set_time
     finally:
         services.clock = real
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """One line per persisted job would bury the demo's summary: info logs wait meanwhile."""
+    logger = logging.getLogger("gateway.tasks")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ is said in English from the source text, with a warning naming the clip (never t
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -130,14 +131,26 @@ class Spoken:
     english: str
 
     def fallback(self) -> str:
-        """The English source text, logged: the caller hears English, not their language."""
-        log.warning(
-            "%s/%s cannot be heard in its language (no recording to play, no voice): "
-            "saying the English source text",
-            self.said.language,
-            self.said.clip,
-        )
+        """The English source text, logged once per clip and process: the caller hears
+        English, not their language, until the clip is recorded or synthesised."""
+        where = (self.said.language, self.said.clip)
+        with _warned_lock:
+            first = where not in _warned
+            _warned.add(where)
+        if first:
+            log.warning(
+                "%s/%s cannot be heard in its language (no recording to play, no voice): "
+                "saying the English source text (run 'workervoice audio synth %s')",
+                self.said.language,
+                self.said.clip,
+                self.said.language,
+            )
         return self.english
+
+
+# Clips already warned about: bounded by the flows' and the service's texts.
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,7 @@ def enrolled_over_ussd(phone: str, *keys: str):
         handset.dial()
         for key in ("2", "1", WORKPLACE_CODE, *keys):
             handset.press(key)
+        run_jobs(run.app)  # beside a real Redis the enrolment waits for the worker
         assert run.profile_exists(phone)
 
     return before
