@@ -366,6 +366,22 @@ def test_a_sequence_is_its_clips_joined_and_cached(tree, client):
 
 
 @needs_tools
+def test_a_sequence_may_mix_languages_as_a_language_menu_does(tree, client):
+    """Each language of a menu in its own voice: a Swahili clip, then an English one."""
+    tone(tree.locales / "en" / "audio" / "_service" / "press2.wav", seconds=0.25)
+    said = [Utterance("", "sw", "enrol/language"), Utterance("", "en", "_service/press2")]
+    url = AudioLibrary(tree.locales, PUBLIC_URL).sequence_url(said)
+    assert url is not None and url.startswith(f"{PUBLIC_URL}/audio/sw/sequence/")
+    response = client.get(urlsplit(url).path)
+    assert response.status_code == 200
+    parts = [tree.audio / "enrol" / "language.wav", tree.locales / "en/audio/_service/press2.wav"]
+    assert frames(response.get_data())[0] == sum(frames(p.read_bytes())[0] for p in parts)
+    # an entry of another language still cannot leave that language's audio directory
+    escape = sequence_token(["enrol/language", "./../../sw/audio/enrol/consent"])
+    assert client.get(f"/audio/sw/sequence/{escape}.wav").status_code == 404
+
+
+@needs_tools
 def test_a_sequence_of_clips_in_different_formats_is_not_offered_nor_served(tree, client):
     tone(tree.audio / "checkin" / "respect.yes.wav", rate=16000)
     clips = ["checkin/respect", "checkin/respect.yes"]
