@@ -13,13 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 import wave
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from .engine.model import TEXT, Finding, FlowSet
 from .engine.texts import Texts
-from .engine.voices import TWILIO_TTS_LANGUAGES
+from .engine.voices import AT_TTS_LANGUAGES, TWILIO_TTS_LANGUAGES
 from .i18n import SERVICE_LOCALES
 from .speech import FINISH_CLIP, SERVICE_CLIPS, Utterance, every_utterance
 
@@ -199,6 +199,35 @@ def missing_audio(
         for (flow_id, part), names in missing.items():
             findings.extend(_missing(flows, language, flow_id, part, names))
     return sorted(findings, key=lambda f: (f.file, f.line))
+
+
+def missing_for_africas_talking(
+    flows: FlowSet,
+    texts: Texts,
+    clips: Mapping[str, AbstractSet[str]],
+    where: Callable[[str], str],
+) -> list[Finding]:
+    """One warning per language that Twilio can speak but Africa's Talking cannot (its <Say>
+    is English only), for the prompts that have no clip: AT callers hear those in English.
+    ``where`` gives the file a language's finding points at (its flows.po)."""
+    findings = []
+    for language in texts.languages():
+        if language in AT_TTS_LANGUAGES or language not in TWILIO_TTS_LANGUAGES:
+            continue  # English is said; a language with no voice at all is warned per question
+        needed = every_utterance(flows, texts, language)
+        missing = [s for s in needed if s.clip not in clips.get(language, set())]
+        if missing:
+            findings.append(
+                Finding(
+                    where(language),
+                    1,
+                    f"in {language}: {len(missing)} of {len(needed)} voice prompts have no "
+                    "audio, so Africa's Talking callers (whose <Say> is English only) hear them "
+                    f"in English; record them or run 'workervoice audio synth {language}'",
+                    warning=True,
+                )
+            )
+    return findings
 
 
 def _owner(clip: str) -> tuple[str, str]:

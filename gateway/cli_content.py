@@ -12,7 +12,7 @@ from babel.messages.catalog import Message
 from babel.messages.pofile import PoFileError, read_po
 from flask.cli import with_appcontext
 
-from .audio import AudioLibrary, missing_audio
+from .audio import AudioLibrary, missing_audio, missing_for_africas_talking
 from .cli import main, services
 from .engine import words
 from .engine.definition import Finding, FlowError, FlowSet, read_flows
@@ -124,7 +124,11 @@ def voice_findings(flows: FlowSet, locales_dir: Path) -> list[Finding]:
         file, _, reason = str(exc).partition(": ")
         return [Finding(file, 1, reason)]
     library = AudioLibrary(locales_dir)
-    return missing_audio(flows, texts, {code: library.clips(code) for code in texts.languages()})
+    clips = {code: library.clips(code) for code in texts.languages()}
+    flows_po = lambda language: str(locales_dir / language / "LC_MESSAGES" / "flows.po")  # noqa: E731
+    return missing_audio(flows, texts, clips) + missing_for_africas_talking(
+        flows, texts, clips, flows_po
+    )
 
 
 # -- audio ---------------------------------------------------------------------------------------

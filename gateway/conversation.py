@@ -93,13 +93,16 @@ def _converse(
 ) -> Handled:
     flows, texts = services.registry.current()
     stored = services.sessions.load(who.value)
-    session = stored or _fresh_session(services, who)
+    blank = Session(profile=Profile(country=who.country))
     dialog = (
         services.sessions.load_dialog(inbound.provider, inbound.dialog)
         if inbound.dialog
         else Dialog(inbound.provider, "", {})
     )
-    turned = turn.read(dialog, session)
+    turned = turn.read(dialog, stored or blank)  # a stored profile never has a question pending
+    hung_up = isinstance(turned.input, HangUp)
+    # A hang-up needs no profile, and never brings back a worker just forgotten or declined.
+    session = stored or (blank if hung_up else _fresh_session(services, who))
     if turned.input is None:  # paging within a screen already computed
         reply = turned.reply or ""
         # the session as it was: a worker just forgotten (a STOP screen paged) stays forgotten
@@ -124,14 +127,15 @@ def _converse(
     reply = turn.render(result, dialog, texts)
     # The new session, the dialog's state and the cached reply are written together, so a
     # retry of this request can never meet the new session without its reply.
+    # A hang-up keeps the dialog's state until it expires: a provider may report the hang-up
+    # before the call's last answer, which must still count.
     services.sessions.commit(
         who.value,
-        result.session,
+        None if hung_up and stored is None else result.session,
         reply_to,
         reply,
         forgotten_at=now if opted_out else None,
         dialog=_kept(inbound, dialog),
-        dialog_over=isinstance(turned.input, HangUp),
     )
     if opted_out:
         with services.db.session() as db:

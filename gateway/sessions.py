@@ -96,11 +96,10 @@ class SessionStore:
         reply: str,
         forgotten_at: datetime | None = None,
         dialog: Dialog | None = None,
-        dialog_over: bool = False,
     ) -> None:
         """One Redis transaction: the session saved (or deleted when over), the reply cached
-        under the provider's message id, the dialog's state saved (or deleted when the dialog is
-        over), and on opt-out the day-long 'forgotten' mark."""
+        under the provider's message id, the dialog's state saved (it expires DIALOG_SECONDS
+        after its last request), and on opt-out the day-long 'forgotten' mark."""
         with self.redis.pipeline(transaction=True) as pipe:
             if session is None:
                 pipe.delete(SESSION_KEY.format(pseudonym))
@@ -108,11 +107,8 @@ class SessionStore:
                 pipe.set(SESSION_KEY.format(pseudonym), session.to_json(), ex=self.ttl)
             pipe.set(reply_to.key, reply, ex=self.reply_ttl)
             if dialog is not None:
-                if dialog_over:
-                    pipe.delete(dialog.key)
-                else:
-                    state = json.dumps(dialog.state, ensure_ascii=False, separators=(",", ":"))
-                    pipe.set(dialog.key, state, ex=DIALOG_SECONDS)
+                state = json.dumps(dialog.state, ensure_ascii=False, separators=(",", ":"))
+                pipe.set(dialog.key, state, ex=DIALOG_SECONDS)
             if forgotten_at is not None:
                 pipe.set(
                     FORGOTTEN_KEY.format(pseudonym), forgotten_at.isoformat(), ex=FORGOTTEN_SECONDS

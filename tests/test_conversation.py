@@ -113,3 +113,46 @@ def test_an_option_value_is_not_an_answer_unless_it_is_the_options_text(client, 
         assert options(refused) == options(question) == ["I agree", "I do not agree"]
         assert session_of(services, worker.phone).current == "consent"
     assert "Type the code of your workplace" in worker.send("i agree")
+
+
+def ussd(client, session_id: str, phone: str, text: str) -> str:
+    form = {
+        "sessionId": session_id,
+        "serviceCode": "*384*1234#",
+        "phoneNumber": phone,
+        "networkCode": "63902",
+        "text": text,
+    }
+    response = client.post("/webhooks/at/ussd?token=test-at-webhook-token", data=form)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_data(as_text=True)
+
+
+def ended(client, session_id: str, phone: str) -> None:
+    """Africa's Talking's end-of-session notification: a hang-up."""
+    form = {"sessionId": session_id, "phoneNumber": phone, "status": "Success", "input": ""}
+    response = client.post("/webhooks/at/ussd/events?token=test-at-webhook-token", data=form)
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_a_hang_up_never_brings_back_a_worker_who_declined_or_left(client, services):
+    add_workplace(services, code="4321")
+    declined, left = "+254711000401", "+254711000402"
+    ussd(client, "ATUid_decline", declined, "")
+    ussd(client, "ATUid_decline", declined, "2")  # English
+    assert ussd(client, "ATUid_decline", declined, "2*2").startswith("END ")  # do not agree
+    ended(client, "ATUid_decline", declined)
+    ussd(client, "ATUid_stop", left, "")
+    assert ussd(client, "ATUid_stop", left, "STOP").startswith(("END ", "CON "))
+    ended(client, "ATUid_stop", left)
+    assert services.redis.keys("wv:session:*") == []
+
+
+def test_a_hang_up_keeps_a_worker_mid_flow(client, services):
+    add_workplace(services, code="4321")
+    phone = "+254711000403"
+    for text in ("", "2", "2*1", "2*1*4321"):
+        screen = ussd(client, "ATUid_mid", phone, text)
+    assert screen.startswith("CON ")
+    ended(client, "ATUid_mid", phone)
+    assert len(services.redis.keys("wv:session:*")) == 1

@@ -254,6 +254,8 @@ class _Run(Answers):
         better treated as an ordinary first message (an unknown worker: enrolment asks anyway)."""
         if not self.profile.enrolled and self.session.idle:
             return False
+        if self.session.current == RESUME_PROMPT:  # after the language, the flow goes on
+            self.session.current = self.session.resume
         if self.session.current not in (LANGUAGE_PROMPT, None):
             question = self.flow.question(self.session.current)
             if question.type == LANGUAGE:  # already the language menu: ask it again

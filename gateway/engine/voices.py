@@ -10,3 +10,5 @@ from __future__ import annotations
 # Twilio <Say>: bn-IN, hi-IN, ta-IN, ms-MY and English; none for Swahili (sw-KE/sw-TZ exist for
 # speech recognition only).
 TWILIO_TTS_LANGUAGES = frozenset({"en", "bn", "hi", "ta", "ms"})
+# Africa's Talking <Say>: English only (PROVIDERS.md §6.2); every other language needs clips.
+AT_TTS_LANGUAGES = frozenset({"en"})
