@@ -1,5 +1,6 @@
 """Real processes for end-to-end tests: gunicorn serving the app factory, an RQ worker built
-through the same factory, and a stand-in for the Africa's Talking SMS API on loopback."""
+through the same factory, a private redis-server where the suite has none, and a stand-in for
+the Africa's Talking SMS API on loopback."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
 from urllib.request import urlopen
+
+from redis import Redis
+from redis.exceptions import RedisError
 
 BIN = Path(sys.executable).parent
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # as the Procfile: no query string
@@ -25,6 +31,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def private_redis(server: str, directory: Path) -> Iterator[str]:
+    """A redis-server of our own on loopback (no persistence), for a run without REDIS_URL:
+    gunicorn and the RQ worker are separate processes, so the embedded emulation cannot serve.
+    Yields its URL once it answers; stops it afterwards."""
+    port = free_port()
+    options = {"port": str(port), "bind": "127.0.0.1", "save": "", "appendonly": "no"}
+    argv = [server, *(arg for name, value in options.items() for arg in (f"--{name}", value))]
+    child = subprocess.Popen(
+        [*argv, "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                Redis.from_url(url).ping()
+                break
+            except RedisError:
+                if time.monotonic() > deadline or child.poll() is not None:
+                    raise RuntimeError("the private redis-server did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
 
 
 class FakeAfricasTalking:
