@@ -4,9 +4,9 @@ voice flow.
 
 The voice adapters call ``missed_call`` on the first request of every inbound call, and answer
 ``<Reject/>`` when it returns True. The hop reads the callback numbers from a per-process cache
-(at most ``NUMBERS_CACHE_SECONDS`` old), so it normally does no SQL; the job carries the worker's
-number only sealed (SPEC §6), and a worker is called back at most once an hour, counted under
-their pseudonym.
+(at most ``NUMBERS_CACHE_SECONDS`` old), so it normally does no SQL. The job carries no number in
+clear (SPEC §6): the worker's sealed, and the workplace's slug, its callback number looked up
+when the job runs. A worker is called back at most once an hour, counted under their pseudonym.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from store.directory import callback_numbers
+from store.directory import DirectoryError, callback_numbers, workplace_by_slug
 
 from .calls import CallRefused, caller_for
-from .crypto import CryptoError
 from .identity import InvalidAddress, e164
 from .outbound import SEND_RETRY
+from .providers import SealedJob
 
 if TYPE_CHECKING:
     from store.db import Database
@@ -41,22 +41,24 @@ ONCE_KEY = "wv:callback:{}"  # per pseudonym, never per number
 # The worker's phone must have hung up before it can ring again. 0 queues at once (the embedded
 # single-process default always does: it has no scheduler to wait for).
 CALLBACK_DELAY_SECONDS = 5
+CALLBACK_JOB = SealedJob(CALLEE_PURPOSE, CallRefused, "callback", "placed", "call_id", log)
 
 
 class NumberCache:
-    """The set of callback numbers of one database, loaded again once it is older than
-    NUMBERS_CACHE_SECONDS on the clock it is asked with."""
+    """The callback numbers of one database, each with its workplace's slug, loaded again once
+    they are older than NUMBERS_CACHE_SECONDS on the clock they are asked with."""
 
-    def __init__(self, load: Callable[[], set[str]]):
+    def __init__(self, load: Callable[[], dict[str, str]]):
         self._load = load
-        self._numbers: frozenset[str] = frozenset()
+        self._numbers: Mapping[str, str] = {}
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
 
-    def numbers(self, now: float) -> frozenset[str]:
+    def numbers(self, now: float) -> Mapping[str, str]:
+        """callback number -> workplace slug, never changed in place (a load replaces it)."""
         with self._lock:
             if not 0 <= now - self._loaded_at < NUMBERS_CACHE_SECONDS:
-                self._numbers = frozenset(self._load())
+                self._numbers = dict(self._load())
                 self._loaded_at = now
             return self._numbers
 
@@ -75,20 +77,28 @@ def _cache_for(services: Services) -> NumberCache:
         return cache
 
 
-def _load_numbers(database: Database) -> set[str]:
+def _load_numbers(database: Database) -> dict[str, str]:
     with database.session() as session:
         return callback_numbers(session)
+
+
+def callback_workplace(
+    services: Services, called: str, clock: Callable[[], float] = time.monotonic
+) -> str | None:
+    """The slug of the workplace whose callback number ``called`` is (any address a provider
+    sends), or None if it is no callback number."""
+    try:
+        number = e164(called)
+    except InvalidAddress:  # client:..., a short code, nothing: not a callback number
+        return None
+    return _cache_for(services).numbers(clock()).get(number)
 
 
 def is_callback_number(
     services: Services, called: str, clock: Callable[[], float] = time.monotonic
 ) -> bool:
     """Whether ``called`` (any address a provider sends) is some workplace's callback number."""
-    try:
-        number = e164(called)
-    except InvalidAddress:  # client:..., a short code, nothing: not a callback number
-        return False
-    return number in _cache_for(services).numbers(clock())
+    return callback_workplace(services, called, clock) is not None
 
 
 def missed_call(
@@ -104,7 +114,8 @@ def missed_call(
     they were called back in the past hour or withheld their number."""
     if provider not in PROVIDERS:
         raise ValueError(f"no callbacks through provider {provider!r}")
-    if not is_callback_number(services, called, clock):
+    workplace = callback_workplace(services, called, clock)
+    if workplace is None:
         return False
     try:
         pseudonym = services.identity.pseudonymise(caller)
@@ -116,7 +127,7 @@ def missed_call(
         log.info("missed call: called back within the hour already", extra={"provider": provider})
         return True
     try:
-        _enqueue(services, provider, e164(caller), e164(called))
+        _enqueue(services, provider, e164(caller), workplace)
     except Exception:
         services.redis.delete(key)  # not queued: the next missed call may try again
         raise
@@ -124,8 +135,9 @@ def missed_call(
     return True
 
 
-def _enqueue(services: Services, provider: str, number: str, callback_number: str) -> None:
-    """Queue the callback, in CALLBACK_DELAY_SECONDS when a scheduler will run it then."""
+def _enqueue(services: Services, provider: str, number: str, workplace: str) -> None:
+    """Queue the callback of ``number`` from ``workplace``'s callback number, in
+    CALLBACK_DELAY_SECONDS when a scheduler will run it then."""
     sealed = services.crypto.seal(number, CALLEE_PURPOSE, CALLEE_TTL_SECONDS)
     options: dict[str, Any] = {
         "retry": SEND_RETRY,
@@ -136,27 +148,31 @@ def _enqueue(services: Services, provider: str, number: str, callback_number: st
     queue = services.queue
     if CALLBACK_DELAY_SECONDS and queue.is_async:
         delay = timedelta(seconds=CALLBACK_DELAY_SECONDS)
-        queue.enqueue_in(delay, call_back, provider, sealed, callback_number, **options)
+        queue.enqueue_in(delay, call_back, provider, sealed, workplace, **options)
     else:
-        queue.enqueue(call_back, provider, sealed, callback_number, **options)
+        queue.enqueue(call_back, provider, sealed, workplace, **options)
 
 
-def call_back(provider: str, sealed: str, from_number: str) -> str | None:
-    """RQ job: open the sealed number and ring it from the callback number ``from_number``,
-    into the voice flow. Retried on a transient failure; a final refusal or a seal that does not
-    open is dropped. Returns the provider's call id."""
+def call_back(provider: str, sealed: str, workplace: str) -> str | None:
+    """RQ job: open the sealed number and ring it from the callback number the workplace (slug)
+    has now, into the voice flow. Retried on a transient failure; a final refusal, a seal that
+    does not open, or a workplace that has no callback number any more is dropped. Returns the
+    provider's call id."""
     from .services import current
 
     services = current()
-    try:
-        to = services.crypto.unseal(sealed, CALLEE_PURPOSE)
-    except CryptoError as exc:
-        log.warning("callback not placed: %s", exc)
+    from_number = _callback_number(services, workplace)
+    if from_number is None:
+        log.warning("callback not placed: the workplace has no callback number any more")
         return None
-    try:
-        call_id = caller_for(provider, services.config).call(to, from_number)
-    except CallRefused as exc:
-        log.warning("callback refused for good: %s", exc)
-        return None
-    log.info("callback placed", extra={"provider": provider, "call_id": call_id})
-    return call_id
+    caller = caller_for(provider, services.config, workplace)
+    return CALLBACK_JOB.run(services, provider, sealed, lambda to: caller.call(to, from_number))
+
+
+def _callback_number(services: Services, workplace: str) -> str | None:
+    """The workplace's callback number, or None if it has none or is gone."""
+    with services.db.session() as session:
+        try:
+            return workplace_by_slug(session, workplace).callback_number
+        except DirectoryError:
+            return None

@@ -4,19 +4,19 @@
 implement it. The number is handed to the provider SDK and forgotten: the SDKs' own errors may
 quote it (an invalid-number message, an API body), so every failure here is turned into a reason
 naming only a status or an error code, and raised outside the ``except`` that caught it, so no
-exception quoting the number is chained to ours (as gateway/outbound.py does for SMS).
+exception quoting the number is chained to ours (gateway/providers.py does this for Africa's
+Talking, for SMS and calls alike).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from .outbound import AT_RECIPIENT
+from .providers import at_request, write_note
 
 if TYPE_CHECKING:
     from .config import Config
@@ -118,23 +118,10 @@ class AfricasTalkingCaller:
     def call(self, to: str, from_: str) -> str:
         if not AT_RECIPIENT.fullmatch(to):  # the SDK's own refusal would quote the number
             raise CallRefused("Africa's Talking cannot take the callee's format")
-        response, failure = self._post(to, from_)
+        response, failure = at_request(lambda: self.service.call(callFrom=from_, callTo=[to]))
         if failure:
             raise CallError(failure)
         return _at_session_id(response)
-
-    def _post(self, to: str, from_: str) -> tuple[object, str | None]:
-        """The SDK's answer, or why there is none (the SDK's own errors quote the API body)."""
-        from africastalking.Service import AfricasTalkingException
-
-        try:
-            return self.service.call(callFrom=from_, callTo=[to]), None
-        except AfricasTalkingException:
-            return None, "Africa's Talking answered with an error status"
-        except ValueError:  # a JSON content type over a body that is not JSON
-            return None, "Africa's Talking answered with something other than JSON"
-        except OSError as exc:  # requests' connection errors and timeouts
-            return None, f"Africa's Talking unreachable: {type(exc).__name__}"
 
 
 def _at_session_id(response: object) -> str:
@@ -181,24 +168,25 @@ def _first_entry(response: object) -> tuple[str, str] | None:
     return status, session_id if isinstance(session_id, str) else ""
 
 
-class OutboxCaller:
-    """Development: notes in instance/outbox/ that a call was placed, and from which of the
-    service's numbers; never to whom."""
+OUTBOX_NOTE = "call placed from the callback number of workplace {}\n"
 
-    def __init__(self, directory: Path):
+
+class OutboxCaller:
+    """Development: notes in instance/outbox/ that a call was placed, and for which workplace
+    (whose callback number it rang from); no number at all, neither the callee nor the
+    service's own (SPEC §6)."""
+
+    def __init__(self, directory: Path, workplace: str):
         self.directory = directory
+        self.workplace = workplace
 
     def call(self, to: str, from_: str) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        path = self.directory / f"call-{stamp}-{secrets.token_hex(4)}.txt"
-        with path.open("x", encoding="utf-8") as handle:  # never overwrite another note
-            handle.write(f"call placed from {from_}\n")
-        return path.name
+        return write_note(self.directory, "call", OUTBOX_NOTE.format(self.workplace))
 
 
-def caller_for(provider: str, config: Config) -> VoiceCaller:
-    """The provider's caller when its credentials are configured, else the outbox."""
+def caller_for(provider: str, config: Config, workplace: str) -> VoiceCaller:
+    """The provider's caller when its credentials are configured, else the outbox, which names
+    the call by the ``workplace`` (slug) whose callback number it is placed from."""
     if provider == "twilio" and config.twilio_account_sid and config.twilio_auth_token:
         return TwilioCaller(
             config.twilio_account_sid,
@@ -208,4 +196,4 @@ def caller_for(provider: str, config: Config) -> VoiceCaller:
         )
     if provider == "at" and config.at_api_key and config.at_username:
         return AfricasTalkingCaller(config.at_username, config.at_api_key, config.at_api_url)
-    return OutboxCaller(config.instance_dir / "outbox")
+    return OutboxCaller(config.instance_dir / "outbox", workplace)

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from rq import Retry
 
-from .crypto import CryptoError
+from .providers import SealedJob, at_request, write_note
 
 if TYPE_CHECKING:
     from .config import Config
@@ -56,6 +54,9 @@ class SendRefused(Exception):
     """The provider refused for good (opted out, invalid number): never retried."""
 
 
+REPLY_JOB = SealedJob(RECIPIENT_PURPOSE, SendRefused, "reply", "sent", "message_id", log)
+
+
 class SmsSender(Protocol):
     def send(self, to: str, text: str) -> str:
         """Send ``text`` to the E.164 number ``to``; return the provider's message id."""
@@ -74,23 +75,10 @@ class AfricasTalkingSender:
     def send(self, to: str, text: str) -> str:
         if not AT_RECIPIENT.fullmatch(to):  # the SDK's own refusal would quote the number
             raise SendRefused("Africa's Talking cannot take the recipient's format")
-        response, failure = self._post(to, text)
+        response, failure = at_request(lambda: self.service.send(text, [to]))
         if failure:  # raised here, outside the except: no exception quoting the number is kept
             raise SendError(failure)
         return _at_message_id(response)
-
-    def _post(self, to: str, text: str) -> tuple[object, str | None]:
-        """The SDK's answer, or why there is none (the SDK's own errors quote the API body)."""
-        from africastalking.Service import AfricasTalkingException
-
-        try:
-            return self.service.send(text, [to]), None
-        except AfricasTalkingException:
-            return None, "Africa's Talking answered with an error status"
-        except ValueError:  # a JSON content type over a body that is not JSON
-            return None, "Africa's Talking answered with something other than JSON"
-        except OSError as exc:  # requests' connection errors and timeouts
-            return None, f"Africa's Talking unreachable: {type(exc).__name__}"
 
 
 def _at_message_id(response: object) -> str:
@@ -151,12 +139,7 @@ class OutboxSender:
         self.directory = directory
 
     def send(self, to: str, text: str) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        path = self.directory / f"sms-{stamp}-{secrets.token_hex(4)}.txt"
-        with path.open("x", encoding="utf-8") as handle:  # never overwrite another message
-            handle.write(text + "\n")
-        return path.name
+        return write_note(self.directory, "sms", text + "\n")
 
 
 def sender_for(provider: str, config: Config) -> SmsSender:
@@ -166,22 +149,16 @@ def sender_for(provider: str, config: Config) -> SmsSender:
 
 
 def send_sms(provider: str, sealed_recipient: str, text: str) -> str | None:
-    """RQ job: open the sealed recipient, send, forget. Retried on transient failure."""
+    """RQ job: open the sealed recipient, send, forget. Retried on transient failure; a final
+    refusal or a seal that does not open is dropped."""
     from .services import current
 
     services = current()
-    try:
-        to = services.crypto.unseal(sealed_recipient, RECIPIENT_PURPOSE)
-    except CryptoError as exc:
-        log.warning("reply not sent: %s", exc)
-        return None
-    try:
-        message_id = sender_for(provider, services.config).send(to, text)
-    except SendRefused as exc:
-        log.warning("reply refused for good: %s", exc)
-        return None
-    log.info("reply sent", extra={"provider": provider, "message_id": message_id})
-    return message_id
+
+    def send(to: str) -> str:
+        return sender_for(provider, services.config).send(to, text)
+
+    return REPLY_JOB.run(services, provider, sealed_recipient, send)
 
 
 def enqueue_reply(services: Services, provider: str, recipient_e164: str, text: str) -> None:

@@ -87,10 +87,12 @@ def set_workplace(
     return place
 
 
-def callback_numbers(session: Session) -> set[str]:
-    """Every workplace's callback number (E.164)."""
-    query = select(Workplace.callback_number).where(Workplace.callback_number.is_not(None))
-    return {number for number in session.scalars(query) if number}
+def callback_numbers(session: Session) -> dict[str, str]:
+    """Every workplace's callback number (E.164), with the slug of the workplace it rings."""
+    query = select(Workplace.callback_number, Workplace.slug).where(
+        Workplace.callback_number.is_not(None)
+    )
+    return {number: slug for number, slug in session.execute(query) if number}
 
 
 def add_brand(

@@ -1,5 +1,6 @@
 """The missed-call callback: which calls are callbacks, the once-an-hour limit, the per-process
-cache of callback numbers, and the call_back job (SPEC §6: the number travels only sealed)."""
+cache of callback numbers, and the call_back job (SPEC §6: the worker's number travels only
+sealed, and the callback number not at all: the job names the workplace)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ OTHER_WORKER = "+8801819345678"
 CALLBACK = "+8809612345678"  # the workplace's callback number (the service's own)
 ELSEWHERE = "+14155550100"  # the service's ordinary voice number
 VOICE_URL = "https://gateway.example.org/webhooks/twilio/voice"
+NUMBERS = (WORKER, OTHER_WORKER, CALLBACK, ELSEWHERE)  # none of them is ever written down
+NOTE = "call placed from the callback number of workplace dhaka-knit\n"
+
+
+def numbers_in(*haystacks) -> list[str]:
+    """Every form of every number of these tests found in the haystacks."""
+    return [form for number in NUMBERS for form in find_number(number, *haystacks)]
 
 
 class Clock:
@@ -94,12 +102,12 @@ def test_a_call_to_a_callback_number_queues_one_sealed_callback(
     assert missed(services, clock) is True
     [job] = queued(queue)
     assert job.func is callbacks.call_back
-    provider, sealed, from_number = job.args
-    assert (provider, from_number) == ("twilio", CALLBACK) and not job.kwargs
+    provider, sealed, place = job.args
+    assert (provider, place) == ("twilio", workplace) and not job.kwargs
     assert services.crypto.unseal(sealed, callbacks.CALLEE_PURPOSE) == WORKER
     stored = services.redis.hgetall(job.key)
-    assert not find_number(WORKER, job.args, job.kwargs, job.description, job.meta, stored)
-    assert not find_number(WORKER, redis_dump(services.redis), logs)
+    assert not numbers_in(job.args, job.kwargs, job.description, job.meta, stored)
+    assert not numbers_in(redis_dump(services.redis), logs)
     assert logs  # something was logged, and checked
 
 
@@ -261,8 +269,9 @@ def fake_twilio():
 
 
 @pytest.fixture
-def twilio_services(services, fake_twilio, monkeypatch):
-    """The app's services with Twilio REST credentials pointing at the fake."""
+def twilio_services(services, fake_twilio, workplace, monkeypatch):
+    """The app's services, with the workplace, and Twilio REST credentials pointing at the
+    fake."""
     config = dataclasses.replace(
         services.config,
         twilio_account_sid=ACCOUNT_SID,
@@ -279,14 +288,14 @@ def sealed_worker(services, ttl: int = 60, now: float | None = None) -> str:
 
 def test_call_back_rings_the_worker_into_the_voice_flow(app, twilio_services, fake_twilio):
     with app.app_context():
-        call_id = callbacks.call_back("twilio", sealed_worker(twilio_services), CALLBACK)
+        call_id = callbacks.call_back("twilio", sealed_worker(twilio_services), "dhaka-knit")
     assert call_id == "CA" + "0f" * 16
     [request] = fake_twilio.requests
     assert request["path"] == TWILIO_PATH
     assert request["form"] == {"To": WORKER, "From": CALLBACK, "Url": VOICE_URL, "Method": "POST"}
 
 
-def test_call_back_through_africas_talking(app, services, monkeypatch):
+def test_call_back_through_africas_talking(app, services, workplace, monkeypatch):
     fake = FakeAfricasTalking(answer=at_answer(session_id="ATVId_cb"))
     try:
         config = dataclasses.replace(
@@ -294,7 +303,7 @@ def test_call_back_through_africas_talking(app, services, monkeypatch):
         )
         monkeypatch.setattr(services, "config", config)
         with app.app_context():
-            assert callbacks.call_back("at", sealed_worker(services), CALLBACK) == "ATVId_cb"
+            assert callbacks.call_back("at", sealed_worker(services), workplace) == "ATVId_cb"
         [request] = fake.requests
         assert (request["path"], request["form"]["to"], request["form"]["from"]) == (
             "/call",
@@ -305,22 +314,48 @@ def test_call_back_through_africas_talking(app, services, monkeypatch):
         fake.close()
 
 
-def test_call_back_without_credentials_writes_a_note_without_the_number(
-    app, services, monkeypatch, tmp_path
+def test_call_back_rings_from_the_callback_number_the_workplace_has_when_it_runs(
+    app, twilio_services, fake_twilio
+):
+    with twilio_services.db.session() as session:
+        directory.set_workplace(session, "dhaka-knit", callback_number=ELSEWHERE)
+    with app.app_context():
+        assert callbacks.call_back("twilio", sealed_worker(twilio_services), "dhaka-knit")
+    [request] = fake_twilio.requests
+    assert (request["form"]["To"], request["form"]["From"]) == (WORKER, ELSEWHERE)
+
+
+@pytest.mark.parametrize("place", ["dhaka-knit", "gone-mill"])
+def test_call_back_for_a_workplace_without_a_callback_number_calls_no_one(
+    app, twilio_services, fake_twilio, logs, place
+):
+    """The number was cleared (or the workplace is not there) between the missed call and the
+    job: there is no number to call from, and no retry brings one."""
+    with twilio_services.db.session() as session:
+        directory.set_workplace(session, "dhaka-knit", callback_number="")
+    with app.app_context():
+        assert callbacks.call_back("twilio", sealed_worker(twilio_services), place) is None
+    assert fake_twilio.requests == []
+    assert any("no callback number" in record for record in logs)
+    assert not numbers_in(logs)
+
+
+def test_call_back_without_credentials_writes_a_note_without_any_number(
+    app, services, workplace, monkeypatch, tmp_path
 ):
     config = dataclasses.replace(services.config, twilio_account_sid=None, instance_dir=tmp_path)
     monkeypatch.setattr(services, "config", config)
     with app.app_context():
-        name = callbacks.call_back("twilio", sealed_worker(services), CALLBACK)
+        name = callbacks.call_back("twilio", sealed_worker(services), workplace)
     note = services.config.instance_dir / "outbox" / name
-    assert note.read_text(encoding="utf-8") == f"call placed from {CALLBACK}\n"
-    assert not find_number(WORKER, name, note.read_bytes())
+    assert note.read_text(encoding="utf-8") == NOTE
+    assert not numbers_in(name, note.read_bytes())
 
 
 def test_call_back_with_an_expired_seal_calls_no_one(app, twilio_services, fake_twilio, logs):
     sealed = sealed_worker(twilio_services, 60, now=time.time() - 120)
     with app.app_context():
-        assert callbacks.call_back("twilio", sealed, CALLBACK) is None
+        assert callbacks.call_back("twilio", sealed, "dhaka-knit") is None
     assert fake_twilio.requests == []
     assert any("expired" in record for record in logs)
 
@@ -331,14 +366,14 @@ def test_call_back_with_a_seal_for_another_purpose_calls_no_one(
 ):
     sealed = twilio_services.crypto.seal(WORKER, purpose, 60)
     with app.app_context():
-        assert callbacks.call_back("twilio", sealed, CALLBACK) is None
+        assert callbacks.call_back("twilio", sealed, "dhaka-knit") is None
     assert fake_twilio.requests == []
 
 
 def test_call_back_refused_for_good_is_dropped_quietly(app, twilio_services, fake_twilio, logs):
     fake_twilio.answer = twilio_error(400, 21211, f"The 'To' number {WORKER} is not valid.")
     with app.app_context():
-        assert callbacks.call_back("twilio", sealed_worker(twilio_services), CALLBACK) is None
+        assert callbacks.call_back("twilio", sealed_worker(twilio_services), "dhaka-knit") is None
     assert any("21211" in record for record in logs)
     assert not find_number(WORKER, logs)
 
@@ -346,17 +381,18 @@ def test_call_back_refused_for_good_is_dropped_quietly(app, twilio_services, fak
 def test_call_back_failure_is_raised_without_the_number(app, twilio_services, fake_twilio, logs):
     fake_twilio.answer = twilio_error(500, 20500, f"Internal error calling {WORKER}")
     with app.app_context(), pytest.raises(CallError) as caught:
-        callbacks.call_back("twilio", sealed_worker(twilio_services), CALLBACK)
+        callbacks.call_back("twilio", sealed_worker(twilio_services), "dhaka-knit")
     chain = [caught.value, caught.value.__context__, caught.value.__cause__]
-    assert not find_number(WORKER, [repr(e) for e in chain], logs)
+    assert not numbers_in([repr(e) for e in chain])
+    assert not find_number(WORKER, logs)
     assert_clean(caught.value)  # and not the shared test number either
 
 
-def test_a_failed_callback_is_retried_and_stored_without_the_number(
-    app, twilio_services, fake_twilio, workplace, queue, clock, monkeypatch, logs
+def test_a_failed_callback_is_retried_and_stored_without_any_number(
+    app, twilio_services, fake_twilio, queue, clock, monkeypatch, logs
 ):
     """From the missed call to a failing job in a real worker: RQ keeps the failure (and its
-    traceback) and schedules the retry; none of it holds the number."""
+    traceback) and schedules the retry; none of it holds a number."""
     monkeypatch.setattr(callbacks, "CALLBACK_DELAY_SECONDS", 0)
     fake_twilio.answer = twilio_error(503, 20503, f"Service unavailable calling {WORKER}")
     assert missed(twilio_services, clock) is True
@@ -365,11 +401,12 @@ def test_a_failed_callback_is_retried_and_stored_without_the_number(
     assert len(fake_twilio.requests) == 1  # tried, failed, and retried later (SEND_RETRY)
     [job] = scheduled(queue)
     assert job.retries_left == callbacks.SEND_RETRY.max - 1
-    assert not find_number(WORKER, redis_dump(twilio_services.redis), logs)
+    assert not numbers_in(redis_dump(twilio_services.redis))
+    assert not find_number(WORKER, logs)
 
 
 def test_a_refused_callback_is_not_retried(
-    app, twilio_services, fake_twilio, workplace, queue, clock, monkeypatch
+    app, twilio_services, fake_twilio, queue, clock, monkeypatch
 ):
     monkeypatch.setattr(callbacks, "CALLBACK_DELAY_SECONDS", 0)
     fake_twilio.answer = twilio_error(400, 21216, f"Account not allowed to call {WORKER}")
@@ -378,7 +415,7 @@ def test_a_refused_callback_is_not_retried(
         SimpleWorker([queue], connection=twilio_services.redis).work(burst=True)
     assert len(fake_twilio.requests) == 1
     assert scheduled(queue) == [] and FailedJobRegistry(queue=queue).get_job_ids() == []
-    assert not find_number(WORKER, redis_dump(twilio_services.redis))
+    assert not numbers_in(redis_dump(twilio_services.redis))
 
 
 def test_the_embedded_default_calls_back_at_once(
@@ -392,5 +429,5 @@ def test_the_embedded_default_calls_back_at_once(
     with app.test_request_context():
         assert missed(services, clock) is True
     [note] = (services.config.instance_dir / "outbox").glob("call-*.txt")
-    assert note.read_text(encoding="utf-8") == f"call placed from {CALLBACK}\n"
-    assert not find_number(WORKER, redis_dump(services.redis))
+    assert note.read_text(encoding="utf-8") == NOTE
+    assert not numbers_in(note.name, note.read_bytes(), redis_dump(services.redis))

@@ -29,6 +29,7 @@ from .channels.harness import FakeAfricasTalking, _capture_logs, find_number
 from .test_outbound import NUMBER, assert_clean
 
 CALLBACK_NUMBER = "+254709123456"  # the service's own number
+WORKPLACE = "dhaka-knit"  # whose callback number it is
 ACCOUNT_SID = "AC" + "ab" * 16
 AUTH_TOKEN = "test-twilio-rest-token"
 VOICE_URL = "https://gateway.example.org/webhooks/twilio/voice"
@@ -124,8 +125,10 @@ def at_caller(fake) -> AfricasTalkingCaller:
 @dataclasses.dataclass
 class Implementation:
     caller: VoiceCaller
-    # () -> [(callee or None, caller id, answer URL or None)] of the calls that were placed
+    # () -> [(callee or None, where from, answer URL or None)] of the calls that were placed
     placed: object
+    # where a call is placed from, as this caller hands it on or writes it down
+    source: str = CALLBACK_NUMBER
 
 
 def _twilio(fake_twilio, fake_at, tmp_path) -> Implementation:
@@ -151,9 +154,11 @@ def _outbox(fake_twilio, fake_at, tmp_path) -> Implementation:
     def placed():
         notes = sorted(directory.iterdir()) if directory.exists() else []
         lines = [p.read_text(encoding="utf-8") for p in notes]
-        return [(None, line.removeprefix("call placed from ").rstrip("\n"), None) for line in lines]
+        prefix = "call placed from the callback number of workplace "
+        return [(None, line.removeprefix(prefix).rstrip("\n"), None) for line in lines]
 
-    return Implementation(OutboxCaller(directory), placed)
+    # The outbox writes down no number, not even the service's own: it names the workplace.
+    return Implementation(OutboxCaller(directory, WORKPLACE), placed, source=WORKPLACE)
 
 
 IMPLEMENTATIONS = {"twilio": _twilio, "africastalking": _africastalking, "outbox": _outbox}
@@ -169,7 +174,7 @@ def test_contract_call_rings_the_number_from_the_callback_number(implementation)
     assert isinstance(call_id, str) and call_id
     [(callee, from_, url)] = implementation.placed()
     assert callee in (NUMBER, None)  # None: this caller never keeps the number
-    assert from_ == CALLBACK_NUMBER
+    assert from_ == implementation.source
     assert url in (VOICE_URL, None)  # None: the provider calls the number's configured URL
 
 
@@ -381,16 +386,19 @@ def test_at_callee_the_sdk_cannot_take_is_refused_uncalled(fake_at, callee):
 # -- the outbox and the choice of caller ----------------------------------------------------------
 
 
-def test_outbox_notes_the_call_but_never_the_number(tmp_path):
+def test_outbox_notes_the_call_and_the_workplace_but_no_number(tmp_path):
     directory = tmp_path / "outbox"
-    OutboxCaller(directory).call(NUMBER, CALLBACK_NUMBER)
-    OutboxCaller(directory).call(NUMBER, CALLBACK_NUMBER)  # the same call twice: two notes
+    OutboxCaller(directory, WORKPLACE).call(NUMBER, CALLBACK_NUMBER)
+    OutboxCaller(directory, WORKPLACE).call(NUMBER, CALLBACK_NUMBER)  # twice: two notes
     notes = sorted(directory.iterdir())
     assert len(notes) == 2
     for path in notes:
         assert path.name.startswith("call-") and path.suffix == ".txt"
-        assert path.read_text(encoding="utf-8") == f"call placed from {CALLBACK_NUMBER}\n"
-        assert not find_number(NUMBER, path.name, path.read_bytes())
+        assert path.read_text(encoding="utf-8") == (
+            "call placed from the callback number of workplace dhaka-knit\n"
+        )
+        for number in (NUMBER, CALLBACK_NUMBER):  # neither the worker's nor the service's
+            assert not find_number(number, path.name, path.read_bytes())
 
 
 def test_caller_for_each_provider_follows_its_credentials(base_config, tmp_path):
@@ -398,12 +406,16 @@ def test_caller_for_each_provider_follows_its_credentials(base_config, tmp_path)
         base_config, twilio_account_sid=None, at_api_key=None, instance_dir=tmp_path
     )
     for provider in ("twilio", "at"):
-        outbox = caller_for(provider, bare)
+        outbox = caller_for(provider, bare, WORKPLACE)
         assert isinstance(outbox, OutboxCaller) and outbox.directory == tmp_path / "outbox"
-    twilio = caller_for("twilio", dataclasses.replace(bare, twilio_account_sid=ACCOUNT_SID))
+        assert outbox.workplace == WORKPLACE
+    with_sid = dataclasses.replace(bare, twilio_account_sid=ACCOUNT_SID)
+    twilio = caller_for("twilio", with_sid, WORKPLACE)
     assert isinstance(twilio, TwilioCaller)
     assert twilio.voice_url == base_config.public_url + "/webhooks/twilio/voice"
-    at = caller_for("at", dataclasses.replace(bare, at_username="sandbox", at_api_key="k"))
+    at = caller_for(
+        "at", dataclasses.replace(bare, at_username="sandbox", at_api_key="k"), WORKPLACE
+    )
     assert isinstance(at, AfricasTalkingCaller)
 
 

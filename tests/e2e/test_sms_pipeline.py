@@ -12,14 +12,11 @@ six answer every question and the figures are exact; the rotation has its own te
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from redis import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from gateway.config import Config
@@ -38,7 +35,7 @@ from ..support import (
     twilio_signature,
     twilio_sms_form,
 )
-from .processes import FakeAfricasTalking, Processes, free_port
+from .processes import FakeAfricasTalking, Processes
 
 # question -> answer of workers 1..6 (option value, or number)
 ANSWERS = {
@@ -100,49 +97,6 @@ def tell_with_numbers(conversation: Conversation) -> None:
     assert "How many people" in reply
     assert "Please reply with a number" in conversation.send(f"0{digits[3:]}")
     assert "Thank you for telling us" in conversation.send("4")
-
-
-@pytest.fixture
-def redis_url(tmp_path, migrated):
-    """The suite's Redis server; without one (a laptop), a private redis-server if installed."""
-    if not migrated.embedded_redis:
-        yield migrated.redis_url
-        return
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip(
-            "needs a Redis server shared by gunicorn and the RQ worker: set REDIS_URL "
-            "or install redis-server"
-        )
-    port = free_port()
-    child = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            Redis.from_url(url).ping()
-            break
-        except RedisError:
-            time.sleep(0.05)
-    yield url
-    child.terminate()
-    child.wait(timeout=10)
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ from store.models import Answer
 from ..conftest import AT_TOKEN, ROOT, USED, environ_for
 from ..leaks import assert_no_numbers
 from ..support import PUBLIC_URL, add_brand, add_workplace, twilio_signature
-from .processes import BIN, Processes, private_redis
+from .processes import BIN, Processes
 
 CODE = "4321"
 K = 5  # WORKERVOICE_MIN_RESPONDENTS in the test environment
@@ -589,22 +589,6 @@ def assert_voices(call: Call) -> None:
 
 
 # -- the stack --------------------------------------------------------------------------------
-@pytest.fixture
-def redis_url(tmp_path, migrated):
-    """The suite's Redis server; without one (a laptop), a private redis-server if installed."""
-    if not migrated.embedded_redis:
-        yield migrated.redis_url
-        return
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip(
-            "needs a Redis server shared by gunicorn and the RQ worker: set REDIS_URL "
-            "or install redis-server"
-        )
-    with private_redis(server, tmp_path) as url:
-        yield url
-
-
 @pytest.fixture
 def stack(tmp_path, app, redis_url):
     """gunicorn + RQ worker on the suite's database, with copies of the flows (every question
