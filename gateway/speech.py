@@ -54,6 +54,7 @@ SPOKEN_SERVICE_WORDS = (
     words.NOT_HEARD,
     words.KEY_NUMBER,
     words.KEY_CODE,
+    words.NUMBER_WITHHELD,  # said in English: a withheld caller's language is unknown
 )
 
 

@@ -6,16 +6,20 @@ AT's XML (PROVIDERS.md §6).
 only: a turn is one ``<Play>`` of its recordings in sequence when every utterance has one, else
 one ``<Say>`` (the English source text where the language is not English). Silence runs the next
 action, which AT does not report: the ``<Redirect>`` after ``<GetDigits>`` reports it.
+A first request with ``callerNumber`` empty or withheld hears, in English, to call again with the
+number shown, and nothing is kept.
 """
 
 from __future__ import annotations
 
+from urllib.parse import quote
 from xml.etree.ElementTree import Element, SubElement, tostring
+from xml.sax.saxutils import escape
 
 from flask import Response, request
 
 from ..audio import AudioLibrary
-from ..conversation import Inbound, handle
+from ..conversation import handle
 from ..engine.texts import SOURCE_LANGUAGE
 from ..identity import InvalidAddress, e164
 from ..services import current
@@ -34,6 +38,10 @@ LIMITS = {
 QUERY_LIMITS = {"n": 8, "noinput": 8}
 SAY_VOICE = "woman"  # AT's English voices: man, woman
 DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
+# In place of the webhook token in the URLs a document names, until the response goes out: the
+# reply cache keeps documents for a day, and a secret has no business there. urlencode and XML
+# leave these characters as they are.
+TOKEN_MARK = "__WV_AT_WEBHOOK_TOKEN__"
 
 
 def said_as_one(said: tuple[voice.Spoken, ...], audio: AudioLibrary) -> Element | None:
@@ -78,6 +86,13 @@ def rejected() -> str:
     return DECLARATION + tostring(root, encoding="unicode")
 
 
+def with_token(text: str, token: str) -> str:
+    """The document with the webhook token in place of its mark, escaped for a URL's query and
+    for XML (attribute and text alike)."""
+    escaped = escape(quote(token, safe=""), {'"': "&quot;"})
+    return text.replace(f"token={TOKEN_MARK}", f"token={escaped}")
+
+
 def xml(text: str) -> Response:
     if not text:  # the final notification: 200, empty
         return Response("", status=200, mimetype="text/plain")
@@ -105,17 +120,16 @@ def at_voice() -> Response:
         if call.first and form.get("direction", "").lower() == "inbound":
             if voice.missed_call(services, "at", caller, form.get("destinationNumber", "")):
                 return xml(rejected())
+        if voice.withheld(caller):
+            prompt = voice.to_withheld(services, call)
+            return xml(document(prompt, services.audio) if prompt is not None else "")
         e164(caller)  # a caller we cannot pseudonymise is refused before anything happens
-        turn = voice.VoiceTurn(
-            call=call,
-            link=voice.Link(services.config.public_url + PATH, (("token", token or ""),)),
-            speak=lambda prompt: document(prompt, services.audio),
-            hung_up="",
-            audio=services.audio,
-            flows=services.registry.current()[0],
+        # The reply is cached as rendered (for a day): it holds a mark, not the token.
+        link = voice.Link(services.config.public_url + PATH, (("token", TOKEN_MARK),))
+        inbound, turn = voice.conversation(
+            services, "at", caller, call, link, lambda p: document(p, services.audio), ""
         )
-        inbound = Inbound("at", "voice", caller, call.message_id, dialog=session_id)
         reply = handle(services, inbound, turn).reply
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
-    return xml(reply)
+    return xml(with_token(reply, token or ""))

@@ -5,6 +5,8 @@ While a question is pending: ``<Gather input="dtmf">`` holding the prompt and "p
 (one key for a menu of up to 9 options, else keys ended by #), then a ``<Redirect>`` for silence.
 Each utterance is the recording of it when there is one (``<Play>``), else ``<Say>`` in a voice
 Twilio has for its language. When the dialog ends: what is left to say, then ``<Hangup/>``.
+A withheld caller (``anonymous``, ``unknown``, ``client:<name>``) hears, in English, to call again
+with their number shown, then ``<Hangup/>``; nothing is kept.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from flask import Response, request
 from twilio.twiml import TwiML
 from twilio.twiml.voice_response import VoiceResponse
 
-from ..conversation import Inbound, handle
+from ..conversation import handle
 from ..identity import InvalidAddress, e164
 from ..services import current
 from . import BadRequest, bounded, reject, required, voice, webhooks
@@ -42,6 +44,7 @@ VOICES = {
     "en": ("en-US", "Google.en-US-Standard-C"),
 }
 ENGLISH = VOICES["en"]
+HUNG_UP = str(VoiceResponse())  # the answer to the status callback: nothing to do
 
 
 def speak(verb: TwiML, said: voice.Spoken) -> None:
@@ -112,16 +115,12 @@ def twilio_voice() -> Response:
         if call.first and not outbound:
             if voice.missed_call(services, "twilio", worker, form.get("To", "")):
                 return xml(rejected())
+        if not outbound and voice.withheld(worker):
+            prompt = voice.to_withheld(services, call)
+            return xml(twiml(prompt) if prompt is not None else HUNG_UP)
         e164(worker)  # a number we cannot pseudonymise is refused before anything happens
-        turn = voice.VoiceTurn(
-            call=call,
-            link=voice.Link(services.config.public_url + PATH),
-            speak=twiml,
-            hung_up=str(VoiceResponse()),
-            audio=services.audio,
-            flows=services.registry.current()[0],
-        )
-        inbound = Inbound("twilio", "voice", worker, call.message_id, dialog=call_sid)
+        link = voice.Link(services.config.public_url + PATH)
+        inbound, turn = voice.conversation(services, "twilio", worker, call, link, twiml, HUNG_UP)
         reply = handle(services, inbound, turn).reply
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))

@@ -6,7 +6,11 @@ Every document an adapter renders sends the caller's next request to
 ``WORKERVOICE_PUBLIC_URL + path + ?n=<turn>``: the turn number counts the call's requests, so
 ``<call id>:<n>`` is the message id a provider's retry of a turn repeats (answered from the reply
 cache, applied once). The call's own state (``dialog.state``, kept in Redis per call) holds the
-turn expected next, the question the call last put and how often the caller was silent on it.
+turn expected next, the question the call last put, how often the caller was silent on it, and
+whether the call has ended (a provider may report the end before the call's last answer).
+
+A caller whose number is withheld cannot be pseudonymised: they are asked, in English (their
+language is unknown), to call again with their number shown, and nothing is kept.
 
 A language with neither a recording of a prompt nor a provider voice (Swahili without audio)
 is said in English from the source text, with a warning naming the clip (never the caller).
@@ -25,7 +29,7 @@ from babel import Locale
 
 from .. import speech
 from ..audio import AudioLibrary
-from ..conversation import Turned
+from ..conversation import Inbound, Turned
 from ..engine import words
 from ..engine.answers import RESUME_OPTIONS, RESUME_PROMPT
 from ..engine.definition import FlowSet
@@ -47,6 +51,9 @@ DIGITS = frozenset("0123456789*#")
 MENU_TIMEOUT = 7  # seconds to press one key after the prompt
 KEYED_TIMEOUT = 12  # seconds to key a number or a code, ended by #
 END_KEY = "#"
+ENDED = "ended"  # dialog.state: the provider reported the call's end
+# What a withheld caller's number reads as (PROVIDERS.md §2.1; "" where AT leaves it empty).
+WITHHELD = frozenset({"", "anonymous", "unknown", "restricted", "private", "withheld"})
 
 
 # -- reading a request -------------------------------------------------------------------------
@@ -60,6 +67,7 @@ class Call:
     turn: int  # n from the URL; 0 for the call's first request
     kind: str  # DIAL_IN | KEYS | SILENCE | HANG_UP
     digits: str = ""
+    ended: bool = False  # keys reported together with the call's end (its last answer)
 
     @property
     def message_id(self) -> str:
@@ -76,10 +84,13 @@ def read_call(
     call_id: str, args: Mapping[str, str], digits: str | None, ended: bool, field: str
 ) -> Call:
     """The request read from its URL's ``n`` / ``noinput`` and the keys pressed (``field``
-    names the provider's digits field); BadRequest if any of them is not one we could send."""
+    names the provider's digits field); BadRequest if any of them is not one we could send.
+    Keys on a turn reported with the call's end are its last answer, not a hang-up."""
     turn, silent = _turn(args)
     keyed = _digits(digits, field)
     if ended:
+        if turn and keyed and not silent:
+            return Call(call_id, turn, KEYS, keyed, ended=True)
         return Call(call_id, turn, HANG_UP)
     if turn == 0:
         if silent:
@@ -116,6 +127,13 @@ def missed_call(services: Services, provider: str, caller: str, called: str) -> 
     from .. import callbacks
 
     return callbacks.missed_call(services, provider, caller, called)
+
+
+def withheld(address: str) -> bool:
+    """True for a caller whose number the network withholds, or a Twilio client (``client:``):
+    there is no number to pseudonymise, so no worker to speak with."""
+    value = address.strip().lower()
+    return value in WITHHELD or value.startswith("client:")
 
 
 # -- what the caller hears ---------------------------------------------------------------------
@@ -245,6 +263,20 @@ def _english_name(code: str) -> str:
         return code
 
 
+def to_withheld(services: Services, call: Call) -> Prompt | None:
+    """What a withheld caller hears (None for the call's end: nothing); no engine step, nothing
+    kept. We gave such a call no turns: a later one is a BadRequest."""
+    if call.kind == HANG_UP:
+        return None
+    if not call.first:
+        raise BadRequest(f"turn {call.turn} is not the call's current turn")
+    log.info("a withheld number called: asked to call again with the number shown")
+    texts = services.registry.current()[1]
+    text = texts.service(SOURCE_LANGUAGE, words.NUMBER_WITHHELD)
+    said = Say(text, msgid=words.NUMBER_WITHHELD, language=SOURCE_LANGUAGE)
+    return Prompt(spoken([said], texts, None, services.audio), None, "", "")
+
+
 # -- the turn ----------------------------------------------------------------------------------
 
 
@@ -269,8 +301,10 @@ class VoiceTurn:
     ``read`` checks the request is the turn the call expects and makes the engine input: the
     call's first request is a dial-in (not an answer: the engine offers to resume an unfinished
     flow), keys answer the question this call put, silence counts towards asking it again, a
-    hang-up ends the dialog (answers given are kept). ``render`` moves the turn counter on and
-    hands the provider's renderer what to say.
+    hang-up ends the dialog (answers given are kept) and marks the call ended: after that only
+    the answer to the question put is applied (a provider may report the end first), and
+    nothing is said. ``render`` moves the turn counter on and hands the provider's renderer
+    what to say.
     """
 
     call: Call
@@ -289,12 +323,21 @@ class VoiceTurn:
     def read(self, dialog: Dialog, session: Session) -> Turned:
         state = dialog.state
         if self.call.kind == HANG_UP:
+            state[ENDED] = True  # the dialog's state is kept: a late last answer still counts
             return Turned(HangUp())
         if self.call.turn != _count(state, "n"):
             raise BadRequest(f"turn {self.call.turn} is not the call's current turn")
+        pending = state.get("asked") is not None and state.get("asked") == session.current
+        if self.call.ended:
+            state[ENDED] = True
+        if state.get(ENDED) is True:
+            # The caller is gone: only an answer to the question put is still applied.
+            if self.call.kind == KEYS and pending:
+                return Turned(Message(self.call.digits))
+            return Turned(reply=self.hung_up)
         if self.call.kind == DIAL_IN:
             return Turned(DialIn())
-        if state.get("asked") is None or state.get("asked") != session.current:
+        if not pending:
             # The question this call put is no longer pending (answered on another channel):
             # keys or silence cannot answer what the caller did not hear; begin afresh.
             return Turned(DialIn())
@@ -309,6 +352,8 @@ class VoiceTurn:
             return self.hung_up
         turn = self.call.turn + 1
         remember(dialog.state, turn, step.waiting)
+        if dialog.state.get(ENDED) is True:  # a late last answer: no one is there to hear
+            return self.hung_up
         prompt = Prompt(
             spoken(step.events, texts, self.flows, self.audio),
             step.waiting,
@@ -316,6 +361,22 @@ class VoiceTurn:
             self.link.url(turn, no_input=True),
         )
         return self.speak(prompt)
+
+
+def conversation(
+    services: Services,
+    provider: str,
+    caller: str,
+    call: Call,
+    link: Link,
+    speak: Callable[[Prompt], str],
+    hung_up: str,
+) -> tuple[Inbound, VoiceTurn]:
+    """What an adapter hands to gateway/conversation.handle for one request of a call: the
+    caller (a worker's number), the call's id and turn, and how the provider hears a prompt."""
+    flows = services.registry.current()[0]
+    turn = VoiceTurn(call, link, speak, hung_up, services.audio, flows)
+    return Inbound(provider, "voice", caller, call.message_id, dialog=call.id), turn
 
 
 def remember(state: dict[str, Any], turn: int, waiting: Ask | None) -> None:

@@ -57,3 +57,5 @@ PRESS_NUMBER = N_("Please press a key from 1 to {count}.")
 KEY_NUMBER_RANGE = N_("Please key a number from {min} to {max}, then press the hash key.")
 KEY_NUMBER = N_("Please key a number, then press the hash key.")
 KEY_CODE = N_("Key the code, then press the hash key.")
+# Voice: a caller whose number is withheld (said in English: their language is unknown).
+NUMBER_WITHHELD = N_("Please call again with your number shown. WorkerVoice never stores it.")

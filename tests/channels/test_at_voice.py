@@ -8,10 +8,12 @@ one <Say>. Silence is reported by the <Redirect> after <GetDigits>; the call's e
 
 from __future__ import annotations
 
+import json
 import wave
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit
 from xml.etree import ElementTree
 
 import pytest
@@ -19,6 +21,7 @@ from sqlalchemy import select
 
 from gateway import callbacks
 from gateway.audio import AudioLibrary, sequence_token
+from gateway.channels import voice
 from store import directory
 from store.models import Worker
 
@@ -34,6 +37,7 @@ from .harness import (
     checks,
     no_session,
     one_session,
+    redis_dump,
     run_case,
 )
 
@@ -47,6 +51,13 @@ PATH = AT_VOICE.path
 NO_TOKEN = "invalid webhook token"
 CONSENT_EN = "Do you agree?"
 NOT_HEARD = "We did not hear your answer."
+WITHHELD = "Please call again with your number shown. WorkerVoice never stores it."
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    """Each test sees its own once-per-process warnings (voice._warned), whatever ran first."""
+    monkeypatch.setattr(voice, "_warned", set())
 
 
 def at_call(session: str = SESSION, caller: str = KE, direction: str = "Inbound", **extra) -> dict:
@@ -186,6 +197,49 @@ def no_dialog(run: Run) -> None:
     assert run.services.redis.keys("wv:dialog:*") == []
 
 
+def ended_dialog(run: Run) -> None:
+    """The call's state is kept after its end (until it expires), marked ended."""
+    keys = run.services.redis.keys("wv:dialog:*")
+    assert len(keys) == 1, keys
+    assert json.loads(run.services.redis.get(keys[0])).get("ended") is True
+
+
+def nothing_kept(run: Run) -> None:
+    """No session, dialog, reply or anything else of the service's in Redis; no worker stored."""
+    assert run.services.redis.keys("wv:*") == []
+    with run.services.db.session() as db:
+        assert db.scalars(select(Worker.pseudonym)).all() == []
+
+
+def asked_to_show_number(run: Run) -> None:
+    """In English (AT's <Say> speaks only English, and the language is unknown); the call
+    ends after it."""
+    root = document(run)
+    assert [child.tag for child in root] == ["Say"]
+    assert said_text(root) == WITHHELD
+
+
+def tokens_in(run: Run, index: int) -> list[str]:
+    """The webhook token of every URL the response names (callbackUrl, Redirect)."""
+    root = document(run, index)
+    urls = [root.find("GetDigits").get("callbackUrl", ""), root.find("Redirect").text or ""]
+    return [dict(parse_qsl(urlsplit(url).query))["token"] for url in urls]
+
+
+def token_only_in_responses(token: str) -> Callable[[Run], None]:
+    """Every response names the real token; no Redis value holds it (the reply cache keeps
+    documents for a day)."""
+
+    def check(run: Run) -> None:
+        for index in range(len(run.responses)):
+            assert tokens_in(run, index) == [token, token]
+        stored = repr(redis_dump(run.services.redis))
+        for form in {token, quote(token, safe=""), quote_plus(token)}:
+            assert form not in stored, f"the webhook token is in Redis as {form!r}"
+
+    return check
+
+
 def session_kept(run: Run) -> None:
     assert run.pseudonym() in run.sessions()
 
@@ -256,12 +310,12 @@ CASES = [
         recorded=heard("", 0),
     ),
     Case(
-        "the first request's retry is answered again",
+        "the first request's retry is answered again, the token in both, not in Redis",
         at_call(),
         repeat=2,
         body="<GetDigits",
         recorded=heard("", 0),
-        check=one_session,
+        check=checks(one_session, token_only_in_responses(AT_TOKEN)),
     ),
     # -- keys ---------------------------------------------------------------------------------
     Case(
@@ -323,7 +377,7 @@ CASES = [
         final(),
         before=enrolled_by_voice(None),
         recorded=ended_call(),
-        check=checks(empty, answers(1), session_kept, no_dialog),
+        check=checks(empty, answers(1), session_kept, ended_dialog),
     ),
     Case(
         "isActive=0 retried: one hang-up",
@@ -331,13 +385,56 @@ CASES = [
         repeat=2,
         before=dialled("2"),
         recorded=ended_call(),
-        check=checks(empty, no_dialog),
+        check=checks(empty, ended_dialog),
     ),
     Case(
         "isActive=0 as PROVIDERS.md shows it, for a call never seen",
         CAPTURED_FINAL,
         recorded=ended_call(phone="+254794263043"),
-        check=checks(empty, no_dialog),
+        check=checks(empty, ended_dialog, no_session),
+    ),
+    *[
+        Case(
+            f"the call's last answer, {how}, still counts (once)",
+            form,
+            query=CHECKIN_TURN,
+            repeat=2,
+            before=before,
+            recorded=heard("1", 4),
+            jobs=("persist_events",),
+            check=checks(empty, answers(1), session_kept, ended_dialog),
+        )
+        for how, form, before in (
+            ("its callback after isActive=0", keyed("1"), enrolled_by_voice(hang_up=True)),
+            ("on the isActive=0 request", final(dtmfDigits="1"), enrolled_by_voice()),
+        )
+    ],
+    Case(
+        "silence reported after isActive=0 asks no one again",
+        at_call(),
+        query=CHECKIN_TURN + "&noinput=1",
+        before=enrolled_by_voice(hang_up=True),
+        recorded=heard("", 4),
+        check=checks(empty, answers(0), session_kept, ended_dialog),
+    ),
+    # -- a withheld number: asked to call again with it shown; nothing kept ---------------------
+    Case(
+        "callerNumber empty",
+        at_call(caller=""),
+        body=WITHHELD,
+        check=checks(asked_to_show_number, nothing_kept),
+    ),
+    Case(
+        "callerNumber 'anonymous', retried",
+        at_call(caller="anonymous"),
+        repeat=2,
+        body=WITHHELD,
+        check=checks(asked_to_show_number, nothing_kept),
+    ),
+    Case(
+        "isActive=0 of a withheld number's call",
+        final(callerNumber=""),
+        check=checks(empty, nothing_kept),
     ),
     Case(
         "a new call after a hang-up offers Continue / Start again",
@@ -368,7 +465,20 @@ CASES = [
     Case("sessionId empty", at_call(session=""), 400, "empty field 'sessionId'"),
     Case("sessionId with a space", at_call(session="ATVId_ 1"), 400, "malformed field"),
     Case("sessionId over 100 characters", at_call(session="A" * 101), 400, "is longer than 100"),
-    Case("callerNumber not a number", at_call(caller="Unknown"), 400, "not a phone number"),
+    Case("callerNumber not a number", at_call(caller="Nairobi"), 400, "not a phone number"),
+    Case(
+        "callerNumber empty on a turn it was never given",
+        keyed("1", callerNumber=""),
+        400,
+        "not the call's current turn",
+        query="?n=1",
+    ),
+    Case(
+        "callerNumber empty, sessionId missing",
+        without(at_call(caller=""), "sessionId"),
+        400,
+        "missing field 'sessionId'",
+    ),
     Case("callerNumber over 64 characters", at_call(caller="+" + "1" * 64), 400, "is longer"),
     Case("dtmfDigits not keys", keyed("1a"), 400, "malformed field 'dtmfDigits'", query="?n=1"),
     Case("dtmfDigits over 64 keys", keyed("1" * 65), 400, "is longer", query="?n=1"),
@@ -417,6 +527,34 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.label)
 def test_at_voice(case, app, client, services, monkeypatch):
     run_case(AT_VOICE, case, app, client, services, monkeypatch)
+
+
+def test_a_token_of_any_characters_is_escaped(app, client, services, monkeypatch):
+    """The token goes into each URL quoted, and the document stays well-formed XML."""
+    token = 'to&ken <"x"> +/%'
+    monkeypatch.setattr(services, "config", replace(services.config, at_webhook_token=token))
+    case = Case(
+        "a token to escape",
+        at_call(),
+        repeat=2,
+        token=token,
+        body="<GetDigits",
+        recorded=heard("", 0),
+        check=checks(token_only_in_responses(token), waits_with(token)),
+    )
+    run_case(AT_VOICE, case, app, client, services, monkeypatch)
+
+
+def waits_with(token: str) -> Callable[[Run], None]:
+    """The next turn, sent to the callbackUrl as AT would, is accepted with that token."""
+
+    def check(run: Run) -> None:
+        url = document(run).find("GetDigits").get("callbackUrl", "")
+        response = run.client.post(url[len(PUBLIC_URL) :], data=keyed("2"))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert CONSENT_EN in response.get_data(as_text=True)
+
+    return check
 
 
 def test_case_labels_are_unique():

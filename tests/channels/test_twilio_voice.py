@@ -8,6 +8,7 @@ alike, and the caller's number nowhere. Walks through a whole call follow the Tw
 
 from __future__ import annotations
 
+import json
 import shutil
 import wave
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from sqlalchemy import select
 
 from gateway import callbacks, speech
 from gateway.audio import AudioLibrary
-from gateway.channels import twilio_voice
+from gateway.channels import twilio_voice, voice
 from gateway.engine import words
 from gateway.engine.texts import language_name
 from gateway.engine.voices import TWILIO_TTS_LANGUAGES
@@ -53,6 +54,13 @@ NOT_SIGNED = "invalid Twilio signature"
 WELCOME_BN = "WorkerVoice-এ স্বাগতম"
 CONSENT_EN = "Do you agree?"
 NOT_HEARD = "We did not hear your answer."
+WITHHELD = "Please call again with your number shown. WorkerVoice never stores it."
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    """Each test sees its own once-per-process warnings (voice._warned), whatever ran first."""
+    monkeypatch.setattr(voice, "_warned", set())
 
 
 def call(sid: str = SID, caller: str = BD, status: str = "in-progress", **extra: str) -> dict:
@@ -189,6 +197,40 @@ def offers_resume(run: Run) -> None:
 
 def no_dialog(run: Run) -> None:
     assert run.services.redis.keys("wv:dialog:*") == []
+
+
+def dialog_state(run: Run) -> dict:
+    """The state of the one call the case is about."""
+    keys = run.services.redis.keys("wv:dialog:*")
+    assert len(keys) == 1, keys
+    return json.loads(run.services.redis.get(keys[0]))
+
+
+def ended_dialog(run: Run) -> None:
+    """The call's state is kept after its end (until it expires), marked ended."""
+    assert dialog_state(run).get("ended") is True
+
+
+def not_asked_again(run: Run) -> None:
+    """After the call's end silence changes nothing: no silence counted, nothing said."""
+    assert dialog_state(run)["silences"] == 0 and dialog_state(run)["ended"] is True
+    assert run.responses[0].get_data(as_text=True) == EMPTY
+
+
+def nothing_kept(run: Run) -> None:
+    """No session, dialog, reply or anything else of the service's in Redis; no worker stored."""
+    assert run.services.redis.keys("wv:*") == []
+    with run.services.db.session() as db:
+        assert db.scalars(select(Worker.pseudonym)).all() == []
+
+
+def asked_to_show_number(run: Run) -> None:
+    """In English (the caller's language is unknown), then the call ends."""
+    root = twiml(run)
+    assert [child.tag for child in root] == ["Say", "Hangup"]
+    say = root.find("Say")
+    assert say.text == WITHHELD and say.get("language") == "en-US"
+    assert say.get("voice", "").startswith("Google.en-US")
 
 
 def session_kept(run: Run) -> None:
@@ -355,7 +397,7 @@ CASES = [
         before=enrolled_by_voice(None),
         body=EMPTY,
         recorded=Recorded(BD, "", f"{SID}:end", "voice", SID),
-        check=checks(answers(1), session_kept, no_dialog),
+        check=checks(answers(1), session_kept, ended_dialog),
     ),
     Case(
         "a new call after a hang-up offers Continue / Start again",
@@ -381,7 +423,7 @@ CASES = [
         hung_up("busy"),
         body=EMPTY,
         recorded=Recorded(BD, "", f"{SID}:end", "voice", SID),
-        check=no_dialog,
+        check=checks(ended_dialog, no_session),
     ),
     Case(
         "a hang-up reported on a turn's action URL",
@@ -390,7 +432,59 @@ CASES = [
         before=dialled("2"),
         body=EMPTY,
         recorded=Recorded(BD, "", f"{SID}:end", "voice", SID),
-        check=no_dialog,
+        check=ended_dialog,
+    ),
+    *[
+        Case(
+            f"the call's last answer, {how}, still counts (once)",
+            form,
+            query=CHECKIN_TURN,
+            repeat=2,
+            before=before,
+            body=EMPTY,
+            recorded=heard("1", 4),
+            jobs=("persist_events",),
+            check=checks(answers(1), session_kept, ended_dialog),
+        )
+        for how, form, before in (
+            ("after the status callback", keyed("1"), enrolled_by_voice(hang_up=True)),
+            (
+                "reported with the call's end",
+                keyed("1", CallStatus="completed"),
+                enrolled_by_voice(),
+            ),
+        )
+    ],
+    Case(
+        "silence reported after the call's end asks no one again",
+        call(),
+        query=CHECKIN_TURN,
+        before=enrolled_by_voice(hang_up=True),
+        body=EMPTY,
+        recorded=heard("", 4),
+        check=checks(answers(0), session_kept, not_asked_again),
+    ),
+    # -- a withheld number: asked to call again with it shown; nothing kept ---------------------
+    *[
+        Case(
+            f"From {caller!r} (a withheld number{', retried' if repeat > 1 else ''})",
+            call(caller=caller),
+            repeat=repeat,
+            body=WITHHELD,
+            check=checks(asked_to_show_number, nothing_kept),
+        )
+        for caller, repeat in (
+            ("anonymous", 1),
+            ("unknown", 1),
+            ("client:alice", 1),
+            ("Anonymous", 2),
+        )
+    ],
+    Case(
+        "the status callback of a withheld number's call",
+        hung_up(caller="anonymous"),
+        body=EMPTY,
+        check=nothing_kept,
     ),
     # -- a call we placed (the missed-call callback) ------------------------------------------
     Case(
@@ -409,8 +503,27 @@ CASES = [
         400,
         "missing field 'To'",
     ),
-    Case("From 'anonymous'", call(caller="anonymous"), 400, "not a phone number"),
-    Case("From a voice client", call(caller="client:alice"), 400, "not a phone number"),
+    Case("From not a number", call(caller="Dhaka"), 400, "not a phone number"),
+    Case(
+        "a withheld number without CallSid",
+        without(call(caller="anonymous"), "CallSid"),
+        400,
+        "missing field 'CallSid'",
+    ),
+    Case(
+        "a withheld number with a malformed turn",
+        keyed("1", From="anonymous"),
+        400,
+        "malformed parameter 'n'",
+        query="?n=0",
+    ),
+    Case(
+        "a withheld number on a turn it was never given",
+        keyed("1", From="anonymous"),
+        400,
+        "not the call's current turn",
+        query="?n=1",
+    ),
     Case("CallSid not a call's", call(sid="SM" + "a" * 32), 400, "malformed field 'CallSid'"),
     Case("CallSid too short", call(sid="CA" + "a" * 31), 400, "malformed field 'CallSid'"),
     Case("CallSid over 64 characters", call(sid="CA" + "a" * 63), 400, "'CallSid' is longer"),
