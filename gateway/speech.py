@@ -41,14 +41,15 @@ VOICE_WORDS = {
     words.CHOOSE_NUMBER: words.PRESS_NUMBER,
     words.NUMBER_RANGE: words.KEY_NUMBER_RANGE,
     words.NUMBER_ANY: words.KEY_NUMBER,
+    **words.DIALOG_WORDS,
 }
 # Service words a voice call can say (the rest are SMS-only: TEXT_EMPTY has no voice use).
 SPOKEN_SERVICE_WORDS = (
     words.HELP,
     words.STOPPED,
-    words.DECLINED,
+    words.DECLINED_AGAIN,
     words.CODE_UNKNOWN,
-    words.CODE_FAILED,
+    words.CODE_FAILED_AGAIN,
     words.LANGUAGE_SET,
     words.NO_INPUT,
     words.NOT_HEARD,

@@ -140,7 +140,11 @@ def test_a_hang_up_never_brings_back_a_worker_who_declined_or_left(client, servi
     declined, left = "+254711000401", "+254711000402"
     ussd(client, "ATUid_decline", declined, "")
     ussd(client, "ATUid_decline", declined, "2")  # English
-    assert ussd(client, "ATUid_decline", declined, "2*2").startswith("END ")  # do not agree
+    declined_screen = ussd(client, "ATUid_decline", declined, "2*2")  # do not agree
+    # no "send any message" on USSD, where none is sent
+    assert declined_screen == (
+        "END You did not agree, so nothing about you was kept. You are welcome back at any time."
+    )
     ended(client, "ATUid_decline", declined)
     ussd(client, "ATUid_stop", left, "")
     assert ussd(client, "ATUid_stop", left, "STOP").startswith(("END ", "CON "))

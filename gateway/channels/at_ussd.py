@@ -4,13 +4,20 @@ closes it). The reply is computed inside the request: AT waits for it and there 
 
 ``UssdTurn`` keeps in the dialog's state (keyed by AT's sessionId) the digest of the last text,
 how many of its ``*`` parts were consumed, the reply it got, and the pages of the outcome shown
-with the page on screen; gateway/channels/ussd.py says how a cumulative text is read.
+with the page on screen and the page its question is answered from; gateway/channels/ussd.py
+says how a cumulative text is read.
 
 Paging: ``98`` shows the next page and ``00`` the previous one when the screen on the worker's
 phone has one (and the text extends the one that screen answered); otherwise they are ordinary
-input. A closing screen (the outcome ends) longer than a page is shown with ``CON`` page by page,
-its last page with ``END``; on its pages every input but ``00`` shows the next page, since there
-is nothing left to answer.
+input. The worker can only answer what they have seen: on a page of a waiting screen before the
+one the pending question is answered from (the first page showing one of its options; for a
+question without options, a number, a text or a workplace code, the page where its prompt ends),
+every input shows the next page instead of being applied, but ``00`` on a page with one before
+it (which it shows). STOP, HELP and LANG (and the opt-out words) are applied all the same: they
+answer no question, and a worker who wants out must never have to page first.
+A closing screen (the outcome ends) longer than a page is shown with ``CON`` page by page, its
+last page with ``END``; on its pages likewise every input but ``00`` shows the next page, since
+there is nothing left to answer.
 
 POST /webhooks/at/ussd/events takes AT's end-of-session notification (§4.4): the dialog is
 over (answers given are kept for a resume), answered 200 with an empty body.
@@ -18,20 +25,23 @@ over (answers given are kept for a resume), answered 200 with an empty body.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, request
 
 from ..conversation import Inbound, Turned, handle
+from ..engine import words
 from ..engine.events import Step
 from ..engine.inputs import DialIn, HangUp, Message
-from ..engine.parsing import ascii_digits
+from ..engine.keywords import RESERVED, keyword_forms
+from ..engine.parsing import ascii_digits, clean
 from ..engine.screens import BACK_KEY, NEXT_KEY
 from ..engine.session import Session
 from ..engine.texts import Texts
 from ..identity import InvalidAddress
-from ..services import current
+from ..services import Services, current
 from ..sessions import Dialog
 from . import BadRequest, bounded, external_id, reject, required, ussd, webhooks
 from .at_sms import token_ok
@@ -63,11 +73,13 @@ CON, END = "CON ", "END "
 @dataclass(frozen=True)
 class UssdTurn:
     """One USSD request: the newest input of its cumulative text, or a page of the last
-    outcome. Every question type can be put on USSD."""
+    outcome. Every question type can be put on USSD. ``command`` tells a reserved word (STOP,
+    HELP, LANG), which is applied from any page of a waiting screen."""
 
     session_id: str
     text: str
     unsupported: frozenset[str] = frozenset()
+    command: Callable[[str], bool] = lambda text: False
 
     def read(self, dialog: Dialog, session: Session) -> Turned:
         state = dialog.state
@@ -79,15 +91,17 @@ class UssdTurn:
         if reading.newest is None:
             return Turned(DialIn())
         if reading.extends:
-            page = _turn_page(state, reading.newest)
+            page = _turn_page(state, reading.newest, self.command(reading.newest))
             if page is not None:
                 return Turned(reply=page)
         return Turned(Message(reading.newest))
 
     def render(self, step: Step, dialog: Dialog, texts: Texts) -> str:
         state = dialog.state
-        state["pages"] = ussd.screens(step, texts)
+        shown = ussd.outcome(step, texts)
+        state["pages"] = shown.pages
         state["page"] = 0
+        state["answer_page"] = shown.answer_page
         state["ends"] = step.ended
         state["reply"] = _shown(state)
         return state["reply"]
@@ -124,21 +138,36 @@ def _pages(state: dict[str, Any]) -> list[str]:
     return []
 
 
-def _turn_page(state: dict[str, Any], key: str) -> str | None:
-    """The page the key turns to on the screen last shown, or None when it turns no page."""
+def _turn_page(state: dict[str, Any], key: str, command: bool) -> str | None:
+    """The page the key turns to on the screen last shown, or None when it turns no page. On
+    every page of a closing screen (which asks nothing) any key turns to the next page, and so
+    does any key but a ``command`` on a page before the one the question is answered from."""
     pages, page = _pages(state), _count(state, "page")
     if page >= len(pages):
         return None
     closing = state.get("ends") is True
+    unseen = not closing and not command and page < _count(state, "answer_page")
     digits = ascii_digits(key)  # a Bangla keypad may send ৯৮
     if digits == BACK_KEY and page > 0:
         state["page"] = page - 1
-    elif page < len(pages) - 1 and (digits == NEXT_KEY or closing):
+    elif page < len(pages) - 1 and (digits == NEXT_KEY or closing or unseen):
         state["page"] = page + 1
     else:
         return None
     state["reply"] = _shown(state)
     return state["reply"]
+
+
+def _commands(services: Services) -> Callable[[str], bool]:
+    """Whether an input is a reserved word, matched as the engine matches it (runtime.py)."""
+    flows, texts = services.registry.current()
+    forms = keyword_forms(flows, texts)
+
+    def command(text: str) -> bool:
+        word = clean(text).upper()
+        return word in words.OPT_OUT_WORDS or any(forms.is_reserved(word, k) for k in RESERVED)
+
+    return command
 
 
 def _shown(state: dict[str, Any]) -> str:
@@ -159,7 +188,8 @@ def at_ussd() -> Response:
         session_id = external_id(session_id, "sessionId")
         message_id = ussd.message_id(session_id, text)
         inbound = Inbound("at", "ussd", phone, message_id, dialog=session_id)
-        reply = handle(services, inbound, UssdTurn(session_id, text)).reply
+        turn = UssdTurn(session_id, text, command=_commands(services))
+        reply = handle(services, inbound, turn).reply
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
     return Response(reply, status=200, mimetype="text/plain")

@@ -3,7 +3,9 @@ no request, no Redis; gateway/channels/at_ussd.py keeps the state between reques
 
 Screens (SPEC §4): every ``Say`` and ``Ask`` of a step in order, one line each, options numbered
 ``1. Yes`` as on SMS; split into pages by gateway/engine/screens.py (what lint measures too),
-with the paging labels in the step's language.
+with the paging labels in the step's language. ``answer_page`` is the first page from which the
+pending question can be answered: the first showing one of its options, or, for a question
+without options (a number, a text, a workplace code), the one holding the end of its prompt.
 
 The cumulative text (PROVIDERS.md §4.1): every input of the session so far, joined by ``*``.
 Only the newest input is applied, however the text grew since the request before:
@@ -27,34 +29,74 @@ as a digest), since the text holds every answer typed, free text included.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..engine import words
 from ..engine.events import Ask, Event, Say, Step
-from ..engine.screens import Line, paginate, prompt_lines, prose
+from ..engine.screens import Layout, Line, layout, prompt_lines, prose
 from ..engine.texts import Texts
 
 SEPARATOR = "*"
 PLAIN_ID_TEXT = 40  # a text up to this long goes into the message id as it is, longer hashed
 
 
-def lines(events: Iterable[Event]) -> list[Line]:
+def lines(events: Iterable[Event], texts: Texts) -> list[Line]:
     """The content of a step's screen: messages and prompts in order."""
     content: list[Line] = []
     for event in events:
         if isinstance(event, Say):
-            content += prose(event.text)
+            content += prose(worded(event, texts))
         elif isinstance(event, Ask):
             content += prompt_lines(event.text, event.options)
     return content
 
 
+def worded(event: Say, texts: Texts) -> str:
+    """A message as a USSD session says it: no "send any message" where none is sent."""
+    msgid = words.DIALOG_WORDS.get(event.msgid) if event.service else None
+    if msgid is None:
+        return event.text
+    return texts.service(event.language, msgid).format(**dict(event.values))
+
+
+@dataclass(frozen=True)
+class Screens:
+    """A step's outcome as USSD shows it: its pages, and the first page from which the pending
+    question can be answered (``len(pages)`` when nothing is pending: the outcome ends)."""
+
+    pages: list[str]
+    answer_page: int
+
+
 def screens(step: Step, texts: Texts) -> list[str]:
     """The pages of a step's outcome, with the paging labels in the step's language."""
+    return outcome(step, texts).pages
+
+
+def outcome(step: Step, texts: Texts) -> Screens:
+    """The pages of a step's outcome and the page its pending question is answered from."""
     more = texts.service(step.language, words.PAGE_NEXT)
     back = texts.service(step.language, words.PAGE_BACK)
-    return paginate(lines(step.events), more, back)
+    paged = layout(lines(step.events, texts), more, back)
+    return Screens(paged.pages, answer_page(step, paged, texts))
+
+
+def answer_page(step: Step, paged: Layout, texts: Texts) -> int:
+    """The first page showing an option of the question the step waits on, or for a question
+    without options the page where its prompt ends: before it, the worker has not seen what
+    they would be answering. ``len(pages)`` when the step waits on nothing."""
+    ask = step.waiting
+    if ask is None:
+        return len(paged.pages)
+    before = lines(step.events[: _position(step.events, ask)], texts)
+    prompt_end = len(before) + len(prose(ask.text))
+    return paged.first_begun(prompt_end) if ask.options else paged.first_done(prompt_end)
+
+
+def _position(events: Sequence[Event], ask: Ask) -> int:
+    """Where the ask is among the events (the last occurrence: it is the step's last Ask)."""
+    return max(n for n, event in enumerate(events) if event is ask)
 
 
 def parts(text: str) -> list[str]:

@@ -17,6 +17,10 @@ page but the last ends with ``98. <More>``, each but the first with ``00. <Back>
 page ``98`` comes first and ``00`` is the last line). A single word longer than a page, or an
 option line longer than a page with its footer, is cut, since it cannot be shown otherwise (the
 shipped flows have none: tests check every prompt).
+
+``layout`` also says, page by page, how far the content has got: how many lines have begun and
+how many have been shown whole by the end of each page, so a channel knows on which page a
+question's options (or the end of its text) first appear.
 """
 
 from __future__ import annotations
@@ -69,34 +73,67 @@ def prompt_lines(text: str, options: Iterable[str]) -> list[Line]:
     return [*prose(text), *numbered]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The pages showing some lines, and for each page how many of the lines have begun
+    (``begun``: a line split across pages has begun on the first of them) and how many have
+    been shown whole (``done``) by its end."""
+
+    pages: list[str]
+    begun: list[int]
+    done: list[int]
+
+    def first_begun(self, index: int) -> int:
+        """The first page showing (the start of) line ``index``; the last page if none does."""
+        return next((n for n, count in enumerate(self.begun) if count > index), self._last)
+
+    def first_done(self, count: int) -> int:
+        """The first page by whose end the first ``count`` lines are shown whole."""
+        return next((n for n, shown in enumerate(self.done) if shown >= count), self._last)
+
+    @property
+    def _last(self) -> int:
+        return len(self.pages) - 1
+
+
 def paginate(lines: Sequence[Line], more: str, back: str) -> list[str]:
     """The screens showing the lines in order: one when they fit, else pages with the translated
     ``more`` / ``back`` labels after ``98.`` / ``00.``."""
+    return layout(lines, more, back).pages
+
+
+def layout(lines: Sequence[Line], more: str, back: str) -> Layout:
+    """The pages ``paginate`` gives, with how far the lines have got on each."""
     texts = [line.text for line in lines]
     if fits(_join(texts)):
-        return [_join(texts)]
+        return Layout([_join(texts)], [len(lines)], [len(lines)])
     labels = (f"{NEXT_KEY}. {more}", f"{BACK_KEY}. {back}")
     kept, filled = _pages(lines, labels, keep=True), _pages(lines, labels, keep=False)
-    return kept if len(kept) <= len(filled) else filled
+    return kept if len(kept.pages) <= len(filled.pages) else filled
 
 
-def _pages(lines: Sequence[Line], labels: tuple[str, str], keep: bool) -> list[str]:
+def _pages(lines: Sequence[Line], labels: tuple[str, str], keep: bool) -> Layout:
     """Pages of lines too long for one screen. ``keep``: a prose line that does not fit what is
     left of a page but fits a page of its own starts the next page whole rather than being
     split."""
     next_line, back_line = labels
     queue = deque(lines)
-    pages: list[str] = []
+    paged = Layout([], [], [])
     while queue:
-        last_footer = [back_line] if pages else []
+        last_footer = [back_line] if paged.pages else []
         rest = [line.text for line in queue]
         if fits(_join(rest + last_footer)):
-            pages.append(_join(rest + last_footer))
-            break
-        footer = [next_line, *last_footer]
-        later = [next_line, back_line] if keep else None
-        pages.append(_join(_fill(queue, footer, later) + footer))
-    return pages
+            paged.pages.append(_join(rest + last_footer))
+            queue.clear()
+        else:
+            footer = [next_line, *last_footer]
+            later = [next_line, back_line] if keep else None
+            paged.pages.append(_join(_fill(queue, footer, later) + footer))
+        done = len(lines) - len(queue)
+        split = bool(queue) and queue[0] is not lines[done]  # its rest is left in the queue
+        paged.begun.append(done + int(split))
+        paged.done.append(done)
+    return paged
 
 
 def page_count(lines: Sequence[Line], more: str, back: str) -> int:

@@ -59,3 +59,12 @@ KEY_NUMBER = N_("Please key a number, then press the hash key.")
 KEY_CODE = N_("Key the code, then press the hash key.")
 # Voice: a caller whose number is withheld (said in English: their language is unknown).
 NUMBER_WITHHELD = N_("Please call again with your number shown. WorkerVoice never stores it.")
+# The two above say "send any message": on USSD and voice, where no message is sent, these.
+CODE_FAILED_AGAIN = N_(
+    "We could not find your workplace. Please check the code on the poster and try again later."
+)
+DECLINED_AGAIN = N_(
+    "You did not agree, so nothing about you was kept. You are welcome back at any time."
+)
+# What USSD and voice say instead of the SMS wording above (msgid -> msgid).
+DIALOG_WORDS = {CODE_FAILED: CODE_FAILED_AGAIN, DECLINED: DECLINED_AGAIN}

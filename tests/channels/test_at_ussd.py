@@ -11,16 +11,19 @@ changes nothing, a retry is answered the same, the number ends up nowhere.
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 
 from gateway.channels import ussd
 from gateway.engine import words
+from gateway.engine.sampling import groups, todays_plan
 from gateway.engine.screens import fits, paginate, prompt_lines
 from gateway.engine.session import Session
 from gateway.engine.texts import language_name, languages_for
 from gateway.i18n import Texts
+from gateway.sessions import DIALOG_SECONDS
 from store.models import Answer
 
 from ..conftest import AT_TOKEN
@@ -228,6 +231,15 @@ def menu_pages(lang: str, country: str) -> list[str]:
     return paginate(prompt_lines(TEXTS.flow(lang, WELCOME), names), more, back)
 
 
+def consent_pages(lang: str = "bn") -> list[str]:
+    """The consent screen as the pager lays it out (three pages in Bangla, the options on the
+    third)."""
+    agree = [TEXTS.flow(lang, "I agree"), TEXTS.flow(lang, "I do not agree")]
+    more = TEXTS.service(lang, words.PAGE_NEXT)
+    back = TEXTS.service(lang, words.PAGE_BACK)
+    return paginate(prompt_lines(TEXTS.flow(lang, CONSENT), agree), more, back)
+
+
 def shows_page(index: int, lang: str = "bn", country: str = "BD"):
     def check(run) -> None:
         assert reply_of(run) == "CON " + menu_pages(lang, country)[index]
@@ -251,10 +263,11 @@ def continued_after_stop(run) -> None:
 
 
 def rebased(run) -> None:
-    """After a text that did not extend the previous one, the next one extends it."""
+    """After a text that did not extend the previous one, the next one extends it: its key,
+    pressed on the consent's first page (no option shown), shows the next page."""
     response = run.client.post(f"/webhooks/at/ussd?token={AT_TOKEN}", data=form("1*1", phone=BD))
-    reply = check_screen(response.get_data(as_text=True))
-    assert says([reply], TEXTS.flow("bn", CODE_PROMPT)), reply
+    assert check_screen(response.get_data(as_text=True)) == "CON " + consent_pages()[1]
+    consent_pending(run)
 
 
 def question_next(run) -> None:
@@ -266,8 +279,78 @@ def question_next(run) -> None:
     assert says([reply_of(run), reply], CONSENT)
 
 
+def consent_pending(run) -> None:
+    """Nothing was agreed: the consent is still the question, no profile was made."""
+    assert session_of(run.services, BD).current == "consent"
+    assert not run.profile_exists(BD)
+
+
+def post(run, text: str, phone: str = BD) -> str:
+    response = run.client.post(f"/webhooks/at/ussd?token={AT_TOKEN}", data=form(text, phone=phone))
+    return check_screen(response.get_data(as_text=True))
+
+
+def agrees_only_from_the_options_page(run) -> None:
+    """Another key on the second page shows the third, with the options; only there does 1
+    agree (and the code is asked for)."""
+    assert post(run, "1*1*1") == "CON " + consent_pages()[2]
+    consent_pending(run)
+    assert says([post(run, "1*1*1*1")], TEXTS.flow("bn", CODE_PROMPT))
+    assert session_of(run.services, BD).current == "workplace"
+
+
+BN_ENROLMENT = ("1", "98", "98", "1", WORKPLACE_CODE)  # Bangla, the consent read, agreed, code
+
+
+def long_hours_day(run) -> datetime:
+    """Noon (UTC; evening in Dhaka) of a day whose check-in begins, for BD, with long_hours: a
+    question too long to share a Bangla page with the enrolment's thanks. The rotation moves
+    with the date and the worker's seed (from a pseudonym key made per test database)."""
+    flow = run.services.registry.current()[0]["checkin"]
+    seed = run.services.identity.pseudonymise(BD).seed
+    days = (date(2025, 3, 1) + timedelta(days=n) for n in range(len(groups(flow))))
+    day = next(d for d in days if todays_plan(flow, d, seed)[0] == "long_hours")
+    return datetime.combine(day, time(12), UTC)
+
+
+def enrolled_in_bangla(run) -> None:
+    """A Bangladeshi worker enrolled in Bangla over USSD (reading the consent to its options);
+    the screen on the phone: the enrolment's thanks, then 98 for the first question."""
+    day = long_hours_day(run)
+    run.services.clock = lambda: day
+    add_workplace(run.services, code=WORKPLACE_CODE)
+    handset = UssdPhone(run.client, BD)
+    handset.dial()
+    for key in BN_ENROLMENT:
+        handset.press(key)
+    run_jobs(run.app)
+    thanks = TEXTS.flow("bn", "Thank you, you are enrolled.")
+    more = TEXTS.service("bn", words.PAGE_NEXT)
+    assert handset.replies[-1] == f"CON {thanks}\n98. {more}", handset.replies[-1]
+    assert run.profile_exists(BD) and session_of(run.services, BD).current == "long_hours"
+
+
+def question_shown_not_answered(run) -> None:
+    """The key showed the first question with its options and answered nothing; 1 on that
+    page then answers it (yes), and its follow-up comes."""
+    session = session_of(run.services, BD)
+    assert session.current == "long_hours" and not session.answers
+    ask = TEXTS.flow("bn", "Did you work more than 10 hours on any day this week?")
+    yes, no = TEXTS.flow("bn", "Yes"), TEXTS.flow("bn", "No")
+    back = TEXTS.service("bn", words.PAGE_BACK)
+    assert reply_of(run) == f"CON {ask}\n1. {yes}\n2. {no}\n00. {back}"
+    assert post(run, "*".join([*BN_ENROLMENT, "1", "1"])).startswith("CON ")
+    run_jobs(run.app)
+    assert answer_rows(run.services) == 1
+    after = session_of(run.services, BD)
+    assert "long_hours" in after.answers and after.current == "long_hours_days"
+
+
 def dialog_over(run) -> None:
-    assert run.services.redis.keys("wv:dialog:*") == []
+    """The session ended: the worker's session is kept for a resume, and the dialog's own
+    state expires on its own (a late request of the session still finds it)."""
+    [key] = run.services.redis.keys("wv:dialog:*")
+    assert 0 < run.services.redis.ttl(key) <= DIALOG_SECONDS
     session = session_of(run.services, run.phone)
     assert session.current is not None and session.answers  # kept for a resume
 
@@ -377,7 +460,48 @@ CASES = [
         body="CON WorkerVoice asks a few short questions",
         recorded=recorded("98*2", phone=BD),
     ),
+    # -- a waiting screen's pages before its question: any key shows the next page --------
     Case(
+        "Bangla consent: 1 on a page without the options shows the next page, agrees nothing",
+        form("1*1", phone=BD),
+        before=dialled(BD, "1"),
+        body="CON " + consent_pages()[1],
+        recorded=recorded("1*1", phone=BD),
+        check=checks(consent_pending, agrees_only_from_the_options_page),
+    ),
+    Case(
+        "Bangla consent: 2 on a page without the options declines nothing",
+        form("1*2", phone=BD),
+        before=dialled(BD, "1"),
+        body="CON " + consent_pages()[1],
+        recorded=recorded("1*2", phone=BD),
+        check=checks(consent_pending, one_session),
+    ),
+    Case(
+        "00 on the first page of a question not yet shown: the next page",
+        form("1*00", phone=BD),
+        before=dialled(BD, "1"),
+        body="CON " + consent_pages()[1],
+        recorded=recorded("1*00", phone=BD),
+        check=consent_pending,
+    ),
+    Case(
+        "HELP on a page without the options is applied: it answers no question",
+        form("1*HELP", phone=BD),
+        before=dialled(BD, "1"),
+        body="CON " + TEXTS.service("bn", words.HELP).split()[0],
+        recorded=recorded("1*HELP", phone=BD),
+        check=consent_pending,
+    ),
+    Case(
+        "after enrolment in Bangla: 1 on the thanks shows the first question, answers nothing",
+        form("*".join([*BN_ENROLMENT, "1"]), phone=BD),
+        before=enrolled_in_bangla,
+        body="\n00. " + TEXTS.service("bn", words.PAGE_BACK),
+        recorded=recorded("*".join([*BN_ENROLMENT, "1"]), phone=BD),
+        check=checks(one_session, question_shown_not_answered),
+    ),
+    Case(  # STOP is applied from a page without the options too: a worker never pages to leave
         "a closing screen over two pages: CON, then END",
         form("1*STOP", phone=BD),
         before=dialled(BD, "1"),
@@ -655,6 +779,7 @@ def test_paging_forward_and_back_through_the_bangla_consent(client, services):
         TEXTS.flow("bn", "I agree"): "1",
         TEXTS.flow("bn", "I do not agree"): "2",
     }
-    code = handset.press("1")  # agreed from the second page
+    assert handset.press("1") == third  # the second page shows no option: 1 turns the page
+    code = handset.press("1")  # agreed from the third page, which shows the options
     assert says([code], TEXTS.flow("bn", CODE_PROMPT))
-    assert handset.text == "1*98*98*00*00*98*1"
+    assert handset.text == "1*98*98*00*00*98*1*1"

@@ -24,6 +24,7 @@ from gateway.engine.screens import (
     USSD_UCS2,
     Line,
     fits,
+    layout,
     paginate,
     prompt_lines,
     prose,
@@ -62,6 +63,27 @@ def check_pages(lines: list[Line], pages: list[str], more: str, back: str) -> No
     for line in lines:  # an option that fits a page is never cut
         if line.whole and fits("\n".join([line.text, f"98. {more}", f"00. {back}"])):
             assert line.text in shown, f"option cut: {line.text!r}"
+
+
+def squashed(texts: list[str]) -> str:
+    return "".join("".join(texts).split())
+
+
+def check_layout(lines: list[Line], more: str, back: str) -> None:
+    """The layout's pages are paginate's, and by the end of each page exactly the first
+    ``done`` lines have been shown whole and the first ``begun`` have begun: what the pages
+    have shown so far runs from the text of the ``done`` lines into the text of the ``begun``
+    ones (longer than the first when a line is split across pages)."""
+    paged = layout(lines, more, back)
+    assert paged.pages == paginate(lines, more, back)
+    assert len(paged.begun) == len(paged.done) == len(paged.pages)
+    assert paged.done[-1] == paged.begun[-1] == len(lines)
+    texts, bodies = [line.text for line in lines], []
+    for page, begun, done in zip(paged.pages, paged.begun, paged.done, strict=True):
+        bodies += [t for t in page.split("\n") if t not in (f"98. {more}", f"00. {back}")]
+        shown, whole, started = squashed(bodies), squashed(texts[:done]), squashed(texts[:begun])
+        assert shown.startswith(whole) and started.startswith(shown), (page, begun, done)
+        assert begun - done in (0, 1) and (begun > done) == (len(shown) > len(whole))
 
 
 def words_kept(lines: list[Line], pages: list[str]) -> list[str]:
@@ -237,6 +259,7 @@ def test_every_shipped_prompt_fits_its_pages_in_every_language() -> None:
         pages = paginate(lines, more, back)
         try:
             check_pages(lines, pages, more, back)
+            check_layout(lines, more, back)
             # No shipped word is longer than a page, so no word is ever cut.
             assert words_kept(lines, pages) == [w for line in lines for w in line.text.split()]
             for line in lines:
@@ -277,6 +300,7 @@ def test_random_contents_keep_every_promise() -> None:
         lines = random_lines(rng)
         more, back = rng.choice(labels)
         check_pages(lines, paginate(lines, more, back), more, back)
+        check_layout(lines, more, back)
 
 
 # -- a step's screens ------------------------------------------------------------------------
@@ -298,6 +322,68 @@ def test_a_step_shows_every_say_and_ask_in_order_with_labels_in_its_language() -
     long_bn = Step(Session(), (Say("আপনার " * 30),), "bn")
     pages = ussd.screens(long_bn, TEXTS)
     assert pages[0].endswith("98. " + TEXTS.service("bn", words.PAGE_NEXT))
+
+
+def bn_ask(text: str, options: tuple[str, ...] = (), kind: str = "choice") -> Ask:
+    return Ask(flow="checkin", question="q", type=kind, text=text, options=options, language="bn")
+
+
+LONG_BN = "আপনার কাজ নিয়ে কয়েকটি ছোট প্রশ্ন। " * 6  # about three Bangla pages
+MANY_BN = tuple(f"বিকল্প নম্বর {n} এখানে" for n in range(1, 9))  # two a page
+
+
+@pytest.mark.parametrize(
+    ("label", "events", "page_of"),
+    [
+        ("options from the first page on", (bn_ask("রাজি?", MANY_BN),), lambda pages: 0),
+        (
+            "options over pages after a long prompt: the first page showing one",
+            (bn_ask(LONG_BN, MANY_BN),),
+            lambda pages: next(n for n, page in enumerate(pages) if "\n1. বিকল্প" in page),
+        ),
+        (
+            "options after a long prompt: the first page showing one",
+            (bn_ask(LONG_BN, ("হ্যাঁ", "না")),),
+            lambda pages: next(n for n, page in enumerate(pages) if "\n1. হ্যাঁ" in page),
+        ),
+        (
+            "a long message before the question",
+            (Say(LONG_BN), bn_ask("রাজি?", ("হ্যাঁ", "না"))),
+            lambda pages: next(n for n, page in enumerate(pages) if "রাজি?" in page),
+        ),
+        (
+            "no options: the page where the prompt ends, not where it begins",
+            (bn_ask(LONG_BN + "কত দিন?", kind="number"),),
+            lambda pages: len(pages) - 1,
+        ),
+    ],
+)
+def test_the_page_a_question_is_answered_from(label, events, page_of) -> None:
+    shown = ussd.outcome(Step(Session(current="q"), events, "bn"), TEXTS)
+    assert len(shown.pages) > 1, label
+    assert shown.answer_page == page_of(shown.pages), (label, shown.pages)
+    if events[-1].options:  # no page before it shows an option
+        assert not any("\n1. " in page for page in shown.pages[: shown.answer_page]), label
+
+
+def test_a_closing_outcome_is_answered_from_no_page() -> None:
+    shown = ussd.outcome(Step(Session(), (Say(LONG_BN),), "bn"), TEXTS)
+    assert len(shown.pages) > 1 and shown.answer_page == len(shown.pages)
+
+
+def test_the_bangla_consent_is_answered_from_its_third_page() -> None:
+    consent = FLOWS.enrol.questions[1]
+    ask = Ask(
+        flow="enrol",
+        question=consent.id,
+        type=consent.type,
+        text=TEXTS.flow("bn", consent.ask),
+        options=tuple(TEXTS.flow("bn", o.text) for o in consent.options),
+        language="bn",
+    )
+    shown = ussd.outcome(Step(Session(current=consent.id), (ask,), "bn"), TEXTS)
+    assert len(shown.pages) == 3 and shown.answer_page == 2
+    assert shown.pages[2].split("\n")[1:3] == [f"{n}. {o}" for n, o in enumerate(ask.options, 1)]
 
 
 # -- cumulative texts --------------------------------------------------------------------------
