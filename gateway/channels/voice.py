@@ -114,11 +114,13 @@ def _turn(args: Mapping[str, str]) -> tuple[int, bool]:
 
 
 def _digits(value: str | None, field: str) -> str:
+    """The keys pressed, without the key that ended them: Twilio leaves ``#`` out, and whether
+    Africa's Talking does is unconfirmed (PROVIDERS.md §6.2), so a trailing ``#`` goes."""
     if not value:
         return ""
     if len(value) > MAX_DIGITS or not set(value) <= DIGITS:
         raise BadRequest(f"malformed field '{field}'")
-    return value
+    return value.removesuffix(END_KEY)
 
 
 def missed_call(services: Services, provider: str, caller: str, called: str) -> bool:
