@@ -135,6 +135,12 @@ def simulate(channel, phone, url) -> None:
     if not config.twilio_auth_token:
         raise click.ClickException("TWILIO_AUTH_TOKEN is not set: the simulator signs with it")
     if channel == "voice":
-        simulator.run_voice(url, config.public_url, config.twilio_auth_token, phone)
+        simulator.run_voice(
+            url,
+            config.public_url,
+            config.twilio_auth_token,
+            phone,
+            simulator.Clips(config.locales_dir),
+        )
     else:
         simulator.run(url, config.public_url, config.twilio_auth_token, phone)

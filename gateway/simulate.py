@@ -17,12 +17,15 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 import click
 import requests
 from twilio.request_validator import RequestValidator
+
+from .audio_synth import MANIFEST, read_manifest
 
 SMS_PATH = "/webhooks/twilio/sms"
 USSD_PATH = "/webhooks/at/ussd"
@@ -191,18 +194,40 @@ class Call:
         return ElementTree.fromstring(response.content)
 
 
-def spoken(element: ElementTree.Element) -> list[str]:
-    """What the caller hears from <Say> and <Play> elements, in order."""
+def spoken(element: ElementTree.Element, clips: Clips | None = None) -> list[str]:
+    """What the caller hears from <Say> and <Play> elements, in order: a played clip by the
+    text it says, where this instance's audio manifests know it."""
     heard = []
     for node in element.iter():
         if node.tag == "Say":
             heard.append(f"({node.get('language') or 'en'}) {(node.text or '').strip()}")
         elif node.tag == "Play":
-            heard.append(f"[plays {(node.text or node.get('url') or '').strip()}]")
+            url = (node.text or node.get("url") or "").strip()
+            said = clips.text(url) if clips is not None else None
+            heard.append(f"[plays {urlsplit(url).path}] {said}" if said else f"[plays {url}]")
     return heard
 
 
-def run_voice(url: str, public_url: str, token: str, phone: str) -> None:
+class Clips:
+    """What each clip says, from the audio manifests under a locales directory (written by
+    ``workervoice audio synth``), so the simulator can show a played prompt as words."""
+
+    def __init__(self, locales_dir: Path):
+        self.locales_dir = locales_dir
+        self._known: dict[str, dict[str, str]] = {}
+
+    def text(self, url: str) -> str | None:
+        path = urlsplit(url).path.removeprefix("/audio/")
+        language, _, clip = path.partition("/")
+        if language not in self._known:
+            entries = read_manifest(self.locales_dir / language / "audio" / MANIFEST)
+            self._known[language] = {name: entry.text for name, entry in entries.items()}
+        return self._known[language].get(clip.rsplit(".", 1)[0])
+
+
+def run_voice(
+    url: str, public_url: str, token: str, phone: str, clips: Clips | None = None
+) -> None:
     click.echo(f"Calling {url} as a worker. Type keys at a prompt (e.g. 1, or 4321#);")
     click.echo("an empty line is silence; h hangs up; q quits.")
     call = Call(url, public_url, token, phone)
@@ -213,7 +238,7 @@ def run_voice(url: str, public_url: str, token: str, phone: str) -> None:
             if isinstance(document, str):
                 click.echo(document)
                 return
-            next_document = _play(call, document, read)
+            next_document = _play(call, document, read, clips)
             if next_document is None:
                 return
             document = next_document
@@ -221,14 +246,16 @@ def run_voice(url: str, public_url: str, token: str, phone: str) -> None:
         raise Unreachable(url, exc) from None
 
 
-def _play(call: Call, document: ElementTree.Element, read) -> ElementTree.Element | str | None:
+def _play(
+    call: Call, document: ElementTree.Element, read, clips: Clips | None
+) -> ElementTree.Element | str | None:
     """Read one TwiML document to the caller; the next document, or None when the call ends."""
     for verb in document:
         if verb.tag in ("Say", "Play"):
-            for line in spoken(verb):
+            for line in spoken(verb, clips):
                 click.echo(line)
         elif verb.tag == "Gather":
-            for line in spoken(verb):
+            for line in spoken(verb, clips):
                 click.echo(line)
             keys = read()
             if keys is None or keys.strip().lower() == "q":

@@ -7,9 +7,13 @@ backends actually used are written to ``WORKERVOICE_BACKENDS_REPORT`` for .ci/ru
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
+import shutil
+import tempfile
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -40,6 +44,16 @@ def _backends() -> tuple[str | None, str | None]:
     return database_url, redis_url
 
 
+@cache
+def catalogs() -> Path:
+    """The shipped catalogs without any voice prompts: a developer's synthesised or recorded
+    audio under locales/ must not change what the tests hear (tests that want audio make it)."""
+    root = Path(tempfile.mkdtemp(prefix="workervoice-locales-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    shutil.copytree(ROOT / "locales", root / "locales", ignore=shutil.ignore_patterns("audio"))
+    return root / "locales"
+
+
 def environ_for(tmp: Path, **overrides: str) -> dict[str, str]:
     """The environment a test app (or a test gunicorn / rq worker) runs with."""
     database_url, redis_url = _backends()
@@ -50,7 +64,7 @@ def environ_for(tmp: Path, **overrides: str) -> dict[str, str]:
         "WORKERVOICE_MASTER_KEY": TEST_MASTER_KEY,
         "WORKERVOICE_PUBLIC_URL": "https://gateway.example.org",
         "WORKERVOICE_FLOWS_DIR": str(ROOT / "flows"),
-        "WORKERVOICE_LOCALES_DIR": str(ROOT / "locales"),
+        "WORKERVOICE_LOCALES_DIR": str(catalogs()),
         "WORKERVOICE_MIN_RESPONDENTS": "5",
         "WORKERVOICE_REPORT_CUTOFF": "now",
         "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
