@@ -1,0 +1,96 @@
+"""The job queues, and the RQ worker that serves them.
+
+Each kind of job has its own queue, so a slow or unreachable provider never holds back an
+answer: ``persist`` (answers and profiles into the database), ``outbound`` (replies through a
+provider's SMS API) and ``calls`` (missed-call callbacks). ``workervoice worker`` runs one worker
+process per group of queues (``GROUPS``) and starts a new one when one dies.
+
+Recovery of a job whose worker was killed (SIGKILL, a lost machine): RQ notices a dead worker's
+job only when the job's own heartbeat expires (its timeout plus a minute for a SimpleWorker) and
+the next maintenance pass runs (every 10 minutes by default), so such a job could wait a quarter
+of an hour. Here every worker keeps a liveness key alive for ``ALIVE_SECONDS``; the maintenance
+pass, every ``MAINTENANCE_SECONDS``, hands RQ's own cleanup every started job whose worker's key
+is gone (RQ then retries it, or records it failed when no retry is left). A killed worker's job
+is so run again within ``ALIVE_SECONDS + MAINTENANCE_SECONDS`` of another worker being up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from redis import Redis
+from rq import SimpleWorker
+from rq.registry import StartedJobRegistry
+
+log = logging.getLogger(__name__)
+
+PERSIST, OUTBOUND, CALLS = "persist", "outbound", "calls"
+QUEUES = (PERSIST, OUTBOUND, CALLS)
+# One worker process per group: persistence never waits behind a provider.
+GROUPS = ((PERSIST,), (OUTBOUND, CALLS))
+ALIVE_KEY = "wv:alive:{}"
+ALIVE_SECONDS = 10
+MAINTENANCE_SECONDS = 10
+# An idle worker waits for a job at most WORKER_TTL - 15 s (RQ's dequeue timeout) before its
+# next maintenance pass: 10 s, rather than RQ's default of almost 7 minutes.
+WORKER_TTL = 25
+
+
+class Worker(SimpleWorker):
+    """RQ's SimpleWorker (no fork per job: a job is a few milliseconds of SQL, a fork costs more),
+    with a liveness key and a maintenance pass that recovers the jobs of dead workers."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_SECONDS)
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
+        super().__init__(*args, **kwargs)
+        self._alive = threading.Event()
+        self._beating: threading.Thread | None = None
+
+    # -- liveness ------------------------------------------------------------------------------
+    def register_birth(self, *args, **kwargs):
+        super().register_birth(*args, **kwargs)
+        self._mark_alive()
+        self._beating = threading.Thread(target=self._beat, name="alive", daemon=True)
+        self._beating.start()
+
+    def register_death(self, *args, **kwargs):
+        self._alive.set()
+        self.connection.delete(ALIVE_KEY.format(self.name))
+        super().register_death(*args, **kwargs)
+
+    def _mark_alive(self) -> None:
+        self.connection.set(ALIVE_KEY.format(self.name), "1", ex=ALIVE_SECONDS)
+
+    def _beat(self) -> None:
+        while not self._alive.wait(ALIVE_SECONDS / 3):
+            try:
+                self._mark_alive()
+            except Exception as exc:  # Redis away for a moment: the next beat tries again
+                log.warning("liveness key not refreshed: %s", type(exc).__name__)
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def clean_registries(self):
+        for queue in self.queues:
+            recover_abandoned(self.connection, queue.name)
+        super().clean_registries()
+
+
+def recover_abandoned(connection: Redis, queue_name: str) -> int:
+    """Hand RQ's cleanup the started jobs of ``queue_name`` whose worker is no longer alive, as
+    if their heartbeat had expired; the number of such jobs."""
+    registry = StartedJobRegistry(queue_name, connection=connection)
+    expired = 0
+    for entry in connection.zrange(registry.key, 0, -1):
+        job_id = StartedJobRegistry.parse_job_id(entry).split(":", 1)[0]
+        worker = connection.hget(f"rq:job:{job_id}", "worker_name")
+        name = worker.decode() if isinstance(worker, bytes) else worker
+        if name and connection.exists(ALIVE_KEY.format(name)):
+            continue
+        connection.zadd(registry.key, {entry: 0}, xx=True)
+        expired += 1
+    if expired:
+        log.warning("%d job(s) of dead workers on queue %s handed back", expired, queue_name)
+        registry.cleanup()
+    return expired
