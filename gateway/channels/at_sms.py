@@ -36,9 +36,11 @@ def at_sms() -> Response:
         message_id = external_id(message_id, "id")
         recipient = e164(sender)
         inbound = Inbound("at", "sms", sender, message_id)
-        reply = handle(services, inbound, sms.SmsTurn(text)).reply
+        handled = handle(services, inbound, sms.SmsTurn(text))
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
-    if reply:  # a provider retry is answered again (recorded once)
-        enqueue_reply(services, "at", recipient, reply)
+    # A provider retry is answered from the reply cache (handled.step is None): its reply was
+    # queued when the message was first handled, and is not sent again.
+    if handled.reply and handled.step is not None:
+        enqueue_reply(services, "at", recipient, handled.reply)
     return Response("", status=200, mimetype="text/plain")
