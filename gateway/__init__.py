@@ -81,16 +81,22 @@ def _build(config: Config, load_flows: bool = True) -> Flask:
         services.registry  # load flows now: a bad set stops start-up  # noqa: B018
     app.extensions[EXTENSION] = services
 
+    from . import metrics  # imported here, not above: gunicorn's config imports this package
     from .api import api
     from .audio_routes import audio
     from .channels import webhooks
     from .ops import ops
 
+    metrics.install(app)  # first: every request is counted, whatever the others' hooks do
     app.register_blueprint(webhooks)
     app.register_blueprint(api)
     app.register_blueprint(ops)
     app.register_blueprint(audio)
     _register_errors(app)
+    if load_flows:  # the web server: the hops answer from the cache, so make sure it is there
+        from .directory_mirror import warm
+
+        warm(services.mirror)
     return app
 
 

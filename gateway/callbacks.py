@@ -3,8 +3,9 @@ the call is rejected unanswered so it costs them nothing, and a job rings them b
 voice flow.
 
 The voice adapters call ``missed_call`` on the first request of every inbound call, and answer
-``<Reject/>`` when it returns True. The hop reads the callback numbers from a per-process cache
-(at most ``NUMBERS_CACHE_SECONDS`` old), so it normally does no SQL. The job carries no number in
+``<Reject/>`` when it returns True. The hop reads the callback numbers from the directory cache
+(gateway/directory_cache.py: Redis, and each process's copy at most ``CACHE_SECONDS`` old, named
+there by an HMAC, never in clear), so it does no SQL. The job carries no number in
 clear (SPEC §6): the worker's sealed, and the workplace's slug, its callback number looked up
 when the job runs. A worker is called back at most once an hour, counted under their pseudonym.
 """
@@ -12,14 +13,12 @@ when the job runs. A worker is called back at most once an hour, counted under t
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from store.directory import DirectoryError, callback_numbers, workplace_by_slug
+from store.directory import DirectoryError, workplace_by_slug
 
 from .calls import CallRefused, caller_for
 from .identity import InvalidAddress, e164
@@ -27,15 +26,12 @@ from .outbound import SEND_RETRY
 from .providers import SealedJob
 
 if TYPE_CHECKING:
-    from store.db import Database
-
     from .services import Services
 
 log = logging.getLogger(__name__)
 PROVIDERS = ("twilio", "at")
 CALLEE_PURPOSE = "job-callee"  # a sealed SMS recipient cannot be replayed as a callee
 CALLEE_TTL_SECONDS = 3600  # longer than every retry of SEND_RETRY put together
-NUMBERS_CACHE_SECONDS = 5.0  # a new or changed callback number works everywhere within this
 ONCE_PER_SECONDS = 3600  # one callback per worker per hour
 ONCE_KEY = "wv:callback:{}"  # per pseudonym, never per number
 # The worker's phone must have hung up before it can ring again. 0 queues at once (the embedded
@@ -44,54 +40,17 @@ CALLBACK_DELAY_SECONDS = 5
 CALLBACK_JOB = SealedJob(CALLEE_PURPOSE, CallRefused, "callback", "placed", "call_id", log)
 
 
-class NumberCache:
-    """The callback numbers of one database, each with its workplace's slug, loaded again once
-    they are older than NUMBERS_CACHE_SECONDS on the clock they are asked with."""
-
-    def __init__(self, load: Callable[[], dict[str, str]]):
-        self._load = load
-        self._numbers: Mapping[str, str] = {}
-        self._loaded_at = float("-inf")
-        self._lock = threading.Lock()
-
-    def numbers(self, now: float) -> Mapping[str, str]:
-        """callback number -> workplace slug, never changed in place (a load replaces it)."""
-        with self._lock:
-            if not 0 <= now - self._loaded_at < NUMBERS_CACHE_SECONDS:
-                self._numbers = dict(self._load())
-                self._loaded_at = now
-            return self._numbers
-
-
-# One cache per database handle (each app has its own), gone with it.
-_caches: weakref.WeakKeyDictionary[Database, NumberCache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
-
-
-def _cache_for(services: Services) -> NumberCache:
-    database = services.db
-    with _caches_lock:
-        cache = _caches.get(database)
-        if cache is None:
-            cache = _caches[database] = NumberCache(lambda: _load_numbers(database))
-        return cache
-
-
-def _load_numbers(database: Database) -> dict[str, str]:
-    with database.session() as session:
-        return callback_numbers(session)
-
-
 def callback_workplace(
     services: Services, called: str, clock: Callable[[], float] = time.monotonic
 ) -> str | None:
     """The slug of the workplace whose callback number ``called`` is (any address a provider
-    sends), or None if it is no callback number."""
+    sends), or None if it is no callback number. ``clock`` (monotonic) dates the directory's
+    copy in memory."""
     try:
         number = e164(called)
     except InvalidAddress:  # client:..., a short code, nothing: not a callback number
         return None
-    return _cache_for(services).numbers(clock()).get(number)
+    return services.directory.callback_workplace(number, at=clock())
 
 
 def is_callback_number(

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from store import directory
 
+from . import directory_mirror
 from .services import Services, current
 from .timezones import zone_for_country
 
@@ -82,10 +83,30 @@ def db() -> None:
 @db.command("upgrade")
 @with_appcontext
 def db_upgrade() -> None:
-    """Run migrations to the newest schema and make sure the key ring has a current key."""
+    """Run migrations to the newest schema, make sure the key ring has a current key, and
+    build the Redis cache the webhooks answer from if it is missing."""
     services().db.upgrade()
     services().ensure_key_ring()
+    directory_mirror.warm(services().mirror)  # a Redis that is down only warns here
     click.echo("database is up to date")
+
+
+# -- cache -----------------------------------------------------------------------------------
+@main.group()
+def cache() -> None:
+    """The Redis cache the webhooks answer from (gateway/directory_cache.py)."""
+
+
+@cache.command("rebuild")
+@with_appcontext
+def cache_rebuild() -> None:
+    """Read the key ring, the workplaces and the worker profiles from the database back into
+    Redis (after Redis lost its data, or a change that could not reach it)."""
+    rebuilt = services().mirror.rebuild()
+    click.echo(
+        f"cache rebuilt: {rebuilt.keys} key(s), {rebuilt.workplaces} workplace(s), "
+        f"{rebuilt.profiles} profile(s) ({rebuilt.added} were missing)"
+    )
 
 
 # -- workplaces and brands -------------------------------------------------------------------

@@ -21,11 +21,18 @@ from .services import Services
 # -- processes -------------------------------------------------------------------------------
 @main.command()
 @click.option("--burst", is_flag=True, help="exit when the queue is empty")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="serve the worker's job metrics on this port (when it does not share "
+    "PROMETHEUS_MULTIPROC_DIR with the web on one machine)",
+)
 @with_appcontext
-def worker(burst) -> None:
+def worker(burst, metrics_port) -> None:
     """Run an RQ worker for the queue (the Procfile's worker process)."""
     from rq import SimpleWorker
 
+    from . import directory_mirror, metrics
     from .services import QUEUE_NAME
 
     svc = services()
@@ -37,9 +44,14 @@ def worker(burst) -> None:
     # The scheduler moves retried jobs (tasks.PERSIST_RETRY, outbound.SEND_RETRY) back when due.
     # A readable name (rq's default is a uuid, whose digit runs log redaction would blank).
     name = f"workervoice.{socket.gethostname()}.{os.getpid()}"
-    SimpleWorker([QUEUE_NAME], connection=svc.redis, name=name).work(
-        burst=burst, logging_level="INFO", with_scheduler=True
+    directory_mirror.warm(svc.mirror)  # Redis lost the cache: put it back before the first job
+    if metrics_port:
+        metrics.serve(metrics_port)
+    # metrics.job_failed counts each failure and retry, then lets RQ's own handling go on.
+    rq_worker = SimpleWorker(
+        [QUEUE_NAME], connection=svc.redis, name=name, exception_handlers=[metrics.job_failed]
     )
+    rq_worker.work(burst=burst, logging_level="INFO", with_scheduler=True)
 
 
 @main.command()

@@ -6,7 +6,8 @@ the outcome (SMS text, USSD screens, TwiML, AT voice XML). The number is turned 
 first and never passed on. Under the worker's lock: the session and the dialog's state are read
 from Redis, the turn picks the input, the workplace code it may hold is resolved, the engine
 steps, events that must be kept are queued (gateway/tasks.py) in one job per request, and the
-session, the dialog state and the reply go back to Redis in one transaction.
+session, the dialog state and the reply go back to Redis in one transaction. A hop runs no SQL:
+profiles, workplace codes, time zones and the key ring come from gateway/directory_cache.py.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from store import profiles
-
 from . import tasks
 from .engine import runtime
 from .engine.definition import FlowSet
-from .engine.events import Event, OptedOut, Step
+from .engine.events import Enrolled, Event, LanguageChanged, OptedOut, Step
 from .engine.inputs import HangUp, Input
 from .engine.session import Profile, Session
 from .engine.texts import Texts
@@ -124,6 +123,7 @@ def _converse(
     # Queue the events before moving the session on: if queueing fails nothing has changed,
     # and the provider's retry of this message meets the same session again.
     _enqueue(services, inbound, who, result.events, now)
+    _keep_profile(services, who, result)
     reply = turn.render(result, dialog, texts)
     # The new session, the dialog's state and the cached reply are written together, so a
     # retry of this request can never meet the new session without its reply.
@@ -137,9 +137,6 @@ def _converse(
         forgotten_at=now if opted_out else None,
         dialog=_kept(inbound, dialog),
     )
-    if opted_out:
-        with services.db.session() as db:
-            profiles.forget(db, who.value, before=now)
     return Handled(reply, result)
 
 
@@ -157,13 +154,12 @@ def _resolve_code(
         return {}
     if not services.sessions.allow_code_try(who.value):
         return {code: None}
-    return {code: services.find_workplace(code)}
+    return {code: services.directory.slug_for_code(code)}
 
 
 def _fresh_session(services: Services, who: Pseudonym) -> Session:
-    """A new session: the stored profile if the worker is enrolled, else a blank one."""
-    with services.db.session() as db:
-        stored = profiles.load(db, who.value)
+    """A new session: the cached profile if the worker is enrolled, else a blank one."""
+    stored = services.profiles.load(who.value)
     if stored is None:
         return Session(profile=Profile(country=who.country))
     return Session(
@@ -175,8 +171,24 @@ def _fresh_session(services: Services, who: Pseudonym) -> Session:
 
 def _zone(services: Services, session: Session) -> ZoneInfo:
     """The worker's day is their workplace's; before enrolment, their number's country's."""
-    name = services.workplace_zone(session.profile.workplace) if session.profile.workplace else None
+    slug = session.profile.workplace
+    name = services.directory.zone(slug) if slug else None
     return ZoneInfo(name or zone_for_country(session.profile.country))
+
+
+def _keep_profile(services: Services, who: Pseudonym, result: Step) -> None:
+    """The profile this step changed, cached for the worker's next sessions (no hop reads the
+    database): written after its job is queued, so the cache never runs ahead of a change that
+    will not be stored; a STOP's goes at once (the job deletes the stored one)."""
+    if result.of(OptedOut):
+        services.profiles.forget(who.value)
+        return
+    changed = any(isinstance(event, Enrolled | LanguageChanged) for event in result.events)
+    if not changed or result.session is None:
+        return
+    profile = result.session.profile
+    if profile.enrolled and profile.language and profile.workplace:
+        services.profiles.save(who.value, profile.language, profile.workplace)
 
 
 def _enqueue(

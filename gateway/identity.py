@@ -4,8 +4,9 @@ A number is normalised to E.164 with phonenumbers (``whatsapp:+88017...`` is the
 ``+88017...``), then turned into HMAC-SHA256 under the current key of the key ring. A WhatsApp
 user who hides their number behind a username comes as ``whatsapp:<business-scoped user id>``
 and is pseudonymised the same way, the id standing in for the number. The ring is
-kept in the database, each key AES-GCM encrypted under the master key, and cached here for at
-most ``KEY_CACHE_SECONDS`` so key changes reach every process within that time.
+kept in the database, each key AES-GCM encrypted under the master key, mirrored into Redis as
+that same ciphertext (gateway/directory_cache.py: a hop reads no database), and cached here
+decrypted for at most ``KEY_CACHE_SECONDS`` so key changes reach every process within that time.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ KeyLoader = Callable[[], list[tuple[int, str, bytes]]]  # (id, status, ciphertex
 
 
 class KeyRing:
-    """Decrypted live keys, refreshed from the database at most every KEY_CACHE_SECONDS."""
+    """Decrypted live keys, loaded again (from Redis, in the app) at most every
+    KEY_CACHE_SECONDS."""
 
     def __init__(
         self, load: KeyLoader, crypto: Crypto, clock: Callable[[], float] = time.monotonic

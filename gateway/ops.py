@@ -1,15 +1,20 @@
-"""Operations endpoints: GET /healthz (SPEC §9)."""
+"""Operations endpoints: GET /healthz and GET /metrics (SPEC §9)."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
-from .services import current
+from . import metrics
+from .queues import QUEUES
+from .services import QUEUE_NAME, current
 
 ops = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
+# Every queue of gateway/queues.py, and the single queue every job went to before them, which
+# a worker may still be draining.
+REPORTED_QUEUES = tuple(dict.fromkeys((*QUEUES, QUEUE_NAME)))
 
 
 @ops.get("/healthz")
@@ -33,3 +38,10 @@ def healthz():
     if failing:
         body["failing"] = failing
     return jsonify(body), 503 if failing else 200
+
+
+@ops.get("/metrics")
+def metrics_text():
+    """Prometheus text format: every process's request and job counters, the queue gauges."""
+    body, content_type = metrics.exposition(current().redis, REPORTED_QUEUES)
+    return Response(body, content_type=content_type)

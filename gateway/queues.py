@@ -82,8 +82,9 @@ def recover_abandoned(connection: Redis, queue_name: str) -> int:
     if their heartbeat had expired; the number of such jobs."""
     registry = StartedJobRegistry(queue_name, connection=connection)
     expired = 0
-    for entry in connection.zrange(registry.key, 0, -1):
-        job_id = StartedJobRegistry.parse_job_id(entry).split(":", 1)[0]
+    entries: list[bytes] = connection.zrange(registry.key, 0, -1)  # type: ignore[assignment]
+    for entry in entries:
+        job_id = entry.decode().split(":", 1)[0]  # an entry is "<job id>:<execution id>"
         worker = connection.hget(f"rq:job:{job_id}", "worker_name")
         name = worker.decode() if isinstance(worker, bytes) else worker
         if name and connection.exists(ALIVE_KEY.format(name)):

@@ -6,7 +6,6 @@ Web, worker and CLI all get theirs through ``create_app`` (STYLE §6). Jobs reac
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,9 +17,8 @@ from rq import Queue
 
 from store import keyring as stored_keys
 from store.db import Database
-from store.directory import workplace_slug_for_code
-from store.profiles import timezone_of
 
+from . import directory_cache, directory_mirror
 from .audio import AudioLibrary
 from .config import REPLY_CACHE_SECONDS, Config
 from .crypto import Crypto
@@ -29,7 +27,6 @@ from .identity import KEY_PURPOSE, Identity, KeyRing, context
 from .sessions import SessionStore
 
 QUEUE_NAME = "workervoice"
-ZONE_CACHE_SECONDS = 60.0  # a workplace's time zone rarely changes; a minute's lag is harmless
 EXTENSION = "workervoice"
 _fake_server = None  # one in-process Redis emulation per process (embedded default)
 
@@ -50,7 +47,6 @@ class Services:
     config: Config
     # The time, injectable: the demo spreads simulated answers over past days with it.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
-    _zones: dict[str, tuple[str | None, float]] = field(default_factory=dict, repr=False)
 
     @cached_property
     def crypto(self) -> Crypto:
@@ -58,7 +54,40 @@ class Services:
 
     @cached_property
     def db(self) -> Database:
-        return Database(self.config.database_url)
+        database = Database(self.config.database_url)
+        # A committed change to a workplace or a key reaches Redis, and this process's view, at
+        # once; other processes' views within directory_cache.CACHE_SECONDS.
+        directory_mirror.follow(database, self._database_changed)
+        return database
+
+    def _database_changed(self, changed: frozenset[str]) -> None:
+        self.mirror.publish(changed)
+        self.directory.forget_memory()
+
+    @cached_property
+    def mirror(self) -> directory_mirror.Mirror:
+        """Writes the database's keys, workplaces and profiles into Redis for the hops."""
+        return directory_mirror.Mirror(self.db, self.redis, self._number_digest)
+
+    @cached_property
+    def directory(self) -> directory_cache.DirectoryView:
+        """Workplace codes, time zones and callback numbers, as the hops read them."""
+        return directory_cache.DirectoryView(
+            self.redis, self._number_digest, unbuilt=self._queue_rebuild
+        )
+
+    @cached_property
+    def profiles(self) -> directory_cache.ProfileCache:
+        """Enrolled workers' profiles, as the hops read and write them."""
+        return directory_cache.ProfileCache(self.redis, unbuilt=self._queue_rebuild)
+
+    def _queue_rebuild(self) -> None:
+        """A hop found the cache without its marker (Redis lost it)."""
+        directory_mirror.queue_rebuild(self.redis, self.queue)
+
+    @cached_property
+    def _number_digest(self) -> Callable[[str], str]:
+        return directory_cache.number_digest(self.config.master_key)
 
     @cached_property
     def redis(self) -> Redis:
@@ -83,33 +112,14 @@ class Services:
 
     @cached_property
     def identity(self) -> Identity:
-        return Identity(KeyRing(self._load_keys, self.crypto))
-
-    def _load_keys(self) -> list[tuple[int, str, bytes]]:
-        with self.db.session() as session:
-            keys = stored_keys.live_keys(session)
-            return [(k.id, k.status, k.secret) for k in keys if k.secret is not None]
+        return Identity(KeyRing(self.mirror.key_blobs, self.crypto))
 
     def ensure_key_ring(self) -> None:
+        """Create the first key if there is none (it reaches Redis as the commit is made)."""
         with self.db.session() as session:
             stored_keys.ensure_current(
                 session, lambda secret, kid: self.crypto.encrypt(secret, KEY_PURPOSE, context(kid))
             )
-
-    def workplace_zone(self, slug: str) -> str | None:
-        """The workplace's time zone, cached for ZONE_CACHE_SECONDS: asked on every message."""
-        now = time.monotonic()
-        cached = self._zones.get(slug)
-        if cached is not None and now - cached[1] < ZONE_CACHE_SECONDS:
-            return cached[0]
-        with self.db.session() as session:
-            zone = timezone_of(session, slug)
-        self._zones[slug] = (zone, now)
-        return zone
-
-    def find_workplace(self, code: str) -> str | None:
-        with self.db.session() as session:
-            return workplace_slug_for_code(session, code)
 
     def now(self) -> datetime:
         return self.clock()

@@ -87,12 +87,12 @@ def set_workplace(
     return place
 
 
-def callback_numbers(session: Session) -> dict[str, str]:
-    """Every workplace's callback number (E.164), with the slug of the workplace it rings."""
-    query = select(Workplace.callback_number, Workplace.slug).where(
-        Workplace.callback_number.is_not(None)
-    )
-    return {number: slug for number, slug in session.execute(query) if number}
+def directory_entries(session: Session) -> list[tuple[str, str, str, str | None]]:
+    """(slug, code, time zone, callback number or None) of every workplace: what the hops'
+    cache holds (gateway/directory_cache.py)."""
+    query = select(Workplace.slug, Workplace.code, Workplace.timezone, Workplace.callback_number)
+    rows = session.execute(query.order_by(Workplace.slug))
+    return [(slug, code, zone, number) for slug, code, zone, number in rows]
 
 
 def add_brand(
@@ -202,10 +202,6 @@ def brand_by_slug(session: Session, slug: str) -> Brand:
     if brand is None:
         raise DirectoryError(f"no brand '{slug}'")
     return brand
-
-
-def workplace_slug_for_code(session: Session, code: str) -> str | None:
-    return session.scalar(select(Workplace.slug).where(Workplace.code == code))
 
 
 def grant(session: Session, workplace_slug: str, brand_slug: str) -> bool:

@@ -1,8 +1,9 @@
-"""Worker profiles under pseudonyms: read by the web process, written by jobs, forgotten on STOP."""
+"""Worker profiles under pseudonyms: written by jobs, forgotten on STOP, read back whole only to
+rebuild the hops' cache (gateway/directory_cache.py): no hop reads this table."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -10,21 +11,18 @@ from sqlalchemy.orm import Session
 
 from .models import Worker, Workplace
 
-
-@dataclass(frozen=True)
-class StoredProfile:
-    language: str
-    workplace: str  # slug
-    timezone: str
+BATCH_ROWS = 5000  # rows fetched at a time when every profile is read
 
 
-def load(session: Session, pseudonym: str) -> StoredProfile | None:
-    row = session.execute(
-        select(Worker.language, Workplace.slug, Workplace.timezone)
+def every_profile(session: Session) -> Iterator[tuple[str, str, str]]:
+    """(pseudonym, language, workplace slug) of every enrolled worker, fetched in batches."""
+    query = (
+        select(Worker.pseudonym, Worker.language, Workplace.slug)
         .join(Workplace, Workplace.id == Worker.workplace_id)
-        .where(Worker.pseudonym == pseudonym)
-    ).first()
-    return StoredProfile(*row) if row else None
+        .execution_options(yield_per=BATCH_ROWS)
+    )
+    for row in session.execute(query):
+        yield row.pseudonym, row.language, row.slug
 
 
 def forget(session: Session, pseudonym: str, before: datetime) -> None:
@@ -35,7 +33,3 @@ def forget(session: Session, pseudonym: str, before: datetime) -> None:
     session.execute(
         delete(Worker).where(Worker.pseudonym == pseudonym, Worker.updated_at <= before)
     )
-
-
-def timezone_of(session: Session, workplace_slug: str) -> str | None:
-    return session.scalar(select(Workplace.timezone).where(Workplace.slug == workplace_slug))

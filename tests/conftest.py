@@ -113,6 +113,7 @@ def _clean(services: Services) -> None:
             if table.name not in keep:
                 connection.execute(table.delete())
     services.redis.flushdb()
+    services.mirror.rebuild()  # as every start-up leaves it: the key ring and the marker
 
 
 @pytest.fixture

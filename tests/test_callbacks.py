@@ -9,13 +9,14 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+import fakeredis
 import pytest
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from sqlalchemy import event
 
-from gateway import callbacks
+from gateway import callbacks, directory_cache
 from gateway.calls import CallError
 from gateway.services import QUEUE_NAME, Services
 from store import directory
@@ -212,46 +213,55 @@ def count_sql(services) -> list[str]:
     return statements
 
 
-def test_a_hop_normally_does_no_sql(services, workplace, queue, clock):
-    missed(services, clock, called=ELSEWHERE)  # loads the numbers (and nothing else)
-    missed(services, clock)  # the first callback also loads the key ring
+def test_a_hop_does_no_sql(services, workplace, queue, clock):
     statements = count_sql(services)
-    clock.now += callbacks.NUMBERS_CACHE_SECONDS - 0.5
+    assert missed(services, clock, called=ELSEWHERE) is False  # reads the directory from Redis
+    assert missed(services, clock) is True  # and the key ring
+    clock.now += directory_cache.CACHE_SECONDS - 0.5
     assert missed(services, clock, called=ELSEWHERE) is False
     assert missed(services, clock, OTHER_WORKER) is True
-    assert statements == []
-    clock.now += 1.0  # the cache is now older than NUMBERS_CACHE_SECONDS: one query
+    clock.now += 1.0  # the copy in memory is now too old: read from Redis again, not the database
     assert missed(services, clock, called=ELSEWHERE) is False
-    assert len(statements) == 1 and "callback_number" in statements[0]
+    assert statements == []
 
 
-def test_a_new_callback_number_works_within_five_seconds(services, queue, clock):
+def test_a_new_callback_number_works_within_five_seconds(services, queue, clock, migrated):
+    """At once in the process that set it, within five seconds in every other one."""
+    elsewhere = Services(migrated)  # another process: the same database and Redis
     add_workplace(services)
-    assert missed(services, clock) is False  # no callback number yet (and that is cached)
+    assert missed(services, clock) is False  # no callback number yet
+    assert not callbacks.is_callback_number(elsewhere, CALLBACK, clock)  # (and that is cached)
     with services.db.session() as session:
         directory.set_workplace(session, "dhaka-knit", callback_number=CALLBACK)
+    assert callbacks.is_callback_number(services, CALLBACK, clock)
     clock.now += 4.9
-    assert missed(services, clock) is False  # the cached set still
+    assert not callbacks.is_callback_number(elsewhere, CALLBACK, clock)  # its copy still
     clock.now += 0.1
+    assert callbacks.is_callback_number(elsewhere, CALLBACK, clock)
     assert missed(services, clock) is True
     assert len(queued(queue)) == 1
+    elsewhere.db.dispose()
 
 
 def test_a_removed_callback_number_stops_within_five_seconds(services, workplace, queue, clock):
     assert missed(services, clock) is True
     with services.db.session() as session:
         directory.set_workplace(session, "dhaka-knit", callback_number="")
-    clock.now += callbacks.NUMBERS_CACHE_SECONDS
+    clock.now += directory_cache.CACHE_SECONDS
     assert missed(services, clock, OTHER_WORKER) is False
 
 
-def test_each_database_has_its_own_cache(services, workplace, clock, migrated, tmp_path):
-    """A cache follows its database handle: services on another database see their own."""
+def test_each_redis_has_its_own_numbers(services, workplace, clock, migrated):
+    """The numbers live in Redis: services on another Redis (even on the same database) see
+    those of their own, until it is rebuilt from the database."""
     assert callbacks.is_callback_number(services, CALLBACK, clock)
-    other = Services(dataclasses.replace(migrated, database_url=f"sqlite:///{tmp_path}/o.db"))
-    other.db.upgrade()
+    other = Services(migrated)
+    other.redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     try:
         assert not callbacks.is_callback_number(other, CALLBACK, clock)
+        other.mirror.rebuild()
+        clock.now += directory_cache.CACHE_SECONDS
+        assert callbacks.is_callback_number(other, CALLBACK, clock)
     finally:
         other.db.dispose()
 

@@ -35,6 +35,7 @@ from phonenumbers import PhoneNumberFormat
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from gateway import directory_cache
 from gateway.channels import at_sms, at_ussd, at_voice, twilio_sms, twilio_voice
 from gateway.conversation import Inbound
 from gateway.identity import InvalidAddress, e164
@@ -289,6 +290,12 @@ def _capture_logs(records: list) -> Iterator[None]:
 # -- state and privacy --------------------------------------------------------------------------
 
 
+def worker_keys(redis) -> list[bytes]:
+    """The service's Redis keys, but the cache every worker shares (the key ring, the
+    directory): what a worker has left in Redis."""
+    return [k for k in redis.keys("wv:*") if k.decode() not in directory_cache.SHARED_KEYS]
+
+
 def snapshot(services: Services) -> dict[str, Any]:
     """The whole of Redis and of the database, as plain comparable values."""
     return {"redis": redis_dump(services.redis), "db": db_dump(services)}
@@ -426,7 +433,7 @@ def enrolled(phone: str) -> Callable[[Run], None]:
     the first check-in question."""
 
     def before(run: Run) -> None:
-        if run.services.find_workplace(WORKPLACE_CODE) is None:
+        if run.services.directory.slug_for_code(WORKPLACE_CODE) is None:
             add_workplace(run.services, code=WORKPLACE_CODE)
         worker = SmsWorker(run.client, phone)
         english = options(worker.send("hello")).index("English") + 1
@@ -457,8 +464,9 @@ def checks(*hooks: Callable[[Run], None]) -> Callable[[Run], None]:
 
 
 def forgotten(run: Run) -> None:
-    """STOP: the profile and the session are gone."""
+    """STOP: the profile (stored and cached) and the session are gone."""
     assert not run.profile_exists()
+    assert run.services.profiles.load(run.pseudonym()) is None
     assert run.pseudonym() not in run.sessions()
 
 

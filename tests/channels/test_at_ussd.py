@@ -205,7 +205,7 @@ def enrolled_over_ussd(phone: str, *keys: str):
     second for a Kenyan or Bangladeshi number), 1 (agree), the code; then ``keys``."""
 
     def before(run) -> None:
-        if run.services.find_workplace(WORKPLACE_CODE) is None:
+        if run.services.directory.slug_for_code(WORKPLACE_CODE) is None:
             add_workplace(run.services, code=WORKPLACE_CODE)
         country = run.services.identity.pseudonymise(phone).country
         assert languages_for(country, TEXTS.languages()).index("en") == 1

@@ -39,6 +39,7 @@ from .harness import (
     one_session,
     redis_dump,
     run_case,
+    worker_keys,
 )
 
 KE = "+254711283946"  # the caller most cases are about
@@ -206,7 +207,7 @@ def ended_dialog(run: Run) -> None:
 
 def nothing_kept(run: Run) -> None:
     """No session, dialog, reply or anything else of the service's in Redis; no worker stored."""
-    assert run.services.redis.keys("wv:*") == []
+    assert worker_keys(run.services.redis) == []
     with run.services.db.session() as db:
         assert db.scalars(select(Worker.pseudonym)).all() == []
 
@@ -274,7 +275,7 @@ def dialled(*presses: str | None, session: str = SESSION, phone: str = KE, hang_
     """The worker rang (session ``session``) and pressed these keys (None: a valid answer)."""
 
     def before(run: Run) -> None:
-        if run.services.find_workplace(WORKPLACE_CODE) is None:
+        if run.services.directory.slug_for_code(WORKPLACE_CODE) is None:
             add_workplace(run.services, code=WORKPLACE_CODE)
         phone_ = Phone(run.client, phone, session)
         phone_.post(f"?token={AT_TOKEN}")
@@ -683,7 +684,7 @@ def test_recordings_are_played_as_one_sequence(
 
 
 def callback_number(run: Run) -> None:
-    if run.services.find_workplace(WORKPLACE_CODE) is None:
+    if run.services.directory.slug_for_code(WORKPLACE_CODE) is None:
         add_workplace(run.services, code=WORKPLACE_CODE, country="KE", timezone="Africa/Nairobi")
     with run.services.db.session() as db:
         directory.set_workplace(db, "dhaka-knit", callback_number=CALLBACK)

@@ -41,6 +41,7 @@ from .harness import (
     no_session,
     one_session,
     run_case,
+    worker_keys,
 )
 
 BD = "+8801711283946"  # the caller most cases are about
@@ -219,7 +220,7 @@ def not_asked_again(run: Run) -> None:
 
 def nothing_kept(run: Run) -> None:
     """No session, dialog, reply or anything else of the service's in Redis; no worker stored."""
-    assert run.services.redis.keys("wv:*") == []
+    assert worker_keys(run.services.redis) == []
     with run.services.db.session() as db:
         assert db.scalars(select(Worker.pseudonym)).all() == []
 
@@ -275,7 +276,7 @@ def dialled(*presses: str | None, sid: str = SID, phone: str = BD, hang_up: bool
     """The worker rang (call ``sid``) and pressed these keys (None: a valid answer)."""
 
     def before(run: Run) -> None:
-        if run.services.find_workplace(WORKPLACE_CODE) is None:
+        if run.services.directory.slug_for_code(WORKPLACE_CODE) is None:
             add_workplace(run.services, code=WORKPLACE_CODE)
         phone_ = Phone(run.client, phone, sid)
         phone_.dial()
@@ -811,7 +812,7 @@ def test_a_recording_is_played_where_there_is_one(app, client, services, monkeyp
 
 
 def callback_number(run: Run) -> None:
-    if run.services.find_workplace(WORKPLACE_CODE) is None:
+    if run.services.directory.slug_for_code(WORKPLACE_CODE) is None:
         add_workplace(run.services, code=WORKPLACE_CODE)
     with run.services.db.session() as db:
         directory.set_workplace(db, "dhaka-knit", callback_number=CALLBACK)
