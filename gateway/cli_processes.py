@@ -29,10 +29,10 @@ from .services import Services
 )
 @with_appcontext
 def worker(burst, metrics_port) -> None:
-    """Run an RQ worker for the queue (the Procfile's worker process)."""
-    from rq import SimpleWorker
-
+    """Run an RQ worker for the queue (the Procfile's worker process): gateway.queues.Worker,
+    which hands back the jobs of workers that died within 20 s."""
     from . import directory_mirror, metrics
+    from .queues import Worker
     from .services import QUEUE_NAME
 
     svc = services()
@@ -48,7 +48,7 @@ def worker(burst, metrics_port) -> None:
     if metrics_port:
         metrics.serve(metrics_port)
     # metrics.job_failed counts each failure and retry, then lets RQ's own handling go on.
-    rq_worker = SimpleWorker(
+    rq_worker = Worker(
         [QUEUE_NAME], connection=svc.redis, name=name, exception_handlers=[metrics.job_failed]
     )
     rq_worker.work(burst=burst, logging_level="INFO", with_scheduler=True)

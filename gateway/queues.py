@@ -1,9 +1,10 @@
 """The job queues, and the RQ worker that serves them.
 
-Each kind of job has its own queue, so a slow or unreachable provider never holds back an
-answer: ``persist`` (answers and profiles into the database), ``outbound`` (replies through a
-provider's SMS API) and ``calls`` (missed-call callbacks). ``workervoice worker`` runs one worker
-process per group of queues (``GROUPS``) and starts a new one when one dies.
+Each kind of job is to have its own queue, so a slow or unreachable provider never holds back
+an answer: ``persist`` (answers and profiles into the database), ``outbound`` (replies through a
+provider's SMS API) and ``calls`` (missed-call callbacks), one worker process per group of
+queues (``GROUPS``). That wiring is the next step; ``workervoice worker`` already runs the
+``Worker`` below.
 
 Recovery of a job whose worker was killed (SIGKILL, a lost machine): RQ notices a dead worker's
 job only when the job's own heartbeat expires (its timeout plus a minute for a SimpleWorker) and
@@ -25,9 +26,12 @@ from rq.registry import StartedJobRegistry
 
 log = logging.getLogger(__name__)
 
+# The queues each kind of job is to have, and the worker groups serving them: one worker
+# process per group, so persistence never waits behind a provider. Until the services move
+# their jobs onto them (the next step of issue 6), every job still goes to the one queue
+# gateway.services.QUEUE_NAME, which `workervoice worker` serves with the Worker below.
 PERSIST, OUTBOUND, CALLS = "persist", "outbound", "calls"
 QUEUES = (PERSIST, OUTBOUND, CALLS)
-# One worker process per group: persistence never waits behind a provider.
 GROUPS = ((PERSIST,), (OUTBOUND, CALLS))
 ALIVE_KEY = "wv:alive:{}"
 ALIVE_SECONDS = 10
