@@ -1,0 +1,287 @@
+"""Benchmark: webhook hops (Africa's Talking SMS and USSD) through the Procfile's web process,
+with the real PostgreSQL and Redis and one RQ worker, against a bare Flask POST endpoint served
+by the same gunicorn command line (the ceiling), in the same run.
+
+    .venv/bin/python bench/webhooks.py [--seconds 20] [--concurrency 16] [--latency-seconds 30]
+
+DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/bench, created if missing) is WIPED,
+then migrated and seeded with one workplace through the CLI; REDIS_URL (default
+redis://127.0.0.1:6379/9) is flushed, before and after. The test suite's database ``test`` and
+Redis db 15 are refused, and so is any host but loopback. The web line runs as the Procfile
+has it, with PORT and WEB_CONCURRENCY=2, bound to 127.0.0.1 instead of 0.0.0.0.
+
+Phases, each from a load-generator process of its own (bench/webhooks_load.py): the ceiling,
+SMS hops, USSD hops, both mixed, each keeping ``--concurrency`` requests in flight; the mixed
+hops open loop at half the mixed maximum, for ``p50_ms`` and ``p99_ms``; the ceiling again once
+the stack has stopped (``ceiling_per_s`` is the mean of the two, half a phase long each: a
+spread between them says another job shared the cores). Before the load,
+one worker's SMS conversation is walked with every reply awaited, to check that the script the
+load follows still reaches the check-in's thanks. SMS replies go out through the RQ worker to
+a stand-in for the AT send API (bench/fake_at.py, answering 101).
+
+Prints one ``key=value`` per line: the figures, the settings, the commit and how many files
+differ from it, and ``other_cpu_share``, the share of the cores that went to processes outside
+this run (another job on the machine makes the figures lower and the run worth repeating).
+Every process it starts is stopped at the end, on Ctrl-C or on failure. With ``--profile
+DIR``, py-spy records both gunicorn workers during the mixed phase (bench/webhooks_profile.py
+turns the stacks into DIR/profile.md); the figures of such a run are not comparable with a
+plain one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import math
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from redis import Redis
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import webhooks_profile  # noqa: E402
+import webhooks_stack as stack  # noqa: E402
+from webhooks_load import FINISH, SMS_SCRIPT, Sms  # noqa: E402
+
+DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/bench"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
+WEB_CONCURRENCY = 2
+AT_API_KEY = "bench-at-key"
+PROBE_PHONE = "+254799000001"
+RUN_LOCK = "bench:webhooks:running"  # in the bench's Redis db: one run at a time
+DEADLINE_S = 570  # the whole run, set-up included, stays under 10 minutes
+PREFIXES = {  # each phase's workers have numbers of their own: +2547d00 and a 5-digit serial
+    "ceiling": "+2547000",
+    "ceiling-again": "+2547500",
+    "sms": "+2547100",
+    "ussd": "+2547200",
+    "mixed": "+2547300",
+    "half": "+2547400",
+}
+
+
+def stack_env(tmp: Path, database: str, redis: str, token: str, fake_at: str) -> dict[str, str]:
+    (tmp / "metrics").mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "PATH": f"{stack.BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(stack.ROOT),  # this tree's code, whatever the venv has installed
+        "WEB_CONCURRENCY": str(WEB_CONCURRENCY),
+        "WORKERVOICE_ENV": "production",
+        "WORKERVOICE_INSTANCE_DIR": str(tmp / "instance"),
+        "DATABASE_URL": database,
+        "REDIS_URL": redis,
+        "WORKERVOICE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "WORKERVOICE_FLOWS_DIR": str(stack.ROOT / "flows"),
+        "WORKERVOICE_LOCALES_DIR": str(stack.ROOT / "locales"),
+        "AT_USERNAME": "bench",
+        "AT_API_KEY": AT_API_KEY,
+        "AT_WEBHOOK_TOKEN": token,
+        "WORKERVOICE_AT_API_URL": fake_at,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
+    }
+
+
+def probe_sms(url: str, token: str, fake_at: str) -> None:
+    """One worker's whole SMS conversation, each reply awaited at the AT stand-in."""
+    import urllib.request
+
+    worker = Sms(PROBE_PHONE, "probe")
+    sent = {"count": 0, "last": ""}
+    for count in range(1, len(SMS_SCRIPT) + 1):
+        path, body = worker.request()
+        urllib.request.urlopen(f"{url}{path}?token={token}", data=body, timeout=10).close()
+        worker.feed(200, "")
+        deadline = time.monotonic() + 20
+        while sent["count"] < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+            sent = stack.sent_to(fake_at, PROBE_PHONE)
+        if sent["count"] < count:
+            raise RuntimeError(f"SMS probe: reply {count} never reached the AT stand-in")
+    if FINISH not in sent["last"]:
+        raise RuntimeError("SMS probe: the script no longer ends with the check-in's thanks")
+
+
+def rate(measured: dict) -> float:
+    return sum(map(len, measured["latencies_ms"].values())) / measured["window_s"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile (NaN of nothing)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def run(
+    args: argparse.Namespace, database: str, redis_url: str, tmp: Path, children: stack.Children
+) -> dict[str, object]:
+    redis = Redis.from_url(redis_url)
+    if not redis.set(RUN_LOCK, "1", nx=True, ex=DEADLINE_S + 60):
+        sys.exit(f"another run holds {RUN_LOCK} in {redis_url}")
+    children.after.append(redis.flushdb)  # once every process has stopped; the lock goes too
+    redis.flushdb()
+    redis.set(RUN_LOCK, "1", ex=DEADLINE_S + 60)
+    stack.prepare_database(database)
+    token = secrets.token_urlsafe(16)
+    fake_at = stack.fake_at(children, AT_API_KEY)
+    env = stack_env(tmp, database, redis_url, token, fake_at)
+    phase = dict(token=token, seconds=args.seconds, warmup=args.warmup)
+    phase.update(concurrency=args.concurrency, pool=args.pool, mode="closed")
+
+    def drive(name: str, url: str, channels: list[str], **more: object) -> dict:
+        spec = {**phase, "url": url, "channels": channels, "prefix": PREFIXES[name], **more}
+        return stack.drive(children, spec)
+
+    def ceiling(name: str) -> dict:
+        """The bare app on the same command line, sent the SMS phase's requests; measured
+        before the stack starts and after it stops, for half as long as a phase each time."""
+        url, bare = stack.serve(children, name, env, stack.BARE_APP, token)
+        measured = drive(name, url, ["sms"], seconds=args.seconds / 2)
+        children.stop(bare)
+        return measured
+
+    first = ceiling("ceiling")
+
+    children.run_cli(env, "db", "upgrade")
+    children.run_cli(
+        env, *("workplace", "add", "bench", "--name", "Bench", "--country", "KE"),
+        *("--code", "4321", "--timezone", "Africa/Nairobi"),
+    )  # fmt: skip
+    url, web = stack.serve(children, "web", env, stack.APP, token)
+    worker = children.start("worker", [str(stack.BIN / "workervoice"), "worker"], env)
+    probe_sms(url, token, fake_at)
+    sms = drive("sms", url, ["sms"])
+    ussd = drive("ussd", url, ["ussd"])
+    seconds = args.warmup + args.seconds
+    spies = stack.spies(children, web, Path(args.profile), seconds) if args.profile else []
+    mixed = drive("mixed", url, ["sms", "ussd"])
+    for spy in spies:
+        spy.wait(timeout=60)
+    hops = rate(mixed)
+    half = drive("half", url, ["sms", "ussd"], mode="open", rate=hops / 2,
+                 seconds=args.latency_seconds)  # fmt: skip
+    waiting = sum(redis.llen(k) for k in redis.scan_iter("rq:queue:*") if redis.type(k) == b"list")
+    sent = stack.replies_sent(fake_at)
+    children.stop(web)
+    children.stop(worker)
+    last = ceiling("ceiling-again")
+
+    ceiling_rate, phases = (rate(first) + rate(last)) / 2, (first, last, sms, ussd, mixed, half)
+    half_all = [x for v in half["latencies_ms"].values() for x in v]
+    mixed_all = [x for v in mixed["latencies_ms"].values() for x in v]
+    return {
+        "hops_per_s": round(hops, 1),
+        "ceiling_per_s": round(ceiling_rate, 1),
+        "ratio": round(hops / ceiling_rate, 3),
+        "p50_ms": round(percentile(half_all, 0.50), 1),
+        "p99_ms": round(percentile(half_all, 0.99), 1),
+        "sms_hops_per_s": round(rate(sms), 1),
+        "sms_ratio": round(rate(sms) / ceiling_rate, 3),
+        "ussd_hops_per_s": round(rate(ussd), 1),
+        "ussd_ratio": round(rate(ussd) / ceiling_rate, 3),
+        "half_rate_target_per_s": round(hops / 2, 1),
+        "half_rate_per_s": round(rate(half), 1),
+        "sms_p99_ms": round(percentile(half["latencies_ms"]["sms"], 0.99), 1),
+        "ussd_p99_ms": round(percentile(half["latencies_ms"]["ussd"], 0.99), 1),
+        "max_load_p50_ms": round(percentile(mixed_all, 0.50), 1),
+        "max_load_p99_ms": round(percentile(mixed_all, 0.99), 1),
+        "ceiling_first_per_s": round(rate(first), 1),
+        "ceiling_last_per_s": round(rate(last), 1),
+        "ceiling_p99_ms": round(percentile(first["latencies_ms"]["sms"], 0.99), 1),
+        "mixed_sms_share": round(len(mixed["latencies_ms"]["sms"]) / max(1, len(mixed_all)), 3),
+        "errors": sum(m["errors"] for m in phases),
+        "late": half["late"],
+        "ussd_sessions_finished": sum(m["ussd_finished"] for m in phases),
+        "ussd_sessions_abandoned": sum(m["ussd_abandoned"] for m in phases),
+        "sms_replies_sent": sent,
+        "jobs_waiting": waiting,
+    }
+
+
+def settings(args: argparse.Namespace) -> dict[str, object]:
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", "-C", str(stack.ROOT), *argv], capture_output=True)
+        return done.stdout.decode().strip() if done.returncode == 0 else "unknown"
+
+    status = git("status", "--short")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty_files": len(status.splitlines()) if status != "unknown" else "unknown",
+        "machine": f"{os.cpu_count()} cores {platform.machine()} {platform.python_version()}",
+        "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "web": stack.web_line(),
+        "web_concurrency": WEB_CONCURRENCY,
+        "rq_workers": 1,
+        "concurrency": args.concurrency,
+        "pool": args.pool,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "latency_seconds": args.latency_seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured, per phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="discarded, per phase")
+    parser.add_argument("--latency-seconds", type=float, default=30.0, help="half-rate phase")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument("--pool", type=int, default=256, help="workers in conversation at once")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the web workers, mixed phase")
+    args = parser.parse_args()
+    load = 4 * args.seconds + 6 * args.warmup + args.latency_seconds  # phases' own seconds
+    if load > DEADLINE_S - 150:
+        sys.exit("those phases would not end within 10 minutes")
+    out = settings(args)
+
+    def stopped(signum, frame):
+        if signum == signal.SIGALRM:
+            raise TimeoutError(f"the run took more than {DEADLINE_S} s")
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):  # SIGINT: even if ignored
+        signal.signal(signum, stopped)
+    signal.alarm(DEADLINE_S)
+    database, redis = stack.checked_urls(
+        os.environ.get("DATABASE_URL", DEFAULT_DATABASE), os.environ.get("REDIS_URL", DEFAULT_REDIS)
+    )
+    started, cpu = time.monotonic(), stack.Cpu(stack.server_pids(database, redis))
+    with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
+        children = stack.Children(Path(tmp))
+        try:
+            out.update(run(args, database, redis, Path(tmp), children))
+        except BaseException:
+            for log in sorted(Path(tmp).glob("*.log")):
+                if log.stem not in ("web", "ceiling", "ceiling-again"):  # access logs
+                    tail = log.read_text(errors="replace")[-1500:]
+                    print(f"--- {log.name}\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            signal.alarm(0)
+            children.stop_all()
+    elapsed = time.monotonic() - started
+    busy, other = cpu.shares(elapsed)
+    out.update(elapsed_s=round(elapsed, 1), cpu_busy_share=round(busy, 3))
+    out["other_cpu_share"] = round(other, 3)
+    if args.profile:
+        profile = Path(args.profile)
+        table = webhooks_profile.table([profile / "wall.txt", profile / "cpu.txt"])
+        (profile / "profile.md").write_text("\n".join(table) + "\n")
+        out["profile"] = profile / "profile.md"
+    for key, value in out.items():
+        print(f"{key}={value}")
+
+
+if __name__ == "__main__":
+    main()
