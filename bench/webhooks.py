@@ -13,15 +13,16 @@ has it, with PORT and WEB_CONCURRENCY=2, bound to 127.0.0.1 instead of 0.0.0.0.
 Phases, each from a load-generator process of its own (bench/webhooks_load.py): the ceiling,
 SMS hops, USSD hops, both mixed, each keeping ``--concurrency`` requests in flight; the mixed
 hops open loop at half the mixed maximum, for ``p50_ms`` and ``p99_ms``; the ceiling again once
-the stack has stopped (``ceiling_per_s`` is the mean of the two, half a phase long each: a
-spread between them says another job shared the cores). Before the load,
-one worker's SMS conversation is walked with every reply awaited, to check that the script the
-load follows still reaches the check-in's thanks. SMS replies go out through the RQ worker to
-a stand-in for the AT send API (bench/fake_at.py, answering 101).
+the stack has stopped. ``ceiling_per_s`` is the mean of four quarter-phase runs, two before and
+two after (``ceiling_runs_per_s``). Before the load, one worker's SMS conversation is walked
+with every reply awaited, to check that the script the load follows still reaches the
+check-in's thanks. SMS replies go out through the RQ worker to a stand-in for the AT send API
+(bench/fake_at.py, answering 101).
 
 Prints one ``key=value`` per line: the figures, the settings, the commit and how many files
-differ from it, and ``other_cpu_share``, the share of the cores that went to processes outside
-this run (another job on the machine makes the figures lower and the run worth repeating).
+differ from it, ``other_cpu_share`` (the share of the cores that went to processes outside this
+run and its PostgreSQL and Redis: another job on the machine lowers the figures, and the run is
+worth repeating) and ``stolen_cpu_share`` (what a virtual machine's host kept).
 Every process it starts is stopped at the end, on Ctrl-C or on failure. With ``--profile
 DIR``, py-spy records both gunicorn workers during the mixed phase (bench/webhooks_profile.py
 turns the stacks into DIR/profile.md); the figures of such a run are not comparable with a
@@ -143,11 +144,13 @@ def run(
         spec = {**phase, "url": url, "channels": channels, "prefix": PREFIXES[name], **more}
         return stack.drive(children, spec)
 
-    def ceiling(name: str) -> dict:
-        """The bare app on the same command line, sent the SMS phase's requests; measured
-        before the stack starts and after it stops, for half as long as a phase each time."""
+    def ceiling(name: str) -> list[dict]:
+        """The bare app on the same command line, sent the SMS phase's requests: before the
+        stack starts and after it stops, each time as two load processes of a quarter phase
+        (gunicorn shares a client's kept-alive connections between its two processes as they
+        happen to be accepted, and a lopsided share moves the figure by a fifth)."""
         url, bare = stack.serve(children, name, env, stack.BARE_APP, token)
-        measured = drive(name, url, ["sms"], seconds=args.seconds / 2)
+        measured = [drive(name, url, ["sms"], seconds=args.seconds / 4) for _ in range(2)]
         children.stop(bare)
         return measured
 
@@ -177,7 +180,8 @@ def run(
     children.stop(worker)
     last = ceiling("ceiling-again")
 
-    ceiling_rate, phases = (rate(first) + rate(last)) / 2, (first, last, sms, ussd, mixed, half)
+    ceilings = [rate(m) for m in first + last]
+    ceiling_rate, phases = sum(ceilings) / len(ceilings), (*first, *last, sms, ussd, mixed, half)
     half_all = [x for v in half["latencies_ms"].values() for x in v]
     mixed_all = [x for v in mixed["latencies_ms"].values() for x in v]
     return {
@@ -186,6 +190,7 @@ def run(
         "ratio": round(hops / ceiling_rate, 3),
         "p50_ms": round(percentile(half_all, 0.50), 1),
         "p99_ms": round(percentile(half_all, 0.99), 1),
+        "p95_ms": round(percentile(half_all, 0.95), 1),
         "sms_hops_per_s": round(rate(sms), 1),
         "sms_ratio": round(rate(sms) / ceiling_rate, 3),
         "ussd_hops_per_s": round(rate(ussd), 1),
@@ -196,9 +201,8 @@ def run(
         "ussd_p99_ms": round(percentile(half["latencies_ms"]["ussd"], 0.99), 1),
         "max_load_p50_ms": round(percentile(mixed_all, 0.50), 1),
         "max_load_p99_ms": round(percentile(mixed_all, 0.99), 1),
-        "ceiling_first_per_s": round(rate(first), 1),
-        "ceiling_last_per_s": round(rate(last), 1),
-        "ceiling_p99_ms": round(percentile(first["latencies_ms"]["sms"], 0.99), 1),
+        "ceiling_runs_per_s": " ".join(f"{c:.0f}" for c in ceilings),
+        "ceiling_p99_ms": round(percentile(first[0]["latencies_ms"]["sms"], 0.99), 1),
         "mixed_sms_share": round(len(mixed["latencies_ms"]["sms"]) / max(1, len(mixed_all)), 3),
         "errors": sum(m["errors"] for m in phases),
         "late": half["late"],
@@ -240,7 +244,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=256, help="workers in conversation at once")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the web workers, mixed phase")
     args = parser.parse_args()
-    load = 4 * args.seconds + 6 * args.warmup + args.latency_seconds  # phases' own seconds
+    load = 4 * args.seconds + 8 * args.warmup + args.latency_seconds  # phases' own seconds
     if load > DEADLINE_S - 150:
         sys.exit("those phases would not end within 10 minutes")
     out = settings(args)
@@ -271,9 +275,9 @@ def main() -> None:
             signal.alarm(0)
             children.stop_all()
     elapsed = time.monotonic() - started
-    busy, other = cpu.shares(elapsed)
+    busy, other, stolen = cpu.shares(elapsed)
     out.update(elapsed_s=round(elapsed, 1), cpu_busy_share=round(busy, 3))
-    out["other_cpu_share"] = round(other, 3)
+    out.update(other_cpu_share=round(other, 3), stolen_cpu_share=round(stolen, 3))
     if args.profile:
         profile = Path(args.profile)
         table = webhooks_profile.table([profile / "wall.txt", profile / "cpu.txt"])

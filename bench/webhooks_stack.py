@@ -255,7 +255,7 @@ class Cpu:
         self.servers = servers
         self.start = self.sample()
 
-    def sample(self) -> tuple[float, float, float]:
+    def sample(self) -> tuple[float, float, float, float]:
         tick = os.sysconf("SC_CLK_TCK")
         first = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
         user, nice, system, _, _, irq, softirq, steal = map(int, first)
@@ -271,11 +271,12 @@ class Cpu:
                     servers += sum(map(int, fields[11:15]))
                 elif ppid in self.servers:
                     servers += sum(map(int, fields[11:13]))
-        return busy, ours, servers / tick
+        return busy, ours, servers / tick, steal / tick
 
-    def shares(self, seconds: float) -> tuple[float, float]:
-        """(busy, other) as shares of all cores over ``seconds``; call once children exited."""
+    def shares(self, seconds: float) -> tuple[float, float, float]:
+        """(busy, other, stolen) as shares of all cores over ``seconds``, stolen being what a
+        virtual machine's host kept; call once the children have exited."""
         end = self.sample()
-        busy, ours, servers = (b - a for a, b in zip(self.start, end, strict=True))
+        busy, ours, servers, steal = (b - a for a, b in zip(self.start, end, strict=True))
         capacity = seconds * (os.cpu_count() or 1)
-        return busy / capacity, max(0.0, busy - ours - servers) / capacity
+        return busy / capacity, max(0.0, busy - ours - servers - steal) / capacity, steal / capacity
