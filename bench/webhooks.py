@@ -144,13 +144,17 @@ def run(
         spec = {**phase, "url": url, "channels": channels, "prefix": PREFIXES[name], **more}
         return stack.drive(children, spec)
 
+    cpu_s: dict[str, float] = {}  # the bare app's CPU seconds, per ceiling
+
     def ceiling(name: str) -> list[dict]:
         """The bare app on the same command line, sent the SMS phase's requests: before the
         stack starts and after it stops, each time as two load processes of a quarter phase
         (gunicorn shares a client's kept-alive connections between its two processes as they
-        happen to be accepted, and a lopsided share moves the figure by a fifth)."""
+        happen to be accepted, and a lopsided share moves the figure by up to a third)."""
         url, bare = stack.serve(children, name, env, stack.BARE_APP, token)
+        booted = stack.session_cpu(bare)
         measured = [drive(name, url, ["sms"], seconds=args.seconds / 4) for _ in range(2)]
+        cpu_s[name] = stack.session_cpu(bare) - booted
         children.stop(bare)
         return measured
 
@@ -168,7 +172,9 @@ def run(
     ussd = drive("ussd", url, ["ussd"])
     seconds = args.warmup + args.seconds
     spies = stack.spies(children, web, Path(args.profile), seconds) if args.profile else []
+    before = stack.session_cpu(web), stack.session_cpu(worker)
     mixed = drive("mixed", url, ["sms", "ussd"])
+    web_s, worker_s = (stack.session_cpu(c) - b for c, b in zip((web, worker), before, strict=True))
     for spy in spies:
         spy.wait(timeout=60)
     hops = rate(mixed)
@@ -203,6 +209,13 @@ def run(
         "max_load_p99_ms": round(percentile(mixed_all, 0.99), 1),
         "ceiling_runs_per_s": " ".join(f"{c:.0f}" for c in ceilings),
         "ceiling_p99_ms": round(percentile(first[0]["latencies_ms"]["sms"], 0.99), 1),
+        # CPU per hop answered in the mixed phase, warm-up included: gunicorn (master and
+        # workers), and the RQ worker, which takes what the cores leave it for its backlog
+        "web_cpu_ms_per_hop": round(1000 * web_s / mixed["started"], 2),
+        "rq_worker_cpu_ms_per_hop": round(1000 * worker_s / mixed["started"], 2),
+        "ceiling_cpu_ms_per_request": round(
+            1000 * cpu_s["ceiling"] / sum(m["started"] for m in first), 2
+        ),
         "mixed_sms_share": round(len(mixed["latencies_ms"]["sms"]) / max(1, len(mixed_all)), 3),
         "errors": sum(m["errors"] for m in phases),
         "late": half["late"],
@@ -280,7 +293,7 @@ def main() -> None:
     out.update(other_cpu_share=round(other, 3), stolen_cpu_share=round(stolen, 3))
     if args.profile:
         profile = Path(args.profile)
-        table = webhooks_profile.table([profile / "wall.txt", profile / "cpu.txt"])
+        table = webhooks_profile.table([profile / "wall.txt", profile / "gil.txt"])
         (profile / "profile.md").write_text("\n".join(table) + "\n")
         out["profile"] = profile / "profile.md"
     for key, value in out.items():

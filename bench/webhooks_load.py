@@ -177,6 +177,7 @@ class Measured:
     ussd_finished: int = 0
     ussd_abandoned: int = 0
     window_s: float = 0.0
+    started: int = 0  # hops answered (or failed), the warm-up's included
 
 
 class Driver:
@@ -271,6 +272,7 @@ class Driver:
         self.stop = self.count_from + self.phase.seconds
         await (self.closed() if self.phase.mode == "closed" else self.open())
         self.measured.window_s = self.phase.seconds
+        self.measured.started = self.started
         return self.measured
 
 

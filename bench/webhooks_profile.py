@@ -2,11 +2,11 @@
 ``--profile DIR``): every sample of a thread inside a request is put in one category, the first
 of CATEGORIES that its stack matches, so the shares add up to 100 %.
 
-    .venv/bin/python bench/webhooks_profile.py DIR/wall.txt [DIR/cpu.txt]
+    .venv/bin/python bench/webhooks_profile.py DIR/wall.txt [DIR/gil.txt]
 
 ``wall.txt`` was recorded with idle threads (a hop waiting on PostgreSQL or Redis, or for the
-worker's lock, is idle to the OS): the share of the hop's time. ``cpu.txt``, without: the share
-of the CPU a hop costs the process.
+worker's lock, is idle to the OS): the shares of a hop's time in the server. ``gil.txt`` holds
+only the thread that held the GIL: the shares of the Python CPU a hop costs the process.
 """
 
 from __future__ import annotations

@@ -223,18 +223,31 @@ def drive(children: Children, phase: dict) -> dict:
 
 
 def spies(children: Children, web: subprocess.Popen, directory: Path, seconds: float):
-    """py-spy on the web line's two gunicorn workers, which share the load alike: the first
-    with idle threads included (a hop waiting on PostgreSQL, Redis or a lock is idle to the
-    OS) into ``wall.txt``, the second on the CPU only into ``cpu.txt``; raw stacks."""
+    """py-spy on the web line's two gunicorn workers, which share the load alike, as raw
+    stacks: the first with idle threads included (a hop waiting on PostgreSQL, Redis or a lock
+    is idle to the OS) into ``wall.txt``, the second only the thread holding the GIL (Python
+    running) into ``gil.txt``."""
     workers = Path(f"/proc/{web.pid}/task/{web.pid}/children").read_text().split()
     directory.mkdir(parents=True, exist_ok=True)
     started = []
-    for pid, name, idle in zip(workers, ("wall", "cpu"), (["--idle"], []), strict=False):
-        argv = [str(BIN / "py-spy"), "record", "--pid", pid, *idle, "--nonblocking"]
+    for pid, name, mode in zip(workers, ("wall", "gil"), ("--idle", "--gil"), strict=False):
+        argv = [str(BIN / "py-spy"), "record", "--pid", pid, mode, "--nonblocking"]
         argv += ["--rate", "200", "--format", "raw", "--duration", str(int(seconds))]
         argv += ["--output", str(directory / f"{name}.txt")]
         started.append(children.start(f"py-spy-{name}", argv, dict(os.environ)))
     return started
+
+
+def session_cpu(leader: subprocess.Popen) -> float:
+    """CPU seconds used so far by the live processes of a child's session (gunicorn's master
+    and workers, the RQ worker and its forks)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == leader.pid:
+                total += sum(map(int, fields[11:13]))
+    return total / tick
 
 
 def server_pids(database: str, redis: str) -> list[int]:
