@@ -99,14 +99,14 @@ def _converse(
         else Dialog(inbound.provider, "", {})
     )
     turned = turn.read(dialog, stored or blank)  # a stored profile never has a question pending
-    hung_up = isinstance(turned.input, HangUp)
-    # A hang-up needs no profile, and never brings back a worker just forgotten or declined.
-    session = stored or (blank if hung_up else _fresh_session(services, who))
-    if turned.input is None:  # paging within a screen already computed
+    if turned.input is None:  # paging within a screen already computed: no profile needed
         reply = turned.reply or ""
         # the session as it was: a worker just forgotten (a STOP screen paged) stays forgotten
         services.sessions.commit(who.value, stored, reply_to, reply, dialog=_kept(inbound, dialog))
         return Handled(reply, None)
+    hung_up = isinstance(turned.input, HangUp)
+    # A hang-up needs no profile, and never brings back a worker just forgotten or declined.
+    session = stored or (blank if hung_up else _fresh_session(services, who))
     now = services.now()
     ctx = runtime.Context(
         now=now,

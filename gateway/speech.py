@@ -30,7 +30,7 @@ from .engine.answers import RESUME_OPTIONS, RESUME_PROMPT, RESUME_VALUES
 from .engine.events import Ask, Event, Say
 from .engine.model import INFO, LANGUAGE, NUMBER, WORKPLACE, FlowSet
 from .engine.runtime import FINISH
-from .engine.texts import Texts, language_name
+from .engine.texts import Texts, language_name, reworded
 
 SERVICE_CLIPS = "_service"
 FINISH_CLIP = "_finish"
@@ -88,10 +88,7 @@ def say(event: Say, texts: Texts) -> Utterance:
     if not event.service:
         name = FINISH_CLIP if event.question == FINISH else event.question
         return Utterance(event.text, lang, f"{event.flow}/{name}")
-    msgid = VOICE_WORDS.get(event.msgid, event.msgid)
-    text = event.text
-    if msgid != event.msgid:
-        text = texts.service(lang, msgid).format(**dict(event.values))
+    text = reworded(event, texts, VOICE_WORDS)
     return Utterance(text, lang, service_clip(text))
 
 

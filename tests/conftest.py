@@ -139,3 +139,14 @@ def pytest_sessionfinish(session, exitstatus):
     report = os.environ.get("WORKERVOICE_BACKENDS_REPORT")
     if report and USED:
         Path(report).write_text(json.dumps(USED) + "\n")
+
+
+@pytest.fixture
+def queue(services, monkeypatch):
+    """The app's job queue as in production, whatever the test backend: its jobs wait for a
+    worker (the embedded default would run them inside the request, and their SQL with it)."""
+    from .hops import waiting_queue
+
+    real = waiting_queue(services)
+    monkeypatch.setattr(services, "queue", real)
+    return real

@@ -72,15 +72,6 @@ def workplace(services) -> str:
     return "dhaka-knit"
 
 
-@pytest.fixture
-def queue(services, monkeypatch) -> Queue:
-    """A queue a worker runs (as in production), whatever the test backend: callbacks wait in
-    the scheduled registry for CALLBACK_DELAY_SECONDS."""
-    real = Queue(QUEUE_NAME, connection=services.redis, is_async=True)
-    monkeypatch.setattr(services, "queue", real)
-    return real
-
-
 def scheduled(queue: Queue) -> list[Job]:
     registry = ScheduledJobRegistry(queue=queue)
     return [Job.fetch(job_id, connection=queue.connection) for job_id in registry.get_job_ids()]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-from rq import Queue
 
 from gateway import directory_cache
 
@@ -26,19 +25,11 @@ from .hops import (
     statements,
     stored_answers,
     stored_profile,
-    waiting_queue,
     walk,
     work,
 )
 from .leaks import assert_no_numbers, dump_redis, number_forms
 from .support import twilio_signature
-
-
-@pytest.fixture
-def queue(services, monkeypatch) -> Queue:
-    real = waiting_queue(services)
-    monkeypatch.setattr(services, "queue", real)
-    return real
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 import fakeredis
 import pytest
 from redis.exceptions import RedisError
-from rq import Queue
 from sqlalchemy import update
 
 from gateway import create_app, directory_cache, directory_mirror
@@ -40,13 +39,6 @@ from .hops import (
 )
 from .leaks import dump_redis
 from .support import SmsWorker, add_workplace
-
-
-@pytest.fixture
-def queue(services, monkeypatch) -> Queue:
-    real = waiting_queue(services)
-    monkeypatch.setattr(services, "queue", real)
-    return real
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ..engine import words
 from ..engine.events import Ask, Event, Say, Step
 from ..engine.screens import Layout, Line, layout, prompt_lines, prose
-from ..engine.texts import Texts
+from ..engine.texts import Texts, reworded
 
 SEPARATOR = "*"
 PLAIN_ID_TEXT = 40  # a text up to this long goes into the message id as it is, longer hashed
@@ -46,18 +46,11 @@ def lines(events: Iterable[Event], texts: Texts) -> list[Line]:
     content: list[Line] = []
     for event in events:
         if isinstance(event, Say):
-            content += prose(worded(event, texts))
+            # no "send any message" where none is sent
+            content += prose(reworded(event, texts, words.DIALOG_WORDS))
         elif isinstance(event, Ask):
             content += prompt_lines(event.text, event.options)
     return content
-
-
-def worded(event: Say, texts: Texts) -> str:
-    """A message as a USSD session says it: no "send any message" where none is sent."""
-    msgid = words.DIALOG_WORDS.get(event.msgid) if event.service else None
-    if msgid is None:
-        return event.text
-    return texts.service(event.language, msgid).format(**dict(event.values))
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache, lru_cache
 from typing import Protocol
 
 from babel import Locale
 from babel.languages import get_official_languages
+
+from .events import Say
 
 SOURCE_LANGUAGE = "en"
 
@@ -55,3 +57,13 @@ def guess_language(country: str | None, available: list[str]) -> str:
     """The language to speak before the worker has chosen one."""
     ordered = languages_for(country, available)
     return ordered[0] if ordered else SOURCE_LANGUAGE
+
+
+def reworded(event: Say, texts: Texts, instead: Mapping[str, str]) -> str:
+    """A service message in a channel's own words: ``instead`` maps a words.py msgid to the one
+    the channel says in its place (voice says "press", USSD never "send any message"), filled
+    with the same values. Other messages, and flow texts, are said as the engine worded them."""
+    msgid = instead.get(event.msgid) if event.service else None
+    if msgid is None:
+        return event.text
+    return texts.service(event.language, msgid).format(**dict(event.values))
