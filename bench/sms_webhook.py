@@ -142,12 +142,12 @@ def main() -> None:
                 ]
                 report("POST /webhooks/twilio/sms", sms, time.perf_counter() - started)
             drain_started = time.perf_counter()
-            while services.queue.count and time.perf_counter() - drain_started < 120:
+            while services.events.waiting() and time.perf_counter() - drain_started < 120:
                 time.sleep(0.05)
             with services.db.session() as session:
                 stored = session.scalar(select(func.count(Answer.id)))
             print(
-                f"queue drained {time.perf_counter() - drain_started:.2f} s after the last "
+                f"event log drained {time.perf_counter() - drain_started:.2f} s after the last "
                 f"reply; {stored} answers stored from {args.workers} workers"
             )
         finally:

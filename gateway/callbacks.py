@@ -24,6 +24,7 @@ from .calls import CallRefused, caller_for
 from .identity import InvalidAddress, e164
 from .outbound import SEND_RETRY
 from .providers import SealedJob
+from .queues import CALLS
 
 if TYPE_CHECKING:
     from .services import Services
@@ -104,7 +105,7 @@ def _enqueue(services: Services, provider: str, number: str, workplace: str) -> 
         "failure_ttl": CALLEE_TTL_SECONDS,
         "description": "missed-call callback",
     }
-    queue = services.queue
+    queue = services.queues[CALLS]
     if CALLBACK_DELAY_SECONDS and queue.is_async:
         delay = timedelta(seconds=CALLBACK_DELAY_SECONDS)
         queue.enqueue_in(delay, call_back, provider, sealed, workplace, **options)

@@ -20,20 +20,25 @@ from .services import Services
 
 # -- processes -------------------------------------------------------------------------------
 @main.command()
-@click.option("--burst", is_flag=True, help="exit when the queue is empty")
+@click.option("--burst", is_flag=True, help="exit when the queues are empty")
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
-    help="serve the worker's job metrics on this port (when it does not share "
+    help="serve the workers' job metrics on this port (when they do not share "
     "PROMETHEUS_MULTIPROC_DIR with the web on one machine)",
 )
+@click.option(
+    "--queues",
+    "queue_names",
+    help="serve only these queues (comma-separated: persist, outbound, calls) in this one "
+    "process; without it, one process per group of queues is started and kept running",
+)
 @with_appcontext
-def worker(burst, metrics_port) -> None:
-    """Run an RQ worker for the queue (the Procfile's worker process): gateway.queues.Worker,
-    which hands back the jobs of workers that died within 20 s."""
-    from . import directory_mirror, metrics
-    from .queues import Worker
-    from .services import QUEUE_NAME
+def worker(burst, metrics_port, queue_names) -> None:
+    """Run the RQ workers (the Procfile's worker process): one gateway.queues.Worker process per
+    group of queues (two for persist, one for outbound and calls), restarted if one dies; each
+    hands back the jobs of workers that died within 20 s."""
+    from . import queues
 
     svc = services()
     if svc.config.embedded_redis:
@@ -41,15 +46,34 @@ def worker(burst, metrics_port) -> None:
             "REDIS_URL is not set: the embedded default runs jobs in the "
             "web process, no separate worker is needed"
         )
-    # The scheduler moves retried jobs (tasks.PERSIST_RETRY, outbound.SEND_RETRY) back when due.
-    # A readable name (rq's default is a uuid, whose digit runs log redaction would blank).
-    name = f"workervoice.{socket.gethostname()}.{os.getpid()}"
+    if not queue_names:
+        from .supervisor import supervise
+
+        raise SystemExit(supervise(queues.GROUPS, burst=burst, metrics_port=metrics_port))
+    names = [name.strip() for name in queue_names.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(queues.QUEUES))
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown queue {', '.join(unknown) or '(none)'}; the queues are "
+            + ", ".join(queues.QUEUES),
+            param_hint="--queues",
+        )
+    _work(svc, names, burst, metrics_port)
+
+
+def _work(svc: Services, names: list[str], burst: bool, metrics_port: int | None) -> None:
+    from . import directory_mirror, metrics
+    from .queues import Worker
+
+    # The scheduler moves retried and delayed jobs (outbound.SEND_RETRY, callbacks) back when
+    # due. A readable name (rq's default is a uuid, whose digit runs log redaction would blank).
+    name = f"workervoice.{'+'.join(names)}.{socket.gethostname()}.{os.getpid()}"
     directory_mirror.warm(svc.mirror)  # Redis lost the cache: put it back before the first job
     if metrics_port:
         metrics.serve(metrics_port)
     # metrics.job_failed counts each failure and retry, then lets RQ's own handling go on.
     rq_worker = Worker(
-        [QUEUE_NAME], connection=svc.redis, name=name, exception_handlers=[metrics.job_failed]
+        names, connection=svc.redis, name=name, exception_handlers=[metrics.job_failed]
     )
     rq_worker.work(burst=burst, logging_level="INFO", with_scheduler=True)
 

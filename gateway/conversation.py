@@ -3,17 +3,18 @@
 Adapters parse and authenticate a request, then call ``handle`` with an ``Inbound`` and a
 ``Turn``: the channel's own reading of the request into an engine input, and its rendering of
 the outcome (SMS text, USSD screens, TwiML, AT voice XML). The number is turned into a pseudonym
-first and never passed on. Under the worker's lock: the session and the dialog's state are read
-from Redis, the turn picks the input, the workplace code it may hold is resolved, the engine
-steps, events that must be kept are queued (gateway/tasks.py) in one job per request, and the
-session, the dialog state and the reply go back to Redis in one transaction. A hop runs no SQL:
-profiles, workplace codes, time zones and the key ring come from gateway/directory_cache.py.
+first and never passed on. A hop is two Redis round trips (gateway/sessions.py): the first
+answers a provider's retry from the reply cache, or takes the worker's lock and reads their
+session, the dialog's state and their cached profile; the turn picks the input, the workplace
+code it may hold is resolved, the engine steps; the second saves the session, the dialog state
+and the reply, changes the cached profile, appends the events to keep to the event log
+(gateway/persistence.py, drained into the database in batches) and gives the lock back, all in
+one Lua call. A hop runs no SQL: profiles, workplace codes, time zones and the key ring come
+from gateway/directory_cache.py.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from . import tasks
+from .directory_cache import profile_json
 from .engine import runtime
 from .engine.definition import FlowSet
 from .engine.events import Enrolled, Event, LanguageChanged, OptedOut, Step
@@ -29,8 +30,9 @@ from .engine.inputs import HangUp, Input
 from .engine.session import Profile, Session
 from .engine.texts import Texts
 from .identity import Pseudonym, scrub
+from .persistence import encode
 from .services import Services
-from .sessions import Dialog, Reply, digest
+from .sessions import Dialog, Kept, Opened, Reply, digest
 from .timezones import zone_for_country
 
 log = logging.getLogger(__name__)
@@ -77,36 +79,52 @@ def handle(services: Services, inbound: Inbound, turn: Turn) -> Handled:
     """The reply to one request; a provider retry of it gets the same reply, recorded once."""
     who = services.identity.pseudonymise(inbound.address)
     reply_to = Reply(inbound.provider, who.value, inbound.message_id)
-    cached = services.sessions.cached_reply(reply_to)
-    if cached is not None:
-        return Handled(cached, None)
-    with services.sessions.locked(who.value):
-        cached = services.sessions.cached_reply(reply_to)
-        if cached is not None:
-            return Handled(cached, None)
-        return _converse(services, inbound, who, reply_to, turn)
+    opened = services.sessions.open(
+        reply_to,
+        (inbound.provider, inbound.dialog) if inbound.dialog else None,
+        services.profiles.key(who.value),
+    )
+    if opened.reply is not None:
+        return Handled(opened.reply, None)
+    assert opened.token is not None
+    try:
+        handled, armed = _converse(services, inbound, who, reply_to, turn, opened)
+    except BaseException:
+        services.sessions.release(who.value, opened.token)
+        raise
+    if armed:  # the first request since the event log went idle queues its drain
+        services.events.queue_drain()
+    return handled
 
 
 def _converse(
-    services: Services, inbound: Inbound, who: Pseudonym, reply_to: Reply, turn: Turn
-) -> Handled:
+    services: Services,
+    inbound: Inbound,
+    who: Pseudonym,
+    reply_to: Reply,
+    turn: Turn,
+    opened: Opened,
+) -> tuple[Handled, bool]:
     flows, texts = services.registry.current()
-    stored = services.sessions.load(who.value)
+    stored = opened.session
     blank = Session(profile=Profile(country=who.country))
-    dialog = (
-        services.sessions.load_dialog(inbound.provider, inbound.dialog)
-        if inbound.dialog
-        else Dialog(inbound.provider, "", {})
-    )
+    dialog = opened.dialog or Dialog(inbound.provider, "", {})
     turned = turn.read(dialog, stored or blank)  # a stored profile never has a question pending
     if turned.input is None:  # paging within a screen already computed: no profile needed
         reply = turned.reply or ""
         # the session as it was: a worker just forgotten (a STOP screen paged) stays forgotten
-        services.sessions.commit(who.value, stored, reply_to, reply, dialog=_kept(inbound, dialog))
-        return Handled(reply, None)
+        services.sessions.commit(
+            who.value,
+            stored,
+            reply_to,
+            reply,
+            dialog=_kept(inbound, dialog),
+            token=opened.token or "",
+        )
+        return Handled(reply, None), False
     hung_up = isinstance(turned.input, HangUp)
     # A hang-up needs no profile, and never brings back a worker just forgotten or declined.
-    session = stored or (blank if hung_up else _fresh_session(services, who))
+    session = stored or (blank if hung_up else _fresh_session(services, who, opened))
     now = services.now()
     ctx = runtime.Context(
         now=now,
@@ -120,24 +138,24 @@ def _converse(
     )
     result = runtime.step(flows, session, turned.input, ctx)
     opted_out = bool(result.of(OptedOut))
-    # Queue the events before moving the session on: if queueing fails nothing has changed,
-    # and the provider's retry of this message meets the same session again.
-    _enqueue(services, inbound, who, result.events, now)
-    _keep_profile(services, who, result)
     reply = turn.render(result, dialog, texts)
-    # The new session, the dialog's state and the cached reply are written together, so a
-    # retry of this request can never meet the new session without its reply.
+    # The new session, the dialog's state, the cached reply, the profile cache and the events
+    # are written together, so a retry of this request can never meet the new session without
+    # its reply, nor append its events twice.
     # A hang-up keeps the dialog's state until it expires: a provider may report the hang-up
     # before the call's last answer, which must still count.
-    services.sessions.commit(
+    armed = services.sessions.commit(
         who.value,
         None if hung_up and stored is None else result.session,
         reply_to,
         reply,
         forgotten_at=now if opted_out else None,
         dialog=_kept(inbound, dialog),
+        token=opened.token or "",
+        profile=_kept_profile(services, who, result),
+        events=_events(inbound, who, result.events, now),
     )
-    return Handled(reply, result)
+    return Handled(reply, result), armed
 
 
 def _kept(inbound: Inbound, dialog: Dialog) -> Dialog | None:
@@ -157,14 +175,14 @@ def _resolve_code(
     return {code: services.directory.slug_for_code(code)}
 
 
-def _fresh_session(services: Services, who: Pseudonym) -> Session:
+def _fresh_session(services: Services, who: Pseudonym, opened: Opened) -> Session:
     """A new session: the cached profile if the worker is enrolled, else a blank one."""
-    stored = services.profiles.load(who.value)
-    if stored is None:
+    cached = services.profiles.found(opened.profile, opened.built)
+    if cached is None:
         return Session(profile=Profile(country=who.country))
     return Session(
         profile=Profile(
-            language=stored.language, workplace=stored.workplace, country=who.country, enrolled=True
+            language=cached.language, workplace=cached.workplace, country=who.country, enrolled=True
         )
     )
 
@@ -176,24 +194,24 @@ def _zone(services: Services, session: Session) -> ZoneInfo:
     return ZoneInfo(name or zone_for_country(session.profile.country))
 
 
-def _keep_profile(services: Services, who: Pseudonym, result: Step) -> None:
+def _kept_profile(services: Services, who: Pseudonym, result: Step) -> Kept:
     """The profile this step changed, cached for the worker's next sessions (no hop reads the
-    database): written after its job is queued, so the cache never runs ahead of a change that
-    will not be stored; a STOP's goes at once (the job deletes the stored one)."""
+    database), in the same commit as its events; a STOP's goes at once (the drain deletes the
+    stored one)."""
+    key = services.profiles.key(who.value)
     if result.of(OptedOut):
-        services.profiles.forget(who.value)
-        return
+        return Kept(key, "del")
     changed = any(isinstance(event, Enrolled | LanguageChanged) for event in result.events)
     if not changed or result.session is None:
-        return
+        return Kept()
     profile = result.session.profile
     if profile.enrolled and profile.language and profile.workplace:
-        services.profiles.save(who.value, profile.language, profile.workplace)
+        return Kept(key, "set", profile_json(profile.language, profile.workplace))
+    return Kept()
 
 
-def _enqueue(
-    services: Services, inbound: Inbound, who: Pseudonym, events: tuple[Event, ...], now: datetime
-) -> None:
+def _events(inbound: Inbound, who: Pseudonym, events: tuple[Event, ...], now: datetime) -> str:
+    """The events to keep, as the event log's entry ('' if none)."""
     request = digest(inbound.provider, who.value, inbound.message_id)
     kept = []
     for index, event in enumerate(events):
@@ -204,29 +222,13 @@ def _enqueue(
         data["event_id"] = f"{inbound.provider}:{request}:{index}"
         kept.append(data)
     if not kept:
-        return
-    batch = {
-        "pseudonym": who.value,
-        "key_id": who.key_id,
-        "channel": inbound.channel,
-        "received_at": now.isoformat(),
-        "events": kept,
-    }
-    services.queue.enqueue(
-        tasks.persist_events,
-        batch,
-        job_id=_job_id(request),
-        description="persist worker events",
-        result_ttl=3600,
-        failure_ttl=7 * 86400,
-        retry=tasks.PERSIST_RETRY,
+        return ""
+    return encode(
+        {
+            "pseudonym": who.value,
+            "key_id": who.key_id,
+            "channel": inbound.channel,
+            "received_at": now.isoformat(),
+            "events": kept,
+        }
     )
-
-
-def _job_id(request: str) -> str:
-    """One job id per request: a retried request cannot queue its events twice.
-
-    Base32 in lower case (letters and 2-7) rather than hex, so the id rarely holds the long digit
-    runs that log redaction would blank out of rq's log lines."""
-    raw = hashlib.sha256(request.encode()).digest()
-    return "persist-" + base64.b32encode(raw[:25]).decode().lower()

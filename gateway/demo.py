@@ -25,13 +25,13 @@ from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 from flask import Flask
-from rq import Queue
 from twilio.request_validator import RequestValidator
 
+from . import queues
 from .engine.answers import LANGUAGE_PROMPT, RESUME_PROMPT
 from .engine.model import CONSENT, LANGUAGE, NUMBER, WORKPLACE, Question
 from .engine.texts import languages_for
-from .services import QUEUE_NAME, Services
+from .services import Services
 
 CHANNELS = ("sms", "whatsapp", "ussd", "voice")
 MAX_HOPS = 40  # a conversation longer than this is a bug in the walk, not a worker
@@ -130,16 +130,19 @@ def _quiet() -> Iterator[None]:
 
 @contextmanager
 def _in_process_jobs(services: Services) -> Iterator[None]:
-    """Run the persistence jobs as they are queued, even beside a real Redis and worker."""
-    real = services.__dict__.get("queue")
-    services.__dict__["queue"] = Queue(QUEUE_NAME, connection=services.redis, is_async=False)
+    """Run the jobs as they are queued (the event log's drains among them), even beside a real
+    Redis and worker."""
+    real = {name: services.__dict__.get(name) for name in ("queues", "events")}
+    services.__dict__["queues"] = queues.make(services.redis, is_async=False)
+    services.__dict__.pop("events", None)
     try:
         yield
     finally:
-        if real is None:
-            services.__dict__.pop("queue", None)
-        else:
-            services.__dict__["queue"] = real
+        for name, value in real.items():
+            if value is None:
+                services.__dict__.pop(name, None)
+            else:
+                services.__dict__[name] = value
 
 
 def _converse(app: Flask, services: Services, worker: DemoWorker, code: str) -> int:

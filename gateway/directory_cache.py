@@ -92,9 +92,17 @@ class ProfileCache:
             pipe.get(PROFILE_KEY.format(pseudonym))
             pipe.exists(BUILT_KEY)
             raw, built = pipe.execute()
+        return self.found(raw, built)
+
+    def found(self, raw: bytes | str | None, built: bool) -> CachedProfile | None:
+        """The profile as read with the marker (here, or in the hop's first round trip)."""
         if not built:
             _call(self._unbuilt)
         return _profile(raw) if raw else None
+
+    @staticmethod
+    def key(pseudonym: str) -> str:
+        return PROFILE_KEY.format(pseudonym)
 
     def save(self, pseudonym: str, language: str, workplace: str) -> None:
         self.redis.set(PROFILE_KEY.format(pseudonym), profile_json(language, workplace))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -45,6 +45,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 
 from .config import ConfigError
+from .persistence import DEAD_KEY, STREAM_KEY
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -87,8 +88,6 @@ LATENCY_BUCKETS = (
     10.0,
 )
 JOB_MODULES = ("gateway.", "store.")  # a job kind is the name of a job function of ours
-# The id conversation._job_id gives a message's persist job (tests/test_metrics.py checks it).
-PERSIST_JOB_PREFIX = "persist-"
 _STARTED = "workervoice.metrics.started"  # request.environ key: when the request began
 
 # No ``*_created`` series: multiprocess mode has none, and both modes then read the same.
@@ -211,14 +210,9 @@ def job_failed(job: Job, *exc_info: Any) -> bool:
 
 
 # -- Redis: queues and waiting events ---------------------------------------------------------
-# Job ids are read this many at a time: Redis is never held for more than a moment by a scrape,
-# whatever the length of a queue (a count inside Redis would block the hops while it runs).
-SCAN_CHUNK = 1000
-
-
 class RedisCollector(Collector):
     """Gauges read from Redis at each scrape: jobs in each queue and in its registries, and the
-    persist jobs (one message's events each) still waiting for the database. Redis down: only
+    event log's entries still waiting for the database. Redis down: only
     ``workervoice_redis_up 0``."""
 
     def __init__(self, redis: Redis, queues: Sequence[str]):
@@ -259,38 +253,21 @@ class RedisCollector(Collector):
             depth.add_metric([queue.name], next(counts))
             for registry in registries:
                 held.add_metric([queue.name, registry], next(counts))
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(STREAM_KEY)
+            pipe.xlen(DEAD_KEY)
+            waiting_entries, dead_entries = pipe.execute()
         waiting = GaugeMetricFamily(
             "workervoice_events_waiting",
-            "Persist jobs (one message's events each) waiting in Redis for the database: "
-            "queued, or scheduled for a retry",
+            "Requests' events in the event log waiting to be written to the database",
         )
-        waiting.add_metric([], self._persist_jobs())
-        return [depth, held, waiting]
-
-    def _persist_jobs(self) -> int:
-        """Persist jobs among those queued or scheduled, told by their id. Counted while workers
-        take jobs off: off by at most the jobs taken during the count."""
-        total = 0
-        for queue in self.queues:
-            total += _prefixed(self.redis.lrange, queue.key)
-            total += _prefixed(self.redis.zrange, queue.scheduled_job_registry.key)
-        return total
-
-
-def _prefixed(read: Callable[[str, int, int], Any], key: str) -> int:
-    """How many ids in the list or sorted set ``key`` start with PERSIST_JOB_PREFIX, read
-    SCAN_CHUNK at a time."""
-    prefix, count, start = PERSIST_JOB_PREFIX.encode(), 0, 0
-    while True:
-        ids = read(key, start, start + SCAN_CHUNK - 1)
-        count += sum(1 for i in ids if _bytes(i).startswith(prefix))
-        if len(ids) < SCAN_CHUNK:
-            return count
-        start += SCAN_CHUNK
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
+        waiting.add_metric([], waiting_entries)
+        dead = GaugeMetricFamily(
+            "workervoice_events_dead",
+            "Event log entries that could not be written and are kept for inspection",
+        )
+        dead.add_metric([], dead_entries)
+        return [depth, held, waiting, dead]
 
 
 class _Own(Collector):

@@ -8,13 +8,11 @@ from flask import Blueprint, Response, jsonify
 
 from . import metrics
 from .queues import QUEUES
-from .services import QUEUE_NAME, current
+from .services import current
 
 ops = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
-# Every queue of gateway/queues.py, and the single queue every job went to before them, which
-# a worker may still be draining.
-REPORTED_QUEUES = tuple(dict.fromkeys((*QUEUES, QUEUE_NAME)))
+REPORTED_QUEUES = QUEUES
 
 
 @ops.get("/healthz")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from rq import Retry
 
 from .providers import SealedJob, at_request, write_note
+from .queues import OUTBOUND
 
 if TYPE_CHECKING:
     from .config import Config
@@ -163,7 +164,7 @@ def send_sms(provider: str, sealed_recipient: str, text: str) -> str | None:
 
 def enqueue_reply(services: Services, provider: str, recipient_e164: str, text: str) -> None:
     sealed = services.crypto.seal(recipient_e164, RECIPIENT_PURPOSE, RECIPIENT_TTL_SECONDS)
-    services.queue.enqueue(
+    services.queues[OUTBOUND].enqueue(
         send_sms,
         provider,
         sealed,

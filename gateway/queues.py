@@ -1,10 +1,10 @@
 """The job queues, and the RQ worker that serves them.
 
-Each kind of job is to have its own queue, so a slow or unreachable provider never holds back
-an answer: ``persist`` (answers and profiles into the database), ``outbound`` (replies through a
-provider's SMS API) and ``calls`` (missed-call callbacks), one worker process per group of
-queues (``GROUPS``). That wiring is the next step; ``workervoice worker`` already runs the
-``Worker`` below.
+Each kind of job has its own queue, so a slow or unreachable provider never holds back an
+answer: ``persist`` (the event log's drains and cache rebuilds: the database), ``outbound``
+(replies through a provider's SMS API) and ``calls`` (missed-call callbacks), each with its own
+retry policy (set where its jobs are queued), and one worker process per group of queues
+(``GROUPS``; ``workervoice worker`` starts them all).
 
 Recovery of a job whose worker was killed (SIGKILL, a lost machine): RQ notices a dead worker's
 job only when the job's own heartbeat expires (its timeout plus a minute for a SimpleWorker) and
@@ -21,24 +21,27 @@ import logging
 import threading
 
 from redis import Redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.registry import StartedJobRegistry
 
 log = logging.getLogger(__name__)
 
-# The queues each kind of job is to have, and the worker groups serving them: one worker
-# process per group, so persistence never waits behind a provider. Until the services move
-# their jobs onto them (the next step of issue 6), every job still goes to the one queue
-# gateway.services.QUEUE_NAME, which `workervoice worker` serves with the Worker below.
+# The queues, and the worker groups serving them: one worker process per group, so persistence
+# never waits behind a provider; two for persistence, so two drains write at once under load.
 PERSIST, OUTBOUND, CALLS = "persist", "outbound", "calls"
 QUEUES = (PERSIST, OUTBOUND, CALLS)
-GROUPS = ((PERSIST,), (OUTBOUND, CALLS))
+GROUPS = ((PERSIST,), (PERSIST,), (OUTBOUND, CALLS))
 ALIVE_KEY = "wv:alive:{}"
 ALIVE_SECONDS = 10
 MAINTENANCE_SECONDS = 10
 # An idle worker waits for a job at most WORKER_TTL - 15 s (RQ's dequeue timeout) before its
 # next maintenance pass: 10 s, rather than RQ's default of almost 7 minutes.
 WORKER_TTL = 25
+
+
+def make(connection: Redis, is_async: bool = True) -> dict[str, Queue]:
+    """Every queue by name (``is_async=False`` runs each job as it is queued)."""
+    return {name: Queue(name, connection=connection, is_async=is_async) for name in QUEUES}
 
 
 class Worker(SimpleWorker):
@@ -79,6 +82,17 @@ class Worker(SimpleWorker):
         for queue in self.queues:
             recover_abandoned(self.connection, queue.name)
         super().clean_registries()
+        if any(queue.name == PERSIST for queue in self.queues):
+            self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        """Entries waiting in the event log with no drain armed (a killed drain's mark expired,
+        or the database was away past a drain's patience): queue one."""
+        from .persistence import EventLog
+
+        queue = Queue(PERSIST, connection=self.connection)
+        if EventLog(self.connection, queue).wake_if_waiting():
+            log.warning("event log entries waited with no drain: one is queued")
 
 
 def recover_abandoned(connection: Redis, queue_name: str) -> int:

@@ -18,7 +18,7 @@ from rq import Queue
 from store import keyring as stored_keys
 from store.db import Database
 
-from . import directory_cache, directory_mirror
+from . import directory_cache, directory_mirror, persistence, queues
 from .audio import AudioLibrary
 from .config import REPLY_CACHE_SECONDS, Config
 from .crypto import Crypto
@@ -26,7 +26,6 @@ from .flows import FlowRegistry
 from .identity import KEY_PURPOSE, Identity, KeyRing, context
 from .sessions import SessionStore
 
-QUEUE_NAME = "workervoice"
 EXTENSION = "workervoice"
 _fake_server = None  # one in-process Redis emulation per process (embedded default)
 
@@ -83,7 +82,7 @@ class Services:
 
     def _queue_rebuild(self) -> None:
         """A hop found the cache without its marker (Redis lost it)."""
-        directory_mirror.queue_rebuild(self.redis, self.queue)
+        directory_mirror.queue_rebuild(self.redis, self.queues[queues.PERSIST])
 
     @cached_property
     def _number_digest(self) -> Callable[[str], str]:
@@ -94,9 +93,15 @@ class Services:
         return connect_redis(self.config.redis_url)
 
     @cached_property
-    def queue(self) -> Queue:
-        # Embedded default: no separate worker process, so jobs run in-process as enqueued.
-        return Queue(QUEUE_NAME, connection=self.redis, is_async=not self.config.embedded_redis)
+    def queues(self) -> dict[str, Queue]:
+        """One RQ queue per kind of job (gateway/queues.py). Embedded default: no separate
+        worker process, so jobs run in-process as they are queued."""
+        return queues.make(self.redis, is_async=not self.config.embedded_redis)
+
+    @cached_property
+    def events(self) -> persistence.EventLog:
+        """The event log the hops append to and the persist workers drain."""
+        return persistence.EventLog(self.redis, self.queues[queues.PERSIST])
 
     @cached_property
     def sessions(self) -> SessionStore:

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+import secrets
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import LockError
 
+from .directory_cache import BUILT_KEY
 from .engine.session import Session
+from .persistence import ARMED_KEY, ARMED_SECONDS, STREAM_KEY
 
 SESSION_KEY = "wv:session:{}"
 REPLY_KEY = "wv:reply:{}:{}"
@@ -31,11 +35,66 @@ DIALOG_KEY = "wv:dialog:{}:{}"
 LOCK_SECONDS = 10
 FORGOTTEN_SECONDS = 24 * 3600  # outlives every retry of a job queued before the opt-out
 DIALOG_SECONDS = 2 * 3600  # longer than any USSD session (minutes) or call
+LOCK_POLL_SECONDS = (0.005, 0.01, 0.02, 0.05)  # between tries for a worker's busy lock
+
+# The hop's two round trips (SessionStore.open and .commit) and the lock's release. A hop's
+# keys are all on one Redis server (a cluster would need them in one hash slot).
+_OPEN = """
+local cached = redis.call('GET', KEYS[1])
+if cached then return {'reply', cached} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
+local dialog = false
+if ARGV[3] == '1' then dialog = redis.call('GET', KEYS[4]) end
+return {'open', redis.call('GET', KEYS[3]), dialog, redis.call('GET', KEYS[5]),
+        redis.call('EXISTS', KEYS[6])}
+"""
+_COMMIT = """
+if ARGV[2] == '' then redis.call('DEL', KEYS[2])
+else redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
+if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('SET', KEYS[5], ARGV[8], 'EX', ARGV[9]) end
+if ARGV[10] == 'set' then redis.call('SET', KEYS[6], ARGV[11])
+elseif ARGV[10] == 'del' then redis.call('DEL', KEYS[6]) end
+local armed = 0
+if ARGV[12] ~= '' then
+  redis.call('XADD', KEYS[7], '*', 'batch', ARGV[12])
+  if redis.call('SET', KEYS[8], '1', 'NX', 'EX', ARGV[13]) then armed = 1 end
+end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return armed
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def digest(*parts: str) -> str:
     """A fixed-size key part for ids we receive (provider session and message ids)."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What the hop's first round trip found: a cached reply (a retry), or the lock with the
+    worker's state."""
+
+    reply: str | None
+    token: str | None
+    session: Session | None = None
+    dialog: Dialog | None = None
+    profile: bytes | None = None  # the cached profile, raw (gateway/directory_cache.py)
+    built: bool = True  # the cache's marker is there (else it is being rebuilt)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What the commit does to the worker's cached profile: nothing, set it, or delete it."""
+
+    key: str = ""
+    action: str = ""  # "" | "set" | "del"
+    value: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +129,9 @@ class SessionStore:
         self.redis = redis
         self.ttl = ttl
         self.reply_ttl = reply_ttl
+        self._open = redis.register_script(_OPEN)
+        self._commit = redis.register_script(_COMMIT)
+        self._release = redis.register_script(_RELEASE)
 
     def load(self, pseudonym: str) -> Session | None:
         raw = self.redis.get(SESSION_KEY.format(pseudonym))
@@ -77,16 +139,48 @@ class SessionStore:
 
     def load_dialog(self, provider: str, session_id: str) -> Dialog:
         """The provider session's state; an empty one for a session not seen before."""
-        dialog = Dialog(provider, session_id, {})
-        raw = self.redis.get(dialog.key)
-        if raw:
-            try:
-                state = json.loads(raw)
-            except ValueError:
-                state = None
-            if isinstance(state, dict):
-                return Dialog(provider, session_id, state)
-        return dialog
+        return _dialog(provider, session_id, self.redis.get(Dialog(provider, session_id, {}).key))
+
+    def open(self, reply_to: Reply, dialog: tuple[str, str] | None, profile_key: str) -> Opened:
+        """The hop's first round trip: the cached reply if this request is a retry; else the
+        worker's lock taken, with their session, the dialog's state and their cached profile.
+        Waits while another request from the worker holds the lock (LockError after
+        LOCK_SECONDS)."""
+        token = secrets.token_hex(8)
+        provider, session_id = dialog or ("", "")
+        dialog_key = Dialog(provider, session_id, {}).key if dialog else SESSION_KEY.format("-")
+        keys = [
+            reply_to.key,
+            LOCK_KEY.format(reply_to.pseudonym),
+            SESSION_KEY.format(reply_to.pseudonym),
+            dialog_key,
+            profile_key,
+            BUILT_KEY,
+        ]
+        args: list[str | int] = [token, LOCK_SECONDS * 1000, 1 if dialog else 0]
+        waited, deadline = 0, time.monotonic() + LOCK_SECONDS
+        while True:
+            reply = self._open(keys=keys, args=args)
+            if reply[0] == b"reply":
+                return Opened(reply=_text(reply[1]), token=None)
+            if reply[0] == b"open":
+                _, session, state, profile, built = reply
+                return Opened(
+                    reply=None,
+                    token=token,
+                    session=Session.from_json(session) if session else None,
+                    dialog=_dialog(provider, session_id, state) if dialog else None,
+                    profile=profile,
+                    built=bool(built),
+                )
+            if time.monotonic() >= deadline:
+                raise LockError("another request from this worker held the lock too long")
+            time.sleep(LOCK_POLL_SECONDS[min(waited, len(LOCK_POLL_SECONDS) - 1)])
+            waited += 1
+
+    def release(self, pseudonym: str, token: str) -> None:
+        """Give the lock back without committing (the hop failed)."""
+        self._release(keys=[LOCK_KEY.format(pseudonym)], args=[token])
 
     def commit(
         self,
@@ -96,30 +190,59 @@ class SessionStore:
         reply: str,
         forgotten_at: datetime | None = None,
         dialog: Dialog | None = None,
-    ) -> None:
-        """One Redis transaction: the session saved (or deleted when over), the reply cached
-        under the provider's message id, the dialog's state saved (it expires DIALOG_SECONDS
-        after its last request), and on opt-out the day-long 'forgotten' mark."""
-        with self.redis.pipeline(transaction=True) as pipe:
-            if session is None:
-                pipe.delete(SESSION_KEY.format(pseudonym))
-            else:
-                pipe.set(SESSION_KEY.format(pseudonym), session.to_json(), ex=self.ttl)
-            pipe.set(reply_to.key, reply, ex=self.reply_ttl)
-            if dialog is not None:
-                state = json.dumps(dialog.state, ensure_ascii=False, separators=(",", ":"))
-                pipe.set(dialog.key, state, ex=DIALOG_SECONDS)
-            if forgotten_at is not None:
-                pipe.set(
-                    FORGOTTEN_KEY.format(pseudonym), forgotten_at.isoformat(), ex=FORGOTTEN_SECONDS
-                )
-            pipe.execute()
+        token: str = "",
+        profile: Kept = Kept(),
+        events: str = "",
+    ) -> bool:
+        """The hop's last round trip, all at once (one Lua call): the session saved (or deleted
+        when over), the reply cached under the provider's message id, the dialog's state saved
+        (it expires DIALOG_SECONDS after its last request), on opt-out the day-long 'forgotten'
+        mark, the cached profile changed, the events appended to the event log with drainer
+        slot 0 armed, and the lock given back. True if this call armed the drain (the caller
+        queues it)."""
+        state = (
+            json.dumps(dialog.state, ensure_ascii=False, separators=(",", ":")) if dialog else ""
+        )
+        keys = [
+            LOCK_KEY.format(pseudonym),
+            SESSION_KEY.format(pseudonym),
+            reply_to.key,
+            dialog.key if dialog else SESSION_KEY.format("-"),
+            FORGOTTEN_KEY.format(pseudonym),
+            profile.key or SESSION_KEY.format("-"),
+            STREAM_KEY,
+            ARMED_KEY.format(0),
+        ]
+        args: list[str | int] = [
+            token,
+            session.to_json() if session is not None else "",
+            self.ttl,
+            reply,
+            self.reply_ttl,
+            state,
+            DIALOG_SECONDS,
+            forgotten_at.isoformat() if forgotten_at is not None else "",
+            FORGOTTEN_SECONDS,
+            profile.action,
+            profile.value,
+            events,
+            ARMED_SECONDS,
+        ]
+        return bool(self._commit(keys=keys, args=args))
 
     def forgotten_at(self, pseudonym: str) -> datetime | None:
-        raw = self.redis.get(FORGOTTEN_KEY.format(pseudonym))
-        if not raw:
-            return None
-        return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
+        return self.forgotten_since([pseudonym]).get(pseudonym)
+
+    def forgotten_since(self, pseudonyms: Sequence[str]) -> dict[str, datetime]:
+        """When each of these workers last opted out, for those who did lately (one MGET)."""
+        if not pseudonyms:
+            return {}
+        raws = self.redis.mget([FORGOTTEN_KEY.format(p) for p in pseudonyms])
+        return {
+            pseudonym: datetime.fromisoformat(_text(raw))
+            for pseudonym, raw in zip(pseudonyms, raws, strict=True)  # type: ignore[arg-type]
+            if raw
+        }
 
     def allow_code_try(self, pseudonym: str) -> bool:
         """Count one workplace-code try; False once the sender has used today's allowance."""
@@ -130,14 +253,20 @@ class SessionStore:
             tries, _ = pipe.execute()
         return int(tries) <= CODE_TRIES_PER_DAY
 
-    @contextmanager
-    def locked(self, pseudonym: str) -> Iterator[None]:
-        """Serialise messages from one worker, so two arriving together cannot both answer."""
-        with self.redis.lock(
-            LOCK_KEY.format(pseudonym), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
-        ):
-            yield
-
     def cached_reply(self, reply_to: Reply) -> str | None:
         raw = self.redis.get(reply_to.key)
-        return raw.decode() if isinstance(raw, bytes) else raw
+        return _text(raw) if raw is not None else None
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _dialog(provider: str, session_id: str, raw: bytes | str | None) -> Dialog:
+    state = None
+    if raw:
+        try:
+            state = json.loads(raw)
+        except ValueError:
+            state = None
+    return Dialog(provider, session_id, state if isinstance(state, dict) else {})

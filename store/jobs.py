@@ -1,15 +1,18 @@
-"""Persisting what the engine decided, as the RQ job (gateway/tasks.py) asks. Safe to run twice
-(STYLE §7).
+"""Persisting what the engine decided, as the event log's drain (gateway/persistence.py) asks:
+many requests' events at once, in a few set-based statements. Safe to run twice (STYLE §7).
 
-A job's payload holds pseudonyms and answers, never a number. Answers are upserted on
-(worker, workplace, question, local day): a second run of the same job writes the same row, and a
-later answer the same day replaces the earlier one, never the other way round. A profile likewise
-keeps its newest state: a retried enrolment or language change never undoes a later one.
+An entry holds pseudonyms and answers, never a number. Answers are upserted on (worker,
+workplace, question, local day): a second run of the same batch writes the same rows, and a later
+answer the same day replaces the earlier one, never the other way round, whichever batch carries
+it. A profile likewise keeps its newest state: a retried enrolment or language change never
+undoes a later one. Rows are deduplicated within a batch (one statement may not touch a row
+twice) and sent in key order, so two drains writing at once cannot deadlock.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -17,46 +20,109 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from . import profiles
 from .models import Answer, Worker, Workplace
+from .profiles import forget as profiles_forget
 
 log = logging.getLogger(__name__)
 
 
-def write_events(session: Session, batch: dict, stopped_at: datetime | None = None) -> dict:
-    """Write one message's events: answers, enrolment, language change, opt-out.
+ANSWER_KEY = ("pseudonym", "workplace_id", "flow_id", "question_id", "answered_on")
+ANSWER_CHANGES = (
+    "flow_version",
+    "value_text",
+    "value_number",
+    "answered_at",
+    "event_id",
+    "channel",
+    "key_id",
+)
+PROFILE_CHANGES = ("language", "workplace_id", "key_id", "consented_at", "updated_at")
+ROWS_PER_STATEMENT = 2000  # 12 columns each: well inside PostgreSQL's and SQLite's limits
 
-    ``stopped_at`` is when the worker last opted out, if lately: an enrolment from a message
-    that arrived before it is not written, so a retried job cannot bring the worker back.
+
+def write_events(session: Session, batch: dict, stopped_at: datetime | None = None) -> dict:
+    """Write one request's events (``write_batches`` of one)."""
+    return write_batches(session, [batch], {batch["pseudonym"]: stopped_at} if stopped_at else {})
+
+
+def write_batches(
+    session: Session, batches: Iterable[dict], stopped: Mapping[str, datetime] | None = None
+) -> dict:
+    """Write many requests' events: answers, enrolments, language changes, opt-outs.
+
+    ``stopped`` maps a pseudonym to when that worker last opted out, if lately: an enrolment
+    from a request that arrived before it is not written, so an entry drained late cannot bring
+    the worker back.
     """
+    batches = list(batches)
+    stopped = dict(stopped or {})
     counts = {"answers": 0, "profiles": 0, "forgotten": 0}
-    received = batch.get("received_at")
-    stopped_later = (
-        stopped_at is not None and received is not None and (_instant(received) <= stopped_at)
-    )
-    for event in batch["events"]:
-        kind = event["kind"]
-        if kind == "answer_recorded":
-            counts["answers"] += _answer(session, batch, event)
-        elif kind == "enrolled" and not stopped_later:
-            counts["profiles"] += _enrolled(session, batch, event)
-        elif kind == "language_changed":
-            _language_changed(session, batch, event)
-        elif kind == "opted_out":
-            sent = _instant(received) if received is not None else datetime.now(UTC)
-            profiles.forget(session, batch["pseudonym"], before=sent)
-            counts["forgotten"] += 1
+    places = _workplaces(session, batches)
+    for batch in batches:  # a STOP in this very batch counts as well as one noted in Redis
+        for event in batch["events"]:
+            if event["kind"] == "opted_out":
+                at = _received(batch)
+                if batch["pseudonym"] not in stopped or stopped[batch["pseudonym"]] < at:
+                    stopped[batch["pseudonym"]] = at
+    answers: dict[tuple, dict] = {}
+    profiles: dict[str, dict] = {}
+    languages: list[tuple[str, datetime, str]] = []
+    forgotten: list[tuple[str, datetime]] = []
+    for batch in batches:
+        stop = stopped.get(batch["pseudonym"])
+        stopped_later = (
+            stop is not None and batch.get("received_at") is not None and (_received(batch) <= stop)
+        )
+        for event in batch["events"]:
+            kind = event["kind"]
+            if kind == "answer_recorded":
+                row = _answer_row(batch, event, places)
+                if row is not None:
+                    _keep_latest(answers, tuple(row[k] for k in ANSWER_KEY), row, "answered_at")
+            elif kind == "enrolled" and not stopped_later:
+                row = _profile_row(batch, event, places)
+                if row is not None:
+                    _keep_latest(profiles, row["pseudonym"], row, "updated_at")
+            elif kind == "language_changed":
+                stamp = event.get("at") or batch.get("received_at")
+                at = _instant(stamp) if stamp else datetime.now(UTC)
+                languages.append((batch["pseudonym"], at, event["language"]))
+            elif kind == "opted_out":
+                forgotten.append((batch["pseudonym"], _received(batch)))
+    counts["answers"] = _upsert_answers(session, sorted(answers.items()))
+    counts["profiles"] = _upsert_profiles(session, sorted(profiles.items()))
+    for pseudonym, at, language in languages:  # rare: one statement each
+        session.execute(
+            update(Worker)
+            .where(Worker.pseudonym == pseudonym, Worker.updated_at <= at)
+            .values(language=language, updated_at=at)
+        )
+    for pseudonym, sent in forgotten:
+        profiles_forget(session, pseudonym, before=sent)
+        counts["forgotten"] += 1
     return counts
 
 
-def _workplace(session: Session, slug: str | None) -> Workplace | None:
-    """The workplace by slug; one query per slug per unit of work (a batch names one or two)."""
-    if not slug:
-        return None
-    places = session.info.setdefault("workplaces_by_slug", {})
-    if slug not in places:
-        places[slug] = session.scalar(select(Workplace).where(Workplace.slug == slug))
-    return places[slug]
+def _keep_latest(rows: dict, key, row: dict, stamp: str) -> None:
+    """The later of two rows for one key (the later in the log when their times are equal)."""
+    if key not in rows or rows[key][stamp] <= row[stamp]:
+        rows[key] = row
+
+
+def _workplaces(session: Session, batches: list[dict]) -> dict[str, tuple[int, ZoneInfo]]:
+    """Every workplace the batches name, by slug: (id, time zone), in one query."""
+    slugs = {
+        event["workplace"]
+        for batch in batches
+        for event in batch["events"]
+        if event.get("workplace")
+    }
+    if not slugs:
+        return {}
+    rows = session.execute(
+        select(Workplace.slug, Workplace.id, Workplace.timezone).where(Workplace.slug.in_(slugs))
+    )
+    return {slug: (ident, ZoneInfo(zone)) for slug, ident, zone in rows}
 
 
 def _instant(text: str) -> datetime:
@@ -66,90 +132,83 @@ def _instant(text: str) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def _received(batch: dict) -> datetime:
+    received = batch.get("received_at")
+    return _instant(received) if received is not None else datetime.now(UTC)
+
+
 def _insert(session: Session):
     dialect = session.get_bind().dialect.name
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-def _answer(session: Session, batch: dict, event: dict) -> int:
-    workplace = _workplace(session, event.get("workplace"))
-    if workplace is None:
+def _answer_row(batch: dict, event: dict, places: Mapping[str, tuple[int, ZoneInfo]]):
+    place = places.get(event.get("workplace") or "")
+    if place is None:
         log.warning("answer for an unknown workplace dropped", extra={"event": event["event_id"]})
-        return 0
+        return None
+    workplace_id, zone = place
     at = _instant(event["at"])
     value = event["value"]
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    row = {
+    return {
         "pseudonym": batch["pseudonym"],
         "key_id": batch["key_id"],
-        "workplace_id": workplace.id,
+        "workplace_id": workplace_id,
         "flow_id": event["flow"],
         "flow_version": event["version"],
         "question_id": event["question"],
         "value_text": None if numeric else str(value),
         "value_number": float(value) if numeric else None,
-        "answered_on": at.astimezone(ZoneInfo(workplace.timezone)).date(),
+        "answered_on": at.astimezone(zone).date(),
         "answered_at": at,
         "event_id": event["event_id"],
         "channel": batch.get("channel", "sms"),
     }
-    insert = _insert(session)(Answer).values(**row)
-    changing = {
-        k: insert.excluded[k]
-        for k in (
-            "flow_version",
-            "value_text",
-            "value_number",
-            "answered_at",
-            "event_id",
-            "channel",
-            "key_id",
-        )
-    }
-    statement = insert.on_conflict_do_update(
-        index_elements=["pseudonym", "workplace_id", "flow_id", "question_id", "answered_on"],
-        set_=changing,
-        where=Answer.answered_at <= insert.excluded.answered_at,
-    )
-    session.execute(statement)
-    return 1
 
 
-def _enrolled(session: Session, batch: dict, event: dict) -> int:
-    workplace = _workplace(session, event.get("workplace"))
-    if workplace is None:
+def _profile_row(batch: dict, event: dict, places: Mapping[str, tuple[int, ZoneInfo]]):
+    place = places.get(event.get("workplace") or "")
+    if place is None:
         log.warning("enrolment for an unknown workplace dropped")
-        return 0
+        return None
     at = _instant(event["at"])
-    row = {
+    return {
         "pseudonym": batch["pseudonym"],
         "key_id": batch["key_id"],
         "language": event["language"],
-        "workplace_id": workplace.id,
+        "workplace_id": place[0],
         "consented_at": at,
         "updated_at": at,
     }
-    insert = _insert(session)(Worker).values(**row)
-    session.execute(
-        insert.on_conflict_do_update(
-            index_elements=["pseudonym"],
-            set_={
-                k: insert.excluded[k]
-                for k in ("language", "workplace_id", "key_id", "consented_at", "updated_at")
-            },
-            where=Worker.updated_at <= insert.excluded.updated_at,
+
+
+def _chunks(items: list, size: int = ROWS_PER_STATEMENT):
+    for start in range(0, len(items), size):
+        yield [row for _, row in items[start : start + size]]
+
+
+def _upsert_answers(session: Session, rows: list[tuple[tuple, dict]]) -> int:
+    for chunk in _chunks(rows):
+        insert = _insert(session)(Answer).values(chunk)
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=list(ANSWER_KEY),
+                set_={k: insert.excluded[k] for k in ANSWER_CHANGES},
+                where=Answer.answered_at <= insert.excluded.answered_at,
+            )
         )
-    )
-    return 1
+    return len(rows)
 
 
-def _language_changed(session: Session, batch: dict, event: dict) -> None:
-    """The worker chose another language (LANG). The event carries no time of its own, so the
-    message's arrival time orders it against the profile's last change."""
-    stamp = event.get("at") or batch.get("received_at")
-    at = _instant(stamp) if stamp else datetime.now(UTC)
-    session.execute(
-        update(Worker)
-        .where(Worker.pseudonym == batch["pseudonym"], Worker.updated_at <= at)
-        .values(language=event["language"], updated_at=at)
-    )
+def _upsert_profiles(session: Session, rows: list[tuple[str, dict]]) -> int:
+    for chunk in _chunks(rows):
+        insert = _insert(session)(Worker).values(chunk)
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["pseudonym"],
+                set_={k: insert.excluded[k] for k in PROFILE_CHANGES},
+                where=Worker.updated_at <= insert.excluded.updated_at,
+            )
+        )
+    return len(rows)

@@ -142,11 +142,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture
-def queue(services, monkeypatch):
-    """The app's job queue as in production, whatever the test backend: its jobs wait for a
-    worker (the embedded default would run them inside the request, and their SQL with it)."""
-    from .hops import waiting_queue
+def queues(services, monkeypatch):
+    """The app's job queues as in production, whatever the test backend: their jobs (the event
+    log's drains among them) wait for a worker (the embedded default would run them inside the
+    request, and their SQL with it)."""
+    from .hops import wait_for_workers
 
-    real = waiting_queue(services)
-    monkeypatch.setattr(services, "queue", real)
-    return real
+    return wait_for_workers(services, monkeypatch)

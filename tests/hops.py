@@ -4,6 +4,7 @@ database that refuses connections, and the jobs a worker would run."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -12,8 +13,11 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import event, func, select
 
+from gateway import persistence
 from gateway.directory_cache import CachedProfile
-from gateway.services import QUEUE_NAME, Services
+from gateway.queues import PERSIST
+from gateway.queues import make as make_queues
+from gateway.services import Services
 from store import directory
 from store.models import Answer, Worker, Workplace
 
@@ -120,10 +124,24 @@ CHANNELS = list(PHONES)
 
 
 # -- the rest of the world -------------------------------------------------------------------
-def waiting_queue(services: Services) -> Queue:
-    """A queue whose jobs wait for a worker, as in production (the embedded default would run
+def waiting_queues(services: Services) -> dict[str, Queue]:
+    """Queues whose jobs wait for a worker, as in production (the embedded default would run
     them inside the hop, and their SQL with them)."""
-    return Queue(QUEUE_NAME, connection=services.redis, is_async=True)
+    return make_queues(services.redis, is_async=True)
+
+
+def wait_for_workers(services: Services, monkeypatch=None) -> dict[str, Queue]:
+    """Give ``services`` waiting queues (and an event log draining through them), with a short
+    patience for drains that meet the database away."""
+    waiting = waiting_queues(services)
+    if monkeypatch is None:
+        services.__dict__["queues"] = waiting
+        services.__dict__.pop("events", None)
+    else:
+        monkeypatch.setitem(services.__dict__, "queues", waiting)
+        monkeypatch.delitem(services.__dict__, "events", raising=False)
+        monkeypatch.setattr(persistence, "PATIENCE_SECONDS", 0.3)
+    return waiting
 
 
 def add_callback_workplace(services: Services) -> str:
@@ -166,30 +184,39 @@ def database_down(services: Services) -> Iterator[list[int]]:
         event.remove(engine, "do_connect", refuse)
 
 
-def work(app, queue: Queue) -> None:
+def work(app, queues: dict[str, Queue]) -> None:
+    """Run every job queued, as the workers would, until none is left."""
     with app.app_context():
-        SimpleWorker([queue], connection=queue.connection).work(burst=True)
+        connection = queues[PERSIST].connection
+        SimpleWorker(list(queues.values()), connection=connection).work(burst=True)
 
 
-def retry_now(queue: Queue) -> int:
-    """Move the jobs waiting to be retried back to the queue, as the scheduler will."""
-    registry = ScheduledJobRegistry(queue=queue)
-    ids = registry.get_job_ids()
-    for job_id in ids:
-        registry.remove(job_id)
-        queue.enqueue_job(Job.fetch(job_id, connection=queue.connection))
-    return len(ids)
+def retry_now(queues: dict[str, Queue]) -> int:
+    """Move the jobs waiting for their time (retries, delayed drains) back to their queue, as
+    the scheduler will."""
+    moved = 0
+    for queue in queues.values():
+        registry = ScheduledJobRegistry(queue=queue)
+        for job_id in registry.get_job_ids():
+            registry.remove(job_id)
+            queue.enqueue_job(Job.fetch(job_id, connection=queue.connection))
+            moved += 1
+    return moved
 
 
-def scheduled_or_queued(queue: Queue) -> list[Job]:
-    """Every job waiting: in the queue, or for its time (a retry, a delayed callback)."""
-    later = ScheduledJobRegistry(queue=queue).get_job_ids()
-    return [*queue.get_jobs(), *(Job.fetch(i, connection=queue.connection) for i in later)]
+def scheduled_or_queued(queues: dict[str, Queue]) -> list[Job]:
+    """Every job waiting: in a queue, or for its time (a retry, a delayed callback)."""
+    jobs = []
+    for queue in queues.values():
+        later = ScheduledJobRegistry(queue=queue).get_job_ids()
+        jobs += [*queue.get_jobs(), *(Job.fetch(i, connection=queue.connection) for i in later)]
+    return jobs
 
 
-def queued_answers(queue: Queue) -> int:
-    jobs = scheduled_or_queued(queue)
-    batches = [job.args[0] for job in jobs if job.func_name.endswith("persist_events")]
+def queued_answers(queues: dict[str, Queue]) -> int:
+    """Answers in the event log, waiting for the database."""
+    entries = queues[PERSIST].connection.xrange(persistence.STREAM_KEY)
+    batches = [json.loads(fields[persistence.FIELD.encode()]) for _, fields in entries]
     return sum(e["kind"] == "answer_recorded" for b in batches for e in b["events"])
 
 

@@ -9,7 +9,8 @@ from xml.etree import ElementTree
 from rq import SimpleWorker
 from twilio.request_validator import RequestValidator
 
-from gateway.services import QUEUE_NAME, Services
+from gateway.queues import QUEUES
+from gateway.services import Services
 from store import directory
 
 from .conftest import AT_TOKEN, TWILIO_TOKEN
@@ -88,7 +89,7 @@ def run_jobs(app) -> None:
     if services.config.embedded_redis:
         return
     with app.app_context():
-        SimpleWorker([QUEUE_NAME], connection=services.redis).work(burst=True)
+        SimpleWorker(list(QUEUES), connection=services.redis).work(burst=True)
 
 
 def add_workplace(

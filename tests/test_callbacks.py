@@ -18,7 +18,9 @@ from sqlalchemy import event
 
 from gateway import callbacks, directory_cache
 from gateway.calls import CallError
-from gateway.services import QUEUE_NAME, Services
+from gateway.queues import CALLS
+from gateway.queues import make as make_queues
+from gateway.services import Services
 from store import directory
 
 from .channels.harness import FakeAfricasTalking, _capture_logs, find_number, redis_dump
@@ -70,6 +72,12 @@ def workplace(services) -> str:
     with services.db.session() as session:
         directory.set_workplace(session, "dhaka-knit", callback_number=CALLBACK)
     return "dhaka-knit"
+
+
+@pytest.fixture
+def queue(queues) -> Queue:
+    """The callbacks' queue, its jobs waiting for a worker."""
+    return queues[CALLS]
 
 
 def scheduled(queue: Queue) -> list[Job]:
@@ -177,7 +185,9 @@ def test_an_unknown_provider_is_a_programming_error(services, workplace, clock):
         missed(services, clock, provider="sms")
 
 
-def test_a_failure_to_queue_leaves_the_hour_free(services, workplace, queue, clock, monkeypatch):
+def test_a_failure_to_queue_leaves_the_hour_free(
+    services, workplace, queues, queue, clock, monkeypatch
+):
     def broken(*args, **kwargs):
         raise ConnectionError("redis went away")
 
@@ -186,7 +196,7 @@ def test_a_failure_to_queue_leaves_the_hour_free(services, workplace, queue, clo
         missed(services, clock)
     assert services.redis.keys("wv:callback:*") == []
     monkeypatch.undo()
-    monkeypatch.setattr(services, "queue", queue)
+    monkeypatch.setitem(services.__dict__, "queues", queues)
     assert missed(services, clock) is True
     assert len(queued(queue)) == 1
 
@@ -423,8 +433,7 @@ def test_the_embedded_default_calls_back_at_once(
     app, services, workplace, clock, monkeypatch, tmp_path
 ):
     """No REDIS_URL: no worker and no scheduler, so the job runs as it is queued."""
-    embedded = Queue(QUEUE_NAME, connection=services.redis, is_async=False)
-    monkeypatch.setattr(services, "queue", embedded)
+    monkeypatch.setitem(services.__dict__, "queues", make_queues(services.redis, is_async=False))
     config = dataclasses.replace(services.config, twilio_account_sid=None, instance_dir=tmp_path)
     monkeypatch.setattr(services, "config", config)
     with app.test_request_context():

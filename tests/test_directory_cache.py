@@ -39,20 +39,20 @@ def workplace(services) -> str:
 
 # -- no SQL in a hop ------------------------------------------------------------------------------
 @pytest.mark.parametrize("channel", CHANNELS)
-def test_a_whole_conversation_runs_no_sql(channel, app, client, services, workplace, queue):
+def test_a_whole_conversation_runs_no_sql(channel, app, client, services, workplace, queues):
     with statements(services) as seen:
         phone = walk(channel, client, services)
     assert seen == []
-    expected = queued_answers(queue)
+    expected = queued_answers(queues)
     assert expected >= 1
-    work(app, queue)
+    work(app, queues)
     assert stored_answers(services, phone) == expected
     assert stored_profile(services, phone) == ("en", workplace)
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_workers_answer_while_the_database_is_down(
-    channel, app, client, services, workplace, queue
+    channel, app, client, services, workplace, queues
 ):
     """Hops go on; their jobs fail and wait to be retried; /healthz names the database; once
     it is back every answer is stored, once."""
@@ -61,18 +61,18 @@ def test_workers_answer_while_the_database_is_down(
         assert attempts == []  # no hop even tried to connect
         health = client.get("/healthz")
         assert health.status_code == 503 and health.get_json()["checks"]["database"] == "failing"
-        expected = queued_answers(queue)
-        work(app, queue)  # every job fails, and is kept for a retry
-        assert queued_answers(queue) == expected >= 1
+        expected = queued_answers(queues)
+        work(app, queues)  # every job fails, and is kept for a retry
+        assert queued_answers(queues) == expected >= 1
     assert stored_answers(services, phone) == 0
-    assert retry_now(queue) >= 1
-    work(app, queue)
+    assert retry_now(queues) >= 1
+    work(app, queues)
     assert stored_answers(services, phone) == expected
     assert stored_profile(services, phone) == ("en", workplace)
-    assert retry_now(queue) == 0 and client.get("/healthz").status_code == 200
+    assert retry_now(queues) == 0 and client.get("/healthz").status_code == 200
 
 
-def test_missed_calls_to_a_callback_number_run_no_sql(client, services, workplace, queue):
+def test_missed_calls_to_a_callback_number_run_no_sql(client, services, workplace, queues):
     """The first request of a call to the callback number, on both voice webhooks: rejected
     unanswered (the callback is queued), from the directory in Redis alone."""
     twilio = twilio_call("CA" + "1" * 32, PHONES["twilio-voice"], To=CALLBACK)
@@ -83,14 +83,14 @@ def test_missed_calls_to_a_callback_number_run_no_sql(client, services, workplac
         second = client.post(f"/webhooks/at/voice?token={AT_TOKEN}", data=at)
     assert seen == []
     assert "<Reject" in first.get_data(as_text=True) and "<Reject" in second.get_data(as_text=True)
-    assert len(scheduled_or_queued(queue)) == 2
+    assert len(scheduled_or_queued(queues)) == 2
 
 
 # -- privacy ------------------------------------------------------------------------------------
-def test_no_phone_number_anywhere_in_redis(app, client, services, workplace, queue, caplog):
+def test_no_phone_number_anywhere_in_redis(app, client, services, workplace, queues, caplog):
     caplog.set_level(logging.INFO)
     phones = [walk(channel, client, services) for channel in CHANNELS]
-    work(app, queue)
+    work(app, queues)
     redis = services.redis
     assert redis.hlen(directory_cache.DIRECTORY_KEY) == 3  # code, zone, callback number
     assert len(redis.keys("wv:profile:*")) == len(phones)

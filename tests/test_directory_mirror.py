@@ -19,6 +19,7 @@ from gateway.cli import main
 from gateway.crypto import Crypto
 from gateway.directory_cache import CACHE_SECONDS, DirectoryView, number_digest
 from gateway.identity import KEY_PURPOSE, Identity, KeyRing, context
+from gateway.queues import PERSIST
 from gateway.services import Services
 from store import directory
 from store.models import PseudonymKey, Workplace
@@ -33,7 +34,7 @@ from .hops import (
     database_down,
     statements,
     stored_profile,
-    waiting_queue,
+    wait_for_workers,
     walk,
     work,
 )
@@ -48,7 +49,7 @@ def workplace(services) -> str:
 
 # -- the cache follows the database ------------------------------------------------------------
 def test_a_workplace_added_by_the_cli_is_known_in_another_process_within_five_seconds(
-    app, migrated, queue
+    app, migrated, queues
 ):
     clock = Clock()
     other = create_app(migrated)  # another web process: the same database and Redis
@@ -56,7 +57,7 @@ def test_a_workplace_added_by_the_cli_is_known_in_another_process_within_five_se
     elsewhere.directory = DirectoryView(
         elsewhere.redis, number_digest(migrated.master_key), clock=clock
     )
-    elsewhere.queue = waiting_queue(elsewhere)
+    wait_for_workers(elsewhere)
     worker = SmsWorker(other.test_client(), PHONES["twilio-sms"])
     try:
         with statements(elsewhere) as seen:
@@ -161,37 +162,37 @@ def test_a_key_change_reaches_another_processs_ring_within_five_seconds(migrated
 
 # -- STOP, rebuilds ---------------------------------------------------------------------------
 def test_stop_removes_the_cached_profile_at_once_and_a_rebuild_does_not_bring_it_back(
-    app, client, services, workplace, queue
+    app, client, services, workplace, queues
 ):
     phone = walk("twilio-sms", client, services)
-    work(app, queue)
+    work(app, queues)
     SmsWorker(client, phone).send("STOP")
     assert cached(services, phone) is None  # before any job ran
     assert stored_profile(services, phone) is not None  # the database's goes with the job
     services.mirror.rebuild()
     assert cached(services, phone) is None
-    work(app, queue)
+    work(app, queues)
     assert stored_profile(services, phone) is None
 
 
 def test_a_rebuild_keeps_a_newer_profile_than_the_databases(
-    app, client, services, workplace, queue
+    app, client, services, workplace, queues
 ):
     phone = walk("twilio-sms", client, services)
-    work(app, queue)
+    work(app, queues)
     worker = SmsWorker(client, phone)
     worker.send("LANG")
     worker.send("1")  # বাংলা: not stored yet
     services.mirror.rebuild()
     assert cached(services, phone) == directory_cache.CachedProfile("bn", workplace)
-    work(app, queue)
+    work(app, queues)
     assert stored_profile(services, phone) == ("bn", workplace)
 
 
-def enrolled_then_flushed(app, client, services, queue) -> str:
+def enrolled_then_flushed(app, client, services, queues) -> str:
     """A worker enrolled and stored; then Redis lost everything (sessions too)."""
     phone = walk("twilio-sms", client, services)
-    work(app, queue)
+    work(app, queues)
     services.redis.flushdb()
     assert cached(services, phone) is None and not services.mirror.built()
     return phone
@@ -206,9 +207,9 @@ def recognised(client, services, phone: str) -> None:
 
 
 def test_cache_rebuild_after_a_flush_restores_profiles_and_codes(
-    app, client, services, workplace, queue
+    app, client, services, workplace, queues
 ):
-    phone = enrolled_then_flushed(app, client, services, queue)
+    phone = enrolled_then_flushed(app, client, services, queues)
     result = app.test_cli_runner().invoke(main, ["cache", "rebuild"])
     assert result.exit_code == 0, result.output
     assert "1 workplace(s), 1 profile(s) (1 were missing)" in result.output
@@ -218,19 +219,19 @@ def test_cache_rebuild_after_a_flush_restores_profiles_and_codes(
     recognised(client, services, phone)
 
 
-def test_a_web_process_starting_after_a_flush_rebuilds(app, client, services, workplace, queue):
-    phone = enrolled_then_flushed(app, client, services, queue)
+def test_a_web_process_starting_after_a_flush_rebuilds(app, client, services, workplace, queues):
+    phone = enrolled_then_flushed(app, client, services, queues)
     create_app(services.config).extensions["workervoice"].db.dispose()
     assert services.mirror.built()
     recognised(client, services, phone)
 
 
 def test_a_hop_that_finds_no_marker_queues_one_rebuild(
-    app, client, services, workplace, queue, caplog
+    app, client, services, workplace, queues, caplog
 ):
     """Until the rebuild ran, a new sender is answered from what there is (the key ring is read
     back from the database: no hop can answer without it); then the enrolled worker is known."""
-    phone = enrolled_then_flushed(app, client, services, queue)
+    phone = enrolled_then_flushed(app, client, services, queues)
     services.directory.forget_memory()
     services.identity = Identity(KeyRing(services.mirror.key_blobs, services.crypto))  # no copy
     newcomer = SmsWorker(client, "+8801711999999")
@@ -240,9 +241,9 @@ def test_a_hop_that_finds_no_marker_queues_one_rebuild(
         newcomer.send("2")
     assert len(seen) == 1 and "pseudonym_keys" in seen[0]
     assert "no marker" in caplog.text
-    rebuilds = [job for job in queue.get_jobs() if job.func_name.endswith("rebuild_job")]
+    rebuilds = [job for job in queues[PERSIST].get_jobs() if job.func_name.endswith("rebuild_job")]
     assert len(rebuilds) == 1
-    work(app, queue)
+    work(app, queues)
     assert services.mirror.built()
     recognised(client, services, phone)
 

@@ -24,19 +24,20 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue, Retry, SimpleWorker
-from rq.job import Job
 
-from gateway import metrics
+from gateway import metrics, persistence
 from gateway.config import ConfigError
 from gateway.identity import PHONE_LIKE
 from gateway.ops import REPORTED_QUEUES
 
 from .conftest import AT_TOKEN, environ_for
 from .e2e.processes import free_port, private_redis
+from .hops import queued_answers, work
 from .leaks import number_forms
 from .support import SmsWorker, add_workplace, at_sms_form, post_at_sms
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+DRAIN = "gateway.persistence.drain"
 HEX64 = re.compile(r"[0-9a-f]{64}", re.IGNORECASE)
 BIN = Path(sys.executable).parent
 
@@ -97,6 +98,7 @@ def test_the_text_format_parses_with_every_family(client):
         "workervoice_queue_depth": "gauge",
         "workervoice_queue_registry_jobs": "gauge",
         "workervoice_events_waiting": "gauge",
+        "workervoice_events_dead": "gauge",
     }
     samples = parse(body)
     assert value(samples, "workervoice_redis_up") == 1
@@ -188,23 +190,23 @@ def test_the_channel_comes_from_the_route_only():
 
 
 # -- the queues -----------------------------------------------------------------------------
-def test_the_queue_gauges_count_what_waits_in_redis(client, services, monkeypatch):
-    monkeypatch.setattr(metrics, "SCAN_CHUNK", 2)  # job ids read two at a time
+def test_the_queue_gauges_count_what_waits_in_redis(client, services):
     redis = services.redis
     first, *others = REPORTED_QUEUES
     queue = Queue(first, connection=redis, is_async=True)
     for n in range(3):
-        queue.enqueue("gateway.tasks.persist_events", {}, job_id=f"persist-queued{n}")
+        queue.enqueue(DRAIN, 0, job_id=f"drain-queued{n}")
     queue.enqueue("gateway.outbound.send_sms", "at", "sealed", "text")
-    queue.enqueue_in(timedelta(minutes=5), "gateway.tasks.persist_events", {}, job_id="persist-r")
+    queue.enqueue_in(timedelta(minutes=5), DRAIN, 0, job_id="drain-r")
     queue.enqueue_in(timedelta(minutes=5), "gateway.callbacks.call_back", "at", "sealed", "place")
-    gone = queue.enqueue("gateway.tasks.persist_events", {}, job_id="persist-failed")
+    gone = queue.enqueue(DRAIN, 0, job_id="drain-failed")
     redis.lrem(queue.key, 1, gone.id)
     queue.failed_job_registry.add(gone, ttl=3600)
     for name in others:
-        Queue(name, connection=redis, is_async=True).enqueue(
-            "gateway.tasks.persist_events", {}, job_id=f"persist-{name}"
-        )
+        Queue(name, connection=redis, is_async=True).enqueue(DRAIN, 0, job_id=f"drain-{name}")
+    for n in range(5):
+        services.events.append_for_tests({"pseudonym": f"p{n}", "events": []})
+    redis.xadd(persistence.DEAD_KEY, {persistence.FIELD: "{}", "error": "KeyError"})
 
     samples = scrape(client)
     assert value(samples, "workervoice_queue_depth", queue=first) == 4
@@ -214,23 +216,23 @@ def test_the_queue_gauges_count_what_waits_in_redis(client, services, monkeypatc
     assert value(samples, registry, queue=first, registry="started") == 0
     for name in others:
         assert value(samples, "workervoice_queue_depth", queue=name) == 1
-    # queued and scheduled persist jobs; not the send, the callback, or the failed one
-    assert value(samples, "workervoice_events_waiting") == 3 + 1 + len(others)
+    assert value(samples, "workervoice_events_waiting") == 5
+    assert value(samples, "workervoice_events_dead") == 1
 
 
-def test_events_waiting_are_the_persist_jobs_a_conversation_queued(client, services, queued):
+def test_events_waiting_are_the_requests_a_conversation_left_for_the_database(
+    app, client, services, queues
+):
     add_workplace(services)
     worker = SmsWorker(client, "+8801711000511")
     worker.enrol()
     worker.send("1")
-    jobs = [
-        Job.fetch(job_id, connection=services.redis)
-        for name in REPORTED_QUEUES
-        for job_id in Queue(name, connection=services.redis).get_job_ids()
-    ]
-    persist = [job for job in jobs if job.func_name == "gateway.tasks.persist_events"]
-    assert persist, "the conversation queued no persist job: nothing was checked"
-    assert value(scrape(client), "workervoice_events_waiting") == len(persist)
+    answers = queued_answers(queues)
+    assert answers >= 1, "the conversation left no answer: nothing was checked"
+    entries = services.redis.xrange(persistence.STREAM_KEY)
+    assert value(scrape(client), "workervoice_events_waiting") == len(entries) >= 2
+    work(app, queues)
+    assert value(scrape(client), "workervoice_events_waiting") == 0
 
 
 def test_redis_down_is_a_gauge_not_an_error(client, services, monkeypatch):
@@ -247,7 +249,7 @@ def test_job_kinds_are_our_job_functions(services):
         metrics.job_kind(queue.enqueue(name, job_id=f"kind-{n}"))
         for n, name in enumerate(
             (
-                "gateway.tasks.persist_events",
+                DRAIN,
                 "gateway.outbound.send_sms",
                 "gateway.callbacks.call_back",
                 "tests.test_metrics.parse",
@@ -255,15 +257,15 @@ def test_job_kinds_are_our_job_functions(services):
             )
         )
     ]
-    assert kinds == ["persist_events", "send_sms", "call_back", "other", "other"]
+    assert kinds == ["drain", "send_sms", "call_back", "other", "other"]
 
 
 def test_a_failing_job_counts_its_retry_then_its_failure(app, client, services):
-    """A persist job that raises (a batch with no pseudonym) with one retry left: the worker
-    counts a retry, runs it again, counts a failure, and RQ still records it failed."""
+    """A persist job that raises (a drain given no time but a word) with one retry left: the
+    worker counts a retry, runs it again, counts a failure, and RQ still records it failed."""
     queue = Queue(REPORTED_QUEUES[0], connection=services.redis, is_async=True)
     before = scrape(client)
-    queue.enqueue("gateway.tasks.persist_events", {}, job_id="persist-broken", retry=Retry(max=1))
+    queue.enqueue(DRAIN, 0, "soon", job_id="drain-broken", retry=Retry(max=1))
     with app.app_context():
         SimpleWorker(
             [queue], connection=services.redis, exception_handlers=[metrics.job_failed]
@@ -271,9 +273,7 @@ def test_a_failing_job_counts_its_retry_then_its_failure(app, client, services):
     after = scrape(client)
 
     def moved(name: str) -> float:
-        return value(after, name, kind="persist_events") - value(
-            before, name, kind="persist_events"
-        )
+        return value(after, name, kind="drain") - value(before, name, kind="drain")
 
     assert moved("workervoice_job_retries_total") == 1
     assert moved("workervoice_job_failures_total") == 1
@@ -309,7 +309,7 @@ def test_no_label_holds_a_number_or_a_pseudonym(client, services, queued):
         "channel": set(metrics.CHANNELS),
         "queue": set(REPORTED_QUEUES),
         "registry": {"started", "scheduled", "failed"},
-        "kind": {"persist_events", "send_sms", "call_back", "other"},
+        "kind": {"drain", "send_sms", "call_back", "other"},
     }
     for name, text in labels:
         assert not PHONE_LIKE.search(text), f"{name}={text!r} looks like a phone number"
@@ -443,13 +443,11 @@ def _procfile_web() -> list[str]:
 
 
 def _queue_broken_jobs(url: str) -> None:
-    """A persist job that raises (a batch with no pseudonym) on every queue, whichever the
-    worker serves."""
+    """A job that raises (a drain given no time but a word) on every queue, whichever worker
+    serves it."""
     redis = Redis.from_url(url)
     for name in REPORTED_QUEUES:
-        Queue(name, connection=redis).enqueue(
-            "gateway.tasks.persist_events", {}, job_id=f"persist-broken-{name}"
-        )
+        Queue(name, connection=redis).enqueue(DRAIN, 0, "soon", job_id=f"drain-broken-{name}")
 
 
 def _failed_jobs(samples: Samples) -> float:
@@ -498,7 +496,7 @@ def test_gunicorn_workers_and_the_rq_worker_are_summed(tmp_path, migrated, redis
         samples = parse(_get(url + "/metrics"))
         failed = _failed_jobs(samples)
         assert failed >= 1, "the worker failed no job: nothing was counted"
-        assert value(samples, "workervoice_job_failures_total", kind="persist_events") == failed
+        assert value(samples, "workervoice_job_failures_total", kind="drain") == failed
         assert value(samples, "workervoice_requests_total", channel="other", status="404") == sent
     finally:
         _stop(web)
@@ -516,7 +514,7 @@ def test_a_worker_serves_its_own_metrics_on_a_port(tmp_path, migrated, redis_ser
         deadline = time.monotonic() + 30
         while True:
             samples = parse(_get(f"http://127.0.0.1:{port}/"))
-            if value(samples, "workervoice_job_failures_total", kind="persist_events") >= 1:
+            if value(samples, "workervoice_job_failures_total", kind="drain") >= 1:
                 break
             assert worker.poll() is None, log.read_text()[-2000:]
             assert time.monotonic() < deadline, "the job's failure was never counted"

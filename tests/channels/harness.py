@@ -35,7 +35,7 @@ from phonenumbers import PhoneNumberFormat
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from gateway import directory_cache
+from gateway import directory_cache, persistence
 from gateway.channels import at_sms, at_ussd, at_voice, twilio_sms, twilio_voice
 from gateway.conversation import Inbound
 from gateway.identity import InvalidAddress, e164
@@ -76,7 +76,9 @@ class Case:
     status: int = 200
     body: str | None = None  # a fragment every answer's body holds
     recorded: Recorded | None = None  # None: the handler is never reached with a usable input
-    jobs: tuple[str, ...] = ()  # names of the job functions queued, in order
+    # what the request hands on, in order: "events" (appended to the event log) and the names
+    # of the job functions queued
+    jobs: tuple[str, ...] = ()
     repeat: int = 1  # the provider delivers it this many times (retries)
     # Twilio: the X-Twilio-Signature header (SIGNED = correct, None = absent, else sent as is),
     # and what a correct-looking signature is computed over instead of the real request.
@@ -245,22 +247,36 @@ def _phone(address: str | None) -> str | None:
 
 
 def _spy(run: Run, monkeypatch) -> None:
-    """Record what the adapter hands on and which jobs it queues; both still run for real."""
+    """Record what the adapter hands on: the events its hop appends to the event log (as
+    "events") and the jobs it queues (by function name; the log's own drains aside). All of it
+    still runs for real."""
     real_handle = run.channel.module.handle
-    real_enqueue = run.services.queue.enqueue
+    real_commit = run.services.sessions.commit
 
     def handle(services, inbound, turn):
         handled = real_handle(services, inbound, turn)
         run.inbounds.append((inbound, getattr(turn, "text", "")))
         return handled
 
-    def enqueue(function, *args, **kwargs):
-        job = real_enqueue(function, *args, **kwargs)
-        run.queued.append(Queued(function.__name__, args, kwargs, job))
-        return job
+    def commit(*args, **kwargs):
+        armed = real_commit(*args, **kwargs)
+        if kwargs.get("events"):
+            run.queued.append(Queued("events", (json.loads(kwargs["events"]),), {}, None))
+        return armed
+
+    def spied(real_enqueue):
+        def enqueue(function, *args, **kwargs):
+            job = real_enqueue(function, *args, **kwargs)
+            if function is not persistence.drain:
+                run.queued.append(Queued(function.__name__, args, kwargs, job))
+            return job
+
+        return enqueue
 
     monkeypatch.setattr(run.channel.module, "handle", handle)
-    monkeypatch.setattr(run.services.queue, "enqueue", enqueue)
+    monkeypatch.setattr(run.services.sessions, "commit", commit)
+    for queue in run.services.queues.values():
+        monkeypatch.setattr(queue, "enqueue", spied(queue.enqueue))
 
 
 class _ListHandler(logging.Handler):

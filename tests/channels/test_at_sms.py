@@ -139,7 +139,7 @@ CASES = [
         repeat=2,
         before=enrolled(KE),
         recorded=Recorded(KE, "1", MSG_ID),
-        jobs=("persist_events", "send_sms"),
+        jobs=("events", "send_sms"),
         check=checks(answers(1), one_session, delivered, sent_once),
     ),
     Case(
@@ -147,7 +147,7 @@ CASES = [
         at(text="STOP"),
         before=enrolled(KE),
         recorded=Recorded(KE, "STOP", MSG_ID),
-        jobs=("persist_events", "send_sms"),
+        jobs=("events", "send_sms"),
         check=checks(forgotten, replies("You have left WorkerVoice"), delivered),
     ),
     Case(
@@ -155,7 +155,7 @@ CASES = [
         at(text=" stop"),
         before=enrolled(KE),
         recorded=Recorded(KE, " stop", MSG_ID),
-        jobs=("persist_events", "send_sms"),
+        jobs=("events", "send_sms"),
         check=checks(forgotten, replies("You have left WorkerVoice")),
     ),
     # -- malformed: 400, nothing changes ------------------------------------------------------

@@ -507,7 +507,7 @@ CASES = [
         before=dialled(BD, "1"),
         body="\n98. " + TEXTS.service("bn", words.PAGE_NEXT),
         recorded=recorded("1*STOP", phone=BD),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=checks(forgotten, continued_after_stop),
     ),
     # -- reading the cumulative text --------------------------------------------------------
@@ -549,7 +549,7 @@ CASES = [
         before=enrolled_over_ussd(KE),
         body="CON ",
         recorded=recorded("2*1*4321*1"),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=checks(answers(1), one_session),
     ),
     Case(
@@ -747,7 +747,7 @@ def test_enrolment_and_check_in_end_to_end(
             form(text, phone=phone),
             body="END ",
             recorded=recorded(text, phone=phone),
-            jobs=("persist_events",),
+            jobs=("events",),
             check=checks(answers(given + 1), finished),
         ),
         app,

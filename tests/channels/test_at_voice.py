@@ -351,7 +351,7 @@ CASES = [
         before=enrolled_by_voice(),
         body="<GetDigits",
         recorded=heard("1", 4),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=answers(1),
     ),
     # -- silence ------------------------------------------------------------------------------
@@ -402,7 +402,7 @@ CASES = [
             repeat=2,
             before=before,
             recorded=heard("1", 4),
-            jobs=("persist_events",),
+            jobs=("events",),
             check=checks(empty, answers(1), session_kept, ended_dialog),
         )
         for how, form, before in (
@@ -627,13 +627,13 @@ def test_enrolment_and_check_in_by_keypad(
     walk.dial(check=waits(one_key=True))
     walk.press(choice, body=consent, check=waits(one_key=True))
     walk.press("1", check=waits(one_key=False))
-    run = walk.press(code, jobs=("persist_events",))
+    run = walk.press(code, jobs=("events",))
     assert said_text(walk.root).startswith("Thank you, you are enrolled.")
     if language != "en":  # said from the English source, the clips named in a warning
         assert any(f"{language}/enrol/_finish cannot be heard" in r for r in run.records)
     given = 0
     while walk.root.find("GetDigits") is not None and given < 12:
-        run = walk.press(jobs=("persist_events",))
+        run = walk.press(jobs=("events",))
         given += 1
     assert given >= 1  # the check-in began at once after enrolment
     ends(run)

@@ -335,7 +335,7 @@ CASES = [
         before=enrolled(BD),
         body="<Message>",
         recorded=Recorded(BD, "1", SID),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=checks(answers(1), one_session),
     ),
     Case(
@@ -344,7 +344,7 @@ CASES = [
         before=enrolled(BD),
         body=EMPTY,
         recorded=Recorded(BD, "STOP", SID),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=checks(forgotten, no_message),
     ),
     Case(
@@ -354,7 +354,7 @@ CASES = [
         before=enrolled(BD),
         body=EMPTY,
         recorded=Recorded(BD, "STOP", SID),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=checks(forgotten, no_message),
     ),
     Case(
@@ -363,7 +363,7 @@ CASES = [
         before=enrolled(BD),
         body=EMPTY,
         recorded=Recorded(BD, "  stop ", SID),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=forgotten,
     ),
     Case(
@@ -372,7 +372,7 @@ CASES = [
         before=enrolled(BD),
         body=EMPTY,
         recorded=Recorded(BD, "Unsubscribe", SID),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=forgotten,
     ),
     Case(
@@ -381,7 +381,7 @@ CASES = [
         before=enrolled(BD),
         body=EMPTY,
         recorded=Recorded(f"whatsapp:{BD}", "STOP", SID),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=forgotten,
     ),
     Case(
@@ -390,7 +390,7 @@ CASES = [
         before=enrolled(BD),
         body=EMPTY,
         recorded=Recorded(BD, "STOP", SID),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=forgotten,
     ),
     Case(
@@ -407,7 +407,7 @@ CASES = [
         before=enrolled(BD),
         body="<Message>",
         recorded=Recorded(BD, "বন্ধ", SID),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=forgotten,
     ),
     Case(
@@ -415,7 +415,7 @@ CASES = [
         sms(body="STOP"),
         body=EMPTY,
         recorded=Recorded(BD, "STOP", SID),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=no_session,
     ),
     # -- malformed: 400, nothing changes ------------------------------------------------------

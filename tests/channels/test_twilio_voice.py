@@ -353,7 +353,7 @@ CASES = [
         before=enrolled_by_voice(),
         body="<Gather",
         recorded=heard("1", 4),
-        jobs=("persist_events",),
+        jobs=("events",),
         check=answers(1),
     ),
     Case(
@@ -444,7 +444,7 @@ CASES = [
             before=before,
             body=EMPTY,
             recorded=heard("1", 4),
-            jobs=("persist_events",),
+            jobs=("events",),
             check=checks(answers(1), session_kept, ended_dialog),
         )
         for how, form, before in (
@@ -694,11 +694,11 @@ def test_enrolment_and_check_in_by_keypad(
     walk.dial(body=WELCOME_BN, check=waits(one_key=True))
     walk.press(choice, body=consent, check=waits(one_key=True))
     walk.press("1", check=waits(one_key=False))
-    run = walk.press(WORKPLACE_CODE, jobs=("persist_events",))
+    run = walk.press(WORKPLACE_CODE, jobs=("events",))
     assert {lang for verb, lang, _ in spoken(walk.root) if verb == "Say"} == {voice}
     given = 0
     while walk.root.find("Gather") is not None and given < 12:
-        run = walk.press(jobs=("persist_events",))
+        run = walk.press(jobs=("events",))
         given += 1
     assert given >= 1  # the check-in began at once after enrolment
     hangs_up(run)
@@ -714,7 +714,7 @@ def test_silence_asks_again_twice_then_moves_on(app, client, services):
     walk = Walk(app, client, services)
     walk.dial()
     for digits in ENROLLED:
-        walk.press(digits, jobs=("persist_events",) if digits == WORKPLACE_CODE else ())
+        walk.press(digits, jobs=("events",) if digits == WORKPLACE_CODE else ())
     question, prompt = walk.question(), walk.said()
     for _ in range(2):
         run = walk.silence(body=NOT_HEARD)
@@ -766,7 +766,7 @@ def test_a_text_question_is_skipped_and_a_number_is_keyed(
     walk.dial()
     walk.press("2")
     walk.press("1")
-    run = walk.press(WORKPLACE_CODE, jobs=("persist_events",), check=waits(one_key=False))
+    run = walk.press(WORKPLACE_CODE, jobs=("events",), check=waits(one_key=False))
     assert walk.said() == [
         "Thank you, you are enrolled.",
         "A few questions by phone.",
@@ -775,8 +775,8 @@ def test_a_text_question_is_skipped_and_a_number_is_keyed(
     ]
     assert "Tell us anything else." not in run.responses[0].get_data(as_text=True)
     assert walk.question() == "days"
-    walk.press("3", jobs=("persist_events",), check=waits(one_key=True))
-    run = walk.press("1", jobs=("persist_events",), body="Thank you.", check=hangs_up)
+    walk.press("3", jobs=("events",), check=waits(one_key=True))
+    run = walk.press("1", jobs=("events",), body="Thank you.", check=hangs_up)
     answers(2)(run)
 
 

@@ -1,5 +1,6 @@
-"""gateway.tasks.persist_events and store.jobs.write_events: idempotent, latest wins per local
-day, profiles kept newest, no phone numbers."""
+"""The event log's drain (gateway.persistence.drain) and store.jobs.write_batches, one request's
+events at a time: idempotent, latest wins per local day, profiles kept newest, no phone
+numbers. tests/test_persistence.py drives many at once."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import select, text
 
-from gateway import tasks
+from gateway import persistence
 from gateway.channels import sms
 from gateway.conversation import Inbound, Turned, handle
 from gateway.engine.inputs import Message
+from gateway.services import current
 from gateway.sessions import Reply
 from store import keyring
 from store.models import Answer, Worker
@@ -32,7 +34,8 @@ def key_id(services) -> int:
 
 @pytest.fixture
 def persist(app, key_id):
-    """Run the job as the RQ worker would: inside the app context, with one worker's batch."""
+    """Append one request's events to the event log and drain it as the persist worker would,
+    inside the app context; what was written."""
 
     def run(
         *events: dict, who: str = WHO, channel: str = "sms", received: datetime | None = None
@@ -45,7 +48,11 @@ def persist(app, key_id):
             "events": list(events),
         }
         with app.app_context():
-            return tasks.persist_events(batch)
+            services = current()
+            services.events.append_for_tests(batch)
+            done = persistence.drain(0, 0.0)
+        assert services.events.waiting() == 0
+        return {k: done[k] for k in ("answers", "profiles", "forgotten")}
 
     return run
 
