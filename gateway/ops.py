@@ -25,14 +25,17 @@ def healthz():
     except Exception as exc:  # any failure means unhealthy; name the part, not the secret
         log.warning("health: database failing: %s", type(exc).__name__)
         checks["database"] = "failing"
+    waiting = None
     try:
-        services.redis.ping()
+        waiting = services.events.waiting()
         checks["redis"] = "ok"
     except Exception as exc:
         log.warning("health: redis failing: %s", type(exc).__name__)
         checks["redis"] = "failing"
     failing = [name for name, state in checks.items() if state != "ok"]
-    body = {"status": "ok" if not failing else "failing", "checks": checks}
+    body: dict[str, object] = {"status": "ok" if not failing else "failing", "checks": checks}
+    if waiting is not None:
+        body["events_waiting"] = waiting  # requests' events not yet in the database
     if failing:
         body["failing"] = failing
     return jsonify(body), 503 if failing else 200

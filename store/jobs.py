@@ -37,7 +37,6 @@ ANSWER_CHANGES = (
     "key_id",
 )
 PROFILE_CHANGES = ("language", "workplace_id", "key_id", "consented_at", "updated_at")
-ROWS_PER_STATEMENT = 2000  # 12 columns each: well inside PostgreSQL's and SQLite's limits
 
 
 def write_events(session: Session, batch: dict, stopped_at: datetime | None = None) -> dict:
@@ -183,32 +182,27 @@ def _profile_row(batch: dict, event: dict, places: Mapping[str, tuple[int, ZoneI
     }
 
 
-def _chunks(items: list, size: int = ROWS_PER_STATEMENT):
-    for start in range(0, len(items), size):
-        yield [row for _, row in items[start : start + size]]
-
-
 def _upsert_answers(session: Session, rows: list[tuple[tuple, dict]]) -> int:
-    for chunk in _chunks(rows):
-        insert = _insert(session)(Answer).values(chunk)
-        session.execute(
-            insert.on_conflict_do_update(
-                index_elements=list(ANSWER_KEY),
-                set_={k: insert.excluded[k] for k in ANSWER_CHANGES},
-                where=Answer.answered_at <= insert.excluded.answered_at,
-            )
+    """One executemany of a statement compiled once (SQLAlchemy's insertmanyvalues sends it as
+    multi-row INSERTs, ``ON CONFLICT`` and all)."""
+    if rows:
+        insert = _insert(session)(Answer)
+        statement = insert.on_conflict_do_update(
+            index_elements=list(ANSWER_KEY),
+            set_={k: insert.excluded[k] for k in ANSWER_CHANGES},
+            where=Answer.answered_at <= insert.excluded.answered_at,
         )
+        session.connection().execute(statement, [row for _, row in rows])
     return len(rows)
 
 
 def _upsert_profiles(session: Session, rows: list[tuple[str, dict]]) -> int:
-    for chunk in _chunks(rows):
-        insert = _insert(session)(Worker).values(chunk)
-        session.execute(
-            insert.on_conflict_do_update(
-                index_elements=["pseudonym"],
-                set_={k: insert.excluded[k] for k in PROFILE_CHANGES},
-                where=Worker.updated_at <= insert.excluded.updated_at,
-            )
+    if rows:
+        insert = _insert(session)(Worker)
+        statement = insert.on_conflict_do_update(
+            index_elements=["pseudonym"],
+            set_={k: insert.excluded[k] for k in PROFILE_CHANGES},
+            where=Worker.updated_at <= insert.excluded.updated_at,
         )
+        session.connection().execute(statement, [row for _, row in rows])
     return len(rows)
