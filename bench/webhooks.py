@@ -1,6 +1,6 @@
 """Benchmark: webhook hops (Africa's Talking SMS and USSD) through the Procfile's web process,
-with the real PostgreSQL and Redis and one RQ worker, against a bare Flask POST endpoint served
-by the same gunicorn command line (the ceiling), in the same run.
+with the real PostgreSQL and Redis and the Procfile's worker processes, against a bare Flask
+POST endpoint served by the same gunicorn command line (the ceiling), in the same run.
 
     .venv/bin/python bench/webhooks.py [--seconds 20] [--concurrency 16] [--latency-seconds 30]
 
@@ -181,6 +181,7 @@ def run(
     half = drive("half", url, ["sms", "ussd"], mode="open", rate=hops / 2,
                  seconds=args.latency_seconds)  # fmt: skip
     waiting = sum(redis.llen(k) for k in redis.scan_iter("rq:queue:*") if redis.type(k) == b"list")
+    events_waiting = redis.xlen("wv:events") if redis.exists("wv:events") else 0
     sent = stack.replies_sent(fake_at)
     children.stop(web)
     children.stop(worker)
@@ -223,6 +224,7 @@ def run(
         "ussd_sessions_abandoned": sum(m["ussd_abandoned"] for m in phases),
         "sms_replies_sent": sent,
         "jobs_waiting": waiting,
+        "events_waiting": events_waiting,
     }
 
 
@@ -239,7 +241,7 @@ def settings(args: argparse.Namespace) -> dict[str, object]:
         "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "web": stack.web_line(),
         "web_concurrency": WEB_CONCURRENCY,
-        "rq_workers": 1,
+        "rq_workers": "workervoice worker: 2 persist, 1 outbound+calls",
         "concurrency": args.concurrency,
         "pool": args.pool,
         "seconds": args.seconds,

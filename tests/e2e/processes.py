@@ -188,3 +188,99 @@ class Processes:
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.log")))
+
+
+class TcpProxy:
+    """A TCP relay on loopback in front of ``upstream`` (host, port) that can go down, as a
+    database server does: ``down()`` closes every relayed connection and stops listening (new
+    connections are refused), ``up()`` listens on the same port again."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.port = 0
+        self.relayed = 0  # connections relayed so far
+        self.lock = threading.Lock()
+        self.sockets: set[socket.socket] = set()
+        self.stopping: threading.Event | None = None
+        self.accepting: threading.Thread | None = None
+        self.up()
+
+    @property
+    def is_up(self) -> bool:
+        return self.accepting is not None
+
+    def up(self) -> None:
+        if self.is_up:
+            return
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))  # the same port again after the first time
+        listener.listen(128)
+        listener.settimeout(0.05)
+        self.port = listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.accepting = threading.Thread(
+            target=self._accept, args=(listener, self.stopping), daemon=True
+        )
+        self.accepting.start()
+
+    def down(self) -> None:
+        if not self.is_up:
+            return
+        assert self.stopping is not None and self.accepting is not None
+        self.stopping.set()
+        self.accepting.join(timeout=5)  # it closes the listener: connections are refused
+        self.accepting = self.stopping = None
+        with self.lock:
+            relayed, self.sockets = self.sockets, set()
+        for sock in relayed:
+            _close(sock)
+
+    close = down
+
+    def _accept(self, listener: socket.socket, stopping: threading.Event) -> None:
+        try:
+            while not stopping.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                client.settimeout(None)
+                try:
+                    server = socket.create_connection(self.upstream, timeout=5)
+                except OSError:
+                    _close(client)
+                    continue
+                server.settimeout(None)
+                with self.lock:
+                    if stopping.is_set():
+                        _close(client)
+                        _close(server)
+                        break
+                    self.sockets |= {client, server}
+                    self.relayed += 1
+                for source, sink in ((client, server), (server, client)):
+                    threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+        finally:
+            listener.close()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.sockets.discard(source)
+                self.sockets.discard(sink)
+            _close(source)
+            _close(sink)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
