@@ -24,27 +24,26 @@ WAITING = "ThreadWorker._keepalive_after"  # between requests on a kept-alive co
 # slash is looked for in it as it is, one without in "Function (file.py" (py-spy shortens
 # some paths and not others).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("SQL: key ring", ("_load_keys (services.py",)),
-    ("SQL: profile", ("_fresh_session (conversation.py", "forget (profiles.py")),
-    ("SQL: time zone", ("workplace_zone (services.py",)),
-    ("SQL: workplace code", ("find_workplace (services.py",)),
-    ("SQL: other", ("sqlalchemy/", "psycopg/")),
+    ("SQL (none is expected in a hop)", ("sqlalchemy/", "psycopg/")),
     ("sealing the recipient", ("seal (crypto.py",)),
     ("RQ enqueue: reply job", ("enqueue_reply (outbound.py",)),
-    ("RQ enqueue: events job", ("_enqueue (conversation.py",)),
-    ("Redis: worker lock (acquire, release)", ("SessionStore.locked (sessions.py",)),
-    ("Redis: reply cache", ("cached_reply (sessions.py",)),
     (
-        "Redis: session + dialog read",
-        ("SessionStore.load (sessions.py", "SessionStore.load_dialog (sessions.py"),
+        "Redis: open (reply cache, lock, session, dialog, profile)",
+        ("SessionStore.open (sessions.py",),
     ),
     ("Redis: code tries", ("allow_code_try (sessions.py",)),
-    ("Redis: session commit", ("SessionStore.commit (sessions.py",)),
+    (
+        "Redis: commit (session, reply, dialog, profile, events, unlock)",
+        ("SessionStore.commit (sessions.py",),
+    ),
+    ("queueing a drain of the event log", ("queue_drain (persistence.py",)),
     ("Redis: other", ("redis/",)),
     ("pseudonymisation", ("pseudonymise (identity.py",)),
     ("engine step", ("step (runtime.py",)),
+    ("events to keep, as JSON", ("_events (conversation.py",)),
     ("USSD reserved words", ("_commands (at_ussd.py",)),
     ("turn: read + render", ("Turn.read (", "Turn.render (")),
+    ("metrics (prometheus-client)", ("prometheus_client/", "metrics.py")),
     ("logging (the app's and gunicorn's access log)", ("logging/", "glogging.py", "logs.py")),
 ]
 # What is left goes by the innermost frame of a known package.
