@@ -118,8 +118,9 @@ def _clock(services: Services) -> Iterator:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """One line per persisted job would bury the demo's summary: info logs wait meanwhile."""
-    logger = logging.getLogger("gateway.tasks")
+    """One line per drain of the event log would bury the demo's summary: info logs wait
+    meanwhile."""
+    logger = logging.getLogger("gateway.persistence")
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
