@@ -1,6 +1,7 @@
 """gunicorn settings for the Procfile's ``web`` process (``-c python:gateway.gunicorn_conf``):
 Prometheus multiprocess mode, so that ``/metrics`` sums every worker rather than showing the
-one that happened to answer (gateway/metrics.py).
+one that happened to answer (gateway/metrics.py), and gunicorn's own logs redacted
+(gateway/gunicorn_logging.py).
 
 ``PROMETHEUS_MULTIPROC_DIR`` may name the directory (the RQ worker's job counters join the
 web's ``/metrics`` when it writes to the same one on the same machine); unset, the master makes
@@ -18,6 +19,8 @@ import shutil
 import tempfile
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# gunicorn's access and error logs without numbers, query secrets or forged lines.
+logger_class = "gateway.gunicorn_logging.Logger"
 _FILE = re.compile(r"[a-z_]+_(\d+)\.db")  # counter_<pid>.db, histogram_<pid>.db, gauge_*_<pid>.db
 
 _made = None
