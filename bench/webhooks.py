@@ -182,6 +182,9 @@ def run(
                  seconds=args.latency_seconds)  # fmt: skip
     waiting = sum(redis.llen(k) for k in redis.scan_iter("rq:queue:*") if redis.type(k) == b"list")
     events_waiting = redis.xlen("wv:events") if redis.exists("wv:events") else 0
+    replies_waiting = (redis.xlen("wv:outbox") if redis.exists("wv:outbox") else 0) + int(
+        redis.zcard("wv:outbox:retry")
+    )
     sent = stack.replies_sent(fake_at)
     children.stop(web)
     children.stop(worker)
@@ -225,6 +228,7 @@ def run(
         "sms_replies_sent": sent,
         "jobs_waiting": waiting,
         "events_waiting": events_waiting,
+        "replies_waiting": replies_waiting,
     }
 
 

@@ -133,9 +133,10 @@ def _quiet() -> Iterator[None]:
 def _in_process_jobs(services: Services) -> Iterator[None]:
     """Run the jobs as they are queued (the event log's drains among them), even beside a real
     Redis and worker."""
-    real = {name: services.__dict__.get(name) for name in ("queues", "events")}
+    real = {name: services.__dict__.get(name) for name in ("queues", "events", "outbox")}
     services.__dict__["queues"] = queues.make(services.redis, is_async=False)
     services.__dict__.pop("events", None)
+    services.__dict__.pop("outbox", None)
     try:
         yield
     finally:

@@ -120,6 +120,13 @@ JOB_FAILURES = Counter(
     ["kind"],
     registry=PROCESS,
 )
+# outcome: sent, dropped (the seal no longer opened, or refused for good), retried, given_up
+SENDS = Counter(
+    "workervoice_sends",
+    "SMS replies the outbox tried to send, by provider and outcome",
+    ["provider", "outcome"],
+    registry=PROCESS,
+)
 
 
 # -- start-up -----------------------------------------------------------------------------------
@@ -186,7 +193,7 @@ def _finished(response: Response) -> Response:
 
 # -- jobs ---------------------------------------------------------------------------------------
 def job_kind(job: Job) -> str:
-    """``persist_events``, ``send_sms``, ``call_back``...: the job function's name, or ``other``
+    """``drain``, ``send_waiting``, ``call_back``...: the job function's name, or ``other``
     for a job that is not one of ours or cannot be read."""
     try:
         name = job.func_name or ""
@@ -253,10 +260,14 @@ class RedisCollector(Collector):
             depth.add_metric([queue.name], next(counts))
             for registry in registries:
                 held.add_metric([queue.name, registry], next(counts))
+        from .outbox import OUTBOX_KEY, RETRY_KEY  # which imports this module
+
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.xlen(STREAM_KEY)
             pipe.xlen(DEAD_KEY)
-            waiting_entries, dead_entries = pipe.execute()
+            pipe.xlen(OUTBOX_KEY)
+            pipe.zcard(RETRY_KEY)
+            waiting_entries, dead_entries, replies, retrying = pipe.execute()
         waiting = GaugeMetricFamily(
             "workervoice_events_waiting",
             "Requests' events in the event log waiting to be written to the database",
@@ -267,7 +278,15 @@ class RedisCollector(Collector):
             "Event log entries that could not be written and are kept for inspection",
         )
         dead.add_metric([], dead_entries)
-        return [depth, held, waiting, dead]
+        outbox = GaugeMetricFamily(
+            "workervoice_replies_waiting",
+            "SMS replies in the outbox: to send now (state=queued) or to try again later "
+            "(state=retrying)",
+            labels=["state"],
+        )
+        outbox.add_metric(["queued"], replies)
+        outbox.add_metric(["retrying"], retrying)
+        return [depth, held, waiting, dead, outbox]
 
 
 class _Own(Collector):

@@ -11,12 +11,11 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rq import Retry
 
-from .providers import SealedJob, at_request, write_note
-from .queues import OUTBOUND
+from .providers import at_request, write_note
 
 if TYPE_CHECKING:
     from .config import Config
@@ -24,8 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RECIPIENT_PURPOSE = "job-recipient"
-RECIPIENT_TTL_SECONDS = 3600  # longer than every retry below put together
-SEND_RETRY = Retry(max=4, interval=[2, 10, 60, 300])
+RECIPIENT_TTL_SECONDS = 3600  # longer than every retry (gateway/outbox.py) put together
+SEND_RETRY = Retry(max=4, interval=[2, 10, 60, 300])  # the callbacks' (the outbox has its own)
 AT_ACCEPTED = {100, 101, 102}  # Processed, Sent, Queued
 AT_STATUS = {  # statusCode -> name (PROVIDERS.md §5.2)
     100: "Processed",
@@ -53,9 +52,6 @@ class SendError(Exception):
 
 class SendRefused(Exception):
     """The provider refused for good (opted out, invalid number): never retried."""
-
-
-REPLY_JOB = SealedJob(RECIPIENT_PURPOSE, SendRefused, "reply", "sent", "message_id", log)
 
 
 class SmsSender(Protocol):
@@ -149,33 +145,8 @@ def sender_for(provider: str, config: Config) -> SmsSender:
     return OutboxSender(config.instance_dir / "outbox")
 
 
-def send_sms(provider: str, sealed_recipient: str, text: str) -> str | None:
-    """RQ job: open the sealed recipient, send, forget. Retried on transient failure; a final
-    refusal or a seal that does not open is dropped."""
-    from .services import current
-
-    services = current()
-
-    def send(to: str) -> str:
-        return sender_for(provider, services.config).send(to, text)
-
-    return REPLY_JOB.run(services, provider, sealed_recipient, send)
-
-
-def enqueue_reply(services: Services, provider: str, recipient_e164: str, text: str) -> None:
-    """Queue the reply's send on the outbound queue: one Redis round trip (RQ's commands in one
-    pipeline), or run at once on the embedded default."""
+def reply_by_api(services: Services, provider: str, recipient_e164: str, text: str) -> None:
+    """Seal the recipient and put the reply in the outbox (gateway/outbox.py), whose drain
+    sends it."""
     sealed = services.crypto.seal(recipient_e164, RECIPIENT_PURPOSE, RECIPIENT_TTL_SECONDS)
-    queue = services.queues[OUTBOUND]
-    options: dict[str, Any] = {
-        "retry": SEND_RETRY,
-        "result_ttl": 600,
-        "failure_ttl": RECIPIENT_TTL_SECONDS,
-        "description": "send reply",
-    }
-    if not queue.is_async:
-        queue.enqueue(send_sms, provider, sealed, text, **options)
-        return
-    with services.redis.pipeline() as pipe:
-        queue.enqueue(send_sms, provider, sealed, text, pipeline=pipe, **options)
-        pipe.execute()
+    services.outbox.add(provider, sealed, text)

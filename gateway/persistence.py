@@ -84,20 +84,40 @@ def encode(batch: dict) -> str:
     return json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
 
 
-class EventLog:
-    """The stream as the web, the jobs and the metrics see it."""
+@dataclass(frozen=True)
+class Stream:
+    """A Redis stream of work drained by RQ jobs (``job(slot, patience)``), and its keys."""
 
-    def __init__(self, redis: Redis, queue: Queue, drainers: int = DRAINERS):
+    key: str
+    dead: str  # entries that could not be handled, kept for inspection
+    armed: str  # "{}": the drainer slot
+    group: str
+    consumer: str  # "{}": the drainer slot
+    job: Callable[..., dict]
+    what: str  # how log lines and job descriptions name it
+    batch: int
+    claim_idle_ms: int
+    drainers: int
+
+
+class EventLog:
+    """A stream as the web, the jobs and the metrics see it (the event log by default)."""
+
+    def __init__(self, redis: Redis, queue: Queue, stream: Stream | None = None):
         self.redis = redis
         self.queue = queue
-        self.drainers = max(1, drainers)
+        self.stream = stream or EVENTS
+
+    @property
+    def drainers(self) -> int:
+        return max(1, self.stream.drainers)
 
     def waiting(self) -> int:
-        """Entries not yet written to the database (unread or unacknowledged)."""
-        return int(self.redis.xlen(STREAM_KEY))  # type: ignore[arg-type]
+        """Entries not yet handled (unread or unacknowledged)."""
+        return int(self.redis.xlen(self.stream.key))  # type: ignore[arg-type]
 
     def dead(self) -> int:
-        return int(self.redis.xlen(DEAD_KEY))  # type: ignore[arg-type]
+        return int(self.redis.xlen(self.stream.dead))  # type: ignore[arg-type]
 
     def queue_drain(self, slot: int = 0, later: float = 0.0) -> None:
         """Queue the drain of ``slot`` (its mark is set), ``later`` seconds from now if not
@@ -105,18 +125,20 @@ class EventLog:
         patience; run inline (the embedded default) it tries once."""
         patience = PATIENCE_SECONDS if self.queue.is_async else 0.0
         options: dict[str, Any] = {
-            "description": f"drain the event log (slot {slot})",
+            "description": f"drain {self.stream.what} (slot {slot})",
             "result_ttl": 60,
             "failure_ttl": 7 * 86400,
         }
+        job = self.stream.job
         if later:
-            self.queue.enqueue_in(timedelta(seconds=later), drain, slot, patience, **options)
+            self.queue.enqueue_in(timedelta(seconds=later), job, slot, patience, **options)
         else:
-            self.queue.enqueue(drain, slot, patience, **options)
+            self.queue.enqueue(job, slot, patience, **options)
 
     def wake(self, slot: int = 0) -> bool:
         """Arm ``slot`` and queue its drain, unless one is armed already; True if queued."""
-        if not self.redis.set(ARMED_KEY.format(slot), b"1", nx=True, ex=ARMED_SECONDS):
+        armed = self.stream.armed.format(slot)
+        if not self.redis.set(armed, b"1", nx=True, ex=ARMED_SECONDS):
             return False
         self.queue_drain(slot)
         return True
@@ -128,7 +150,7 @@ class EventLog:
     def append_for_tests(self, batch: dict) -> None:
         """Append one entry outside a hop (tests and the benchmark): the hop's own path is the
         commit script in gateway/sessions.py."""
-        self.redis.xadd(STREAM_KEY, {FIELD: encode(batch)})
+        self.redis.xadd(self.stream.key, {FIELD: encode(batch)})
 
 
 def drain(slot: int = 0, patience: float = PATIENCE_SECONDS) -> dict:
@@ -141,21 +163,36 @@ def drain(slot: int = 0, patience: float = PATIENCE_SECONDS) -> dict:
     def write(entries: Sequence[Entry]) -> dict:
         return _write(services, entries)
 
-    return Drainer(services.events, CONSUMER.format(slot), write).run(slot, patience).__dict__
+    consumer = services.events.stream.consumer.format(slot)
+    return Drainer(services.events, consumer, write).run(slot, patience).__dict__
 
 
 class Drainer:
-    def __init__(self, events: EventLog, consumer: str, write: Callable[[Sequence[Entry]], dict]):
+    """Drains one slot of ``events`` through ``write`` (which handles a batch of entries, or
+    raises); ``refill`` runs before each read (the outbox moves due retries back with it), and
+    ``finished`` once nothing is left."""
+
+    def __init__(
+        self,
+        events: EventLog,
+        consumer: str,
+        write: Callable[[Sequence[Entry]], dict],
+        refill: Callable[[], object] = lambda: None,
+        finished: Callable[[], object] = lambda: None,
+    ):
         self.events = events
+        self.stream = events.stream
         self.redis = events.redis
         self.consumer = consumer
         self.write = write
-        self.armed = ARMED_KEY.format(0)
+        self.refill = refill
+        self.finished = finished
+        self.armed = self.stream.armed.format(0)
 
     def run(self, slot: int, patience: float) -> Drained:
         done = Drained()
         deadline = time.monotonic() + patience
-        armed = self.armed = ARMED_KEY.format(slot)
+        armed = self.armed = self.stream.armed.format(slot)
         self._ensure_group()
         while True:
             self.redis.set(armed, b"1", ex=ARMED_SECONDS)
@@ -166,9 +203,10 @@ class Drainer:
                 self.redis.delete(armed)
                 entries = self._next()
                 if not entries:
+                    self.finished()
                     return done
                 self.redis.set(armed, b"1", ex=ARMED_SECONDS)
-            if len(entries) >= BATCH and slot + 1 < self.events.drainers:
+            if len(entries) >= self.stream.batch and slot + 1 < self.events.drainers:
                 self.events.wake(slot + 1)
             if not self._store(entries, done, deadline):
                 self._database_away(slot)
@@ -193,13 +231,14 @@ class Drainer:
     # -- reading ----------------------------------------------------------------------------
     def _ensure_group(self) -> None:
         try:
-            self.redis.xgroup_create(STREAM_KEY, GROUP, id="0", mkstream=True)
+            self.redis.xgroup_create(self.stream.key, self.stream.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
     def _next(self) -> list[Entry]:
         """This consumer's unacknowledged entries, else others' idle ones, else new ones."""
+        self.refill()
         for read in (self._own, self._abandoned, self._new):
             entries = read()
             if entries:
@@ -214,7 +253,10 @@ class Drainer:
 
     def _read(self, start: str) -> list[Entry]:
         try:
-            reply = self.redis.xreadgroup(GROUP, self.consumer, {STREAM_KEY: start}, count=BATCH)
+            stream = self.stream
+            reply = self.redis.xreadgroup(
+                stream.group, self.consumer, {stream.key: start}, count=stream.batch
+            )
         except ResponseError as exc:  # NOGROUP: Redis lost the stream meanwhile
             if "NOGROUP" not in str(exc):
                 raise
@@ -224,8 +266,13 @@ class Drainer:
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 
     def _abandoned(self) -> list[Entry]:
+        stream = self.stream
         reply = self.redis.xautoclaim(
-            STREAM_KEY, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=BATCH
+            stream.key,
+            stream.group,
+            self.consumer,
+            min_idle_time=stream.claim_idle_ms,
+            count=stream.batch,
         )
         claimed = cast(Any, reply)[1] if reply else []
         return [(entry_id, fields) for entry_id, fields in claimed if fields]
@@ -267,19 +314,21 @@ class Drainer:
     def _done(self, entries: Sequence[Entry]) -> None:
         ids = [entry_id for entry_id, _ in entries]
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(STREAM_KEY, GROUP, *ids)
-            pipe.xdel(STREAM_KEY, *ids)
+            pipe.xack(self.stream.key, self.stream.group, *ids)
+            pipe.xdel(self.stream.key, *ids)
             pipe.execute()
 
     def _bury(self, entry: Entry, exc: Exception) -> None:
+        dead = self.stream.dead
         log.error(
-            "an event entry could not be written (%s): kept in %s", type(exc).__name__, DEAD_KEY
+            "an entry of %s could not be handled (%s): kept in %s",
+            self.stream.what,
+            type(exc).__name__,
+            dead,
         )
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                DEAD_KEY, {FIELD: entry[1].get(FIELD.encode(), b""), "error": type(exc).__name__}
-            )
-            pipe.expire(DEAD_KEY, DEAD_SECONDS)
+            pipe.xadd(dead, {FIELD: entry[1].get(FIELD.encode(), b""), "error": type(exc).__name__})
+            pipe.expire(dead, DEAD_SECONDS)
             pipe.execute()
 
 
@@ -298,3 +347,17 @@ def _database_away(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+EVENTS = Stream(
+    key=STREAM_KEY,
+    dead=DEAD_KEY,
+    armed=ARMED_KEY,
+    group=GROUP,
+    consumer=CONSUMER,
+    job=drain,
+    what="the event log",
+    batch=BATCH,
+    claim_idle_ms=CLAIM_IDLE_MS,
+    drainers=DRAINERS,
+)

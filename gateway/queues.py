@@ -17,12 +17,16 @@ is so run again within ``ALIVE_SECONDS + MAINTENANCE_SECONDS`` of another worker
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import threading
 
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.registry import StartedJobRegistry
+from rq.scheduler import RQScheduler
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +41,39 @@ MAINTENANCE_SECONDS = 10
 # An idle worker waits for a job at most WORKER_TTL - 15 s (RQ's dequeue timeout) before its
 # next maintenance pass: 10 s, rather than RQ's default of almost 7 minutes.
 WORKER_TTL = 25
+SUPERVISOR_ENV = "WORKERVOICE_SUPERVISOR_PID"  # set by gateway/supervisor.py for its children
 
 
 def make(connection: Redis, is_async: bool = True) -> dict[str, Queue]:
     """Every queue by name (``is_async=False`` runs each job as it is queued)."""
     return {name: Queue(name, connection=connection, is_async=is_async) for name in QUEUES}
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """This process gets SIGTERM when its parent dies (Linux; elsewhere a no-op)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class Scheduler(RQScheduler):
+    """RQ's scheduler process (forked by the worker: it moves retries and delayed jobs back to
+    their queues when due), dying with its worker. RQ's own is left running when the worker is
+    killed outright, still holding the scheduler's lock for its queues."""
+
+    def work(self):
+        die_with_parent()
+        self._parent = os.getppid()
+        return super().work()
+
+    def heartbeat(self):
+        if os.getppid() != getattr(self, "_parent", os.getppid()):
+            self.request_stop()  # the worker is gone: stop (and give the locks back)
+        return super().heartbeat()
 
 
 class Worker(SimpleWorker):
@@ -72,18 +104,51 @@ class Worker(SimpleWorker):
 
     def _beat(self) -> None:
         while not self._alive.wait(ALIVE_SECONDS / 3):
+            if _orphaned():
+                log.warning("the supervisor is gone: this worker stops after its job")
+                os.kill(os.getpid(), signal.SIGTERM)  # RQ's warm shutdown
+                return
             try:
                 self._mark_alive()
             except Exception as exc:  # Redis away for a moment: the next beat tries again
                 log.warning("liveness key not refreshed: %s", type(exc).__name__)
+
+    # -- the scheduler -------------------------------------------------------------------------
+    def _start_scheduler(
+        self, burst=False, logging_level="INFO", date_format=None, log_format=None
+    ):
+        """As RQ's own (rq 3.0 ``BaseWorker._start_scheduler``), with ``Scheduler``."""
+        options = {"logging_level": logging_level or self.log.level}
+        if date_format:
+            options["date_format"] = date_format
+        if log_format:
+            options["log_format"] = log_format
+        self.scheduler = Scheduler(
+            self.queues, connection=self.connection, serializer=self.serializer, **options
+        )
+        self.scheduler.acquire_locks()
+        if not self.scheduler.acquired_locks:
+            return
+        if burst:
+            try:
+                self.scheduler.register_birth()
+                self.scheduler.enqueue_scheduled_jobs()
+            finally:
+                self.scheduler.release_locks()
+                self.scheduler.register_death()
+        else:
+            self.scheduler.start()
 
     # -- maintenance ---------------------------------------------------------------------------
     def clean_registries(self):
         for queue in self.queues:
             recover_abandoned(self.connection, queue.name)
         super().clean_registries()
-        if any(queue.name == PERSIST for queue in self.queues):
+        names = {queue.name for queue in self.queues}
+        if PERSIST in names:
             self._wake_drain()
+        if OUTBOUND in names:
+            self._wake_sender()
 
     def _wake_drain(self) -> None:
         """Entries waiting in the event log with no drain armed (a killed drain's mark expired,
@@ -93,6 +158,19 @@ class Worker(SimpleWorker):
         queue = Queue(PERSIST, connection=self.connection)
         if EventLog(self.connection, queue).wake_if_waiting():
             log.warning("event log entries waited with no drain: one is queued")
+
+    def _wake_sender(self) -> None:
+        """Replies waiting in the outbox, or retries due, with no drain armed: queue one."""
+        from .outbox import Outbox
+
+        Outbox(self.connection, Queue(OUTBOUND, connection=self.connection)).wake_if_waiting()
+
+
+def _orphaned() -> bool:
+    """Started by ``workervoice worker`` (gateway/supervisor.py), whose process is gone: a
+    second guard beside the parent-death signal, which a process can miss."""
+    parent = os.environ.get(SUPERVISOR_ENV, "")
+    return parent.isdigit() and os.getppid() != int(parent)
 
 
 def recover_abandoned(connection: Redis, queue_name: str) -> int:

@@ -18,7 +18,7 @@ from rq import Queue
 from store import keyring as stored_keys
 from store.db import Database
 
-from . import directory_cache, directory_mirror, persistence, queues
+from . import directory_cache, directory_mirror, outbox, persistence, queues
 from .audio import AudioLibrary
 from .config import REPLY_CACHE_SECONDS, Config
 from .crypto import Crypto
@@ -97,6 +97,11 @@ class Services:
         """One RQ queue per kind of job (gateway/queues.py). Embedded default: no separate
         worker process, so jobs run in-process as they are queued."""
         return queues.make(self.redis, is_async=not self.config.embedded_redis)
+
+    @cached_property
+    def outbox(self) -> outbox.Outbox:
+        """SMS replies waiting to go out through a provider's API."""
+        return outbox.Outbox(self.redis, self.queues[queues.OUTBOUND])
 
     @cached_property
     def events(self) -> persistence.EventLog:

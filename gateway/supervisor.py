@@ -2,8 +2,9 @@
 (gateway/queues.GROUPS), each ``workervoice worker --queues ...``, restarted when it dies, all
 stopped together.
 
-The children die with the supervisor (Linux's parent-death signal), so a supervisor killed
-outright leaves no worker behind; their jobs are then handed back by the next worker's
+The children die with the supervisor (Linux's parent-death signal, and each child's own check
+that its parent is still the supervisor), so a supervisor killed outright leaves no worker
+behind; their jobs are then handed back by the next worker's
 maintenance pass (gateway/queues.py). With ``--metrics-port``, the supervisor serves every
 child's job metrics, summed through a PROMETHEUS_MULTIPROC_DIR they share (a private one when
 none is set).
@@ -11,7 +12,6 @@ none is set).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
@@ -22,12 +22,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from .queues import SUPERVISOR_ENV, die_with_parent
+
 log = logging.getLogger(__name__)
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_SECONDS = (1, 2, 5, 10, 30)  # between restarts of a child that keeps dying
 STOP_SECONDS = 30  # a child finishing its job after SIGTERM, before it is killed
-PR_SET_PDEATHSIG = 1
 _ENTRY = "from gateway.cli import main; main()"
 
 
@@ -36,7 +37,7 @@ def supervise(
 ) -> int:
     """Run one child per group until stopped (or, with ``burst``, until each has emptied its
     queues); the exit status: 0, or with ``burst`` the first failing child's."""
-    env = dict(os.environ)
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
     made = None
     if metrics_port and not env.get(MULTIPROC_DIR):
         made = env[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="workervoice-metrics-")
@@ -91,7 +92,7 @@ class _Child:
         self.status = 0
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(self.argv, env=self.env, preexec_fn=die_with_parent)
         log.info("worker for %s started (pid %d)", self.name, self.process.pid)
 
     def poll(self) -> int | None:
@@ -127,14 +128,6 @@ class _Child:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the supervisor dies (Linux; elsewhere a no-op)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def _serve_metrics(port: int, directory: str) -> None:

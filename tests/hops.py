@@ -137,9 +137,11 @@ def wait_for_workers(services: Services, monkeypatch=None) -> dict[str, Queue]:
     if monkeypatch is None:
         services.__dict__["queues"] = waiting
         services.__dict__.pop("events", None)
+        services.__dict__.pop("outbox", None)
     else:
         monkeypatch.setitem(services.__dict__, "queues", waiting)
         monkeypatch.delitem(services.__dict__, "events", raising=False)
+        monkeypatch.delitem(services.__dict__, "outbox", raising=False)
         monkeypatch.setattr(persistence, "PATIENCE_SECONDS", 0.3)
     return waiting
 

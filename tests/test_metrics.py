@@ -99,6 +99,8 @@ def test_the_text_format_parses_with_every_family(client):
         "workervoice_queue_registry_jobs": "gauge",
         "workervoice_events_waiting": "gauge",
         "workervoice_events_dead": "gauge",
+        "workervoice_replies_waiting": "gauge",
+        "workervoice_sends": "counter",
     }
     samples = parse(body)
     assert value(samples, "workervoice_redis_up") == 1
@@ -196,7 +198,7 @@ def test_the_queue_gauges_count_what_waits_in_redis(client, services):
     queue = Queue(first, connection=redis, is_async=True)
     for n in range(3):
         queue.enqueue(DRAIN, 0, job_id=f"drain-queued{n}")
-    queue.enqueue("gateway.outbound.send_sms", "at", "sealed", "text")
+    queue.enqueue("gateway.outbox.send_waiting", 0)
     queue.enqueue_in(timedelta(minutes=5), DRAIN, 0, job_id="drain-r")
     queue.enqueue_in(timedelta(minutes=5), "gateway.callbacks.call_back", "at", "sealed", "place")
     gone = queue.enqueue(DRAIN, 0, job_id="drain-failed")
@@ -250,14 +252,14 @@ def test_job_kinds_are_our_job_functions(services):
         for n, name in enumerate(
             (
                 DRAIN,
-                "gateway.outbound.send_sms",
+                "gateway.outbox.send_waiting",
                 "gateway.callbacks.call_back",
                 "tests.test_metrics.parse",
                 "builtins.print",
             )
         )
     ]
-    assert kinds == ["drain", "send_sms", "call_back", "other", "other"]
+    assert kinds == ["drain", "send_waiting", "call_back", "other", "other"]
 
 
 def test_a_failing_job_counts_its_retry_then_its_failure(app, client, services):
@@ -309,7 +311,10 @@ def test_no_label_holds_a_number_or_a_pseudonym(client, services, queued):
         "channel": set(metrics.CHANNELS),
         "queue": set(REPORTED_QUEUES),
         "registry": {"started", "scheduled", "failed"},
-        "kind": {"drain", "send_sms", "call_back", "other"},
+        "kind": {"drain", "send_waiting", "call_back", "other"},
+        "provider": {"at", "twilio"},
+        "outcome": {"sent", "dropped", "retried", "given_up"},
+        "state": {"queued", "retrying"},
     }
     for name, text in labels:
         assert not PHONE_LIKE.search(text), f"{name}={text!r} looks like a phone number"

@@ -1,4 +1,5 @@
-"""Outbound SMS: the SmsSender port, its implementations, and the send_sms job (SPEC §6).
+"""Outbound SMS: the SmsSender port and its implementations (SPEC §6); the outbox that sends
+through them has tests/test_outbox.py.
 
 Every implementation runs through the same contract test. Africa's Talking is pointed at a
 local fake of its SMS API (PROVIDERS.md §5.2) that answers, like the real one, with texts that
@@ -9,26 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import socket
-import time
 import traceback
 
 import pytest
 
 from gateway.outbound import (
-    RECIPIENT_PURPOSE,
     AfricasTalkingSender,
     OutboxSender,
     SendError,
     SendRefused,
     SmsSender,
-    enqueue_reply,
-    send_sms,
 )
 
-from .channels.harness import FakeAfricasTalking, at_answer, find_number, redis_dump
-from .support import run_jobs
+from .channels.harness import FakeAfricasTalking, at_answer, find_number
 
 NUMBER = "+254711283946"
 TEXT = "Swali: Je, ulifanya kazi zaidi ya saa 10?\n1. Ndiyo\n2. Hapana"
@@ -252,86 +247,3 @@ def test_outbox_writes_the_text_but_never_the_number(tmp_path):
     for path in files:
         assert path.read_text(encoding="utf-8") == TEXT + "\n"
         assert not find_number(NUMBER, path.name, path.read_bytes())
-
-
-# -- the send_sms job -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def at_services(services, fake_at, monkeypatch):
-    """The app's services with Africa's Talking credentials pointing at the fake."""
-    monkeypatch.setattr(
-        services,
-        "config",
-        dataclasses.replace(
-            services.config, at_username="sandbox", at_api_key="test-key", at_api_url=fake_at.url
-        ),
-    )
-    return services
-
-
-def test_send_sms_opens_the_seal_and_sends(app, at_services, fake_at):
-    sealed = at_services.crypto.seal(NUMBER, RECIPIENT_PURPOSE, 60)
-    with app.app_context():
-        assert send_sms("at", sealed, TEXT) == "ATPid_1"
-    assert [(r["form"]["to"], r["form"]["message"]) for r in fake_at.requests] == [(NUMBER, TEXT)]
-
-
-def test_send_sms_expired_seal_is_not_sent(app, at_services, fake_at, caplog):
-    sealed = at_services.crypto.seal(NUMBER, RECIPIENT_PURPOSE, 60, now=time.time() - 120)
-    with app.app_context(), caplog.at_level(logging.INFO):
-        assert send_sms("at", sealed, TEXT) is None
-    assert fake_at.requests == []
-    assert "expired" in caplog.text
-
-
-@pytest.mark.parametrize("sealed", ["", "not-a-seal", "AQAAAAAAAAAA"])
-def test_send_sms_bad_seal_is_not_sent(app, at_services, fake_at, sealed):
-    with app.app_context():
-        assert send_sms("at", sealed, TEXT) is None
-    assert fake_at.requests == []
-
-
-def test_send_sms_seal_for_another_purpose_is_not_sent(app, at_services, fake_at):
-    sealed = at_services.crypto.seal(NUMBER, "something-else", 60)
-    with app.app_context():
-        assert send_sms("at", sealed, TEXT) is None
-    assert fake_at.requests == []
-
-
-def test_send_sms_final_refusal_is_dropped_quietly(app, at_services, fake_at, caplog):
-    fake_at.answer = at_answer(406, "UserInBlacklist", NUMBER)
-    sealed = at_services.crypto.seal(NUMBER, RECIPIENT_PURPOSE, 60)
-    with app.app_context(), caplog.at_level(logging.DEBUG):
-        assert send_sms("at", sealed, TEXT) is None
-    assert "406" in caplog.text
-    assert not find_number(NUMBER, caplog.text, [r.__dict__ for r in caplog.records])
-
-
-def test_send_sms_error_raised_without_the_number(app, at_services, fake_at, caplog):
-    fake_at.answer = lambda form: (500, "text/plain", f"gateway down for {form['to']}")
-    sealed = at_services.crypto.seal(NUMBER, RECIPIENT_PURPOSE, 60)
-    with app.app_context(), caplog.at_level(logging.DEBUG), pytest.raises(SendError) as caught:
-        send_sms("at", sealed, TEXT)
-    assert_clean(caught.value)
-    assert not find_number(NUMBER, caplog.text, [r.__dict__ for r in caplog.records])
-
-
-def test_failed_send_job_is_stored_without_the_number(app, at_services, fake_at, caplog):
-    """A job that fails is kept by RQ with its traceback: neither holds the number."""
-    fake_at.answer = lambda form: (500, "text/plain", f"gateway down for {form['to']}")
-    with caplog.at_level(logging.DEBUG):
-        with app.app_context():  # as in a request (the embedded queue runs the job at once)
-            enqueue_reply(at_services, "at", NUMBER, TEXT)
-        run_jobs(app)
-    assert len(fake_at.requests) == 1  # it was tried (and failed)
-    assert not find_number(NUMBER, redis_dump(at_services.redis))
-    assert not find_number(NUMBER, caplog.text, [r.__dict__ for r in caplog.records])
-
-
-def test_reply_job_is_sent_by_the_worker(app, at_services, fake_at):
-    with app.app_context():
-        enqueue_reply(at_services, "at", NUMBER, TEXT)
-    run_jobs(app)
-    assert [(r["form"]["to"], r["form"]["message"]) for r in fake_at.requests] == [(NUMBER, TEXT)]
-    assert not find_number(NUMBER, redis_dump(at_services.redis))

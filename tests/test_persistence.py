@@ -4,6 +4,7 @@ bad entry, and never a drain job per message."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -130,7 +131,8 @@ def test_another_slots_abandoned_entries_are_taken_over(
     redis.xgroup_create(STREAM_KEY, GROUP, id="0", mkstream=True)
     redis.xreadgroup(GROUP, CONSUMER.format(1), {STREAM_KEY: ">"})  # read by slot 1, then lost
     assert drain(app)["entries"] == 0  # not idle long enough: slot 1 may still be at work
-    monkeypatch.setattr(persistence, "CLAIM_IDLE_MS", 0)
+    monkeypatch.setattr(persistence, "EVENTS", replace(persistence.EVENTS, claim_idle_ms=0))
+    monkeypatch.delitem(services.__dict__, "events")  # made again with the patched stream
     assert drain(app)["entries"] == 3
     assert len(answers(services)) == 3
 

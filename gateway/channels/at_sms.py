@@ -1,7 +1,7 @@
 """Africa's Talking incoming SMS: POST /webhooks/at/sms?token=...
 
-AT ignores the response body, so the reply goes out through the AT SMS API from a job whose
-payload carries the recipient sealed, never in clear.
+AT ignores the response body, so the reply goes out through the AT SMS API from the outbox
+(gateway/outbox.py), whose entries carry the recipient sealed, never in clear.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from flask import Response, request
 
 from ..conversation import Inbound, handle
 from ..identity import InvalidAddress, e164
-from ..outbound import enqueue_reply
+from ..outbound import reply_by_api
 from ..services import current
 from . import BadRequest, bounded, external_id, reject, required, sms, webhooks
 
@@ -40,7 +40,7 @@ def at_sms() -> Response:
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
     # A provider retry is answered from the reply cache (handled.step is None): its reply was
-    # queued when the message was first handled, and is not sent again.
+    # put in the outbox when the message was first handled, and is not sent again.
     if handled.reply and handled.step is not None:
-        enqueue_reply(services, "at", recipient, handled.reply)
+        reply_by_api(services, "at", recipient, handled.reply)
     return Response("", status=200, mimetype="text/plain")

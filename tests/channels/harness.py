@@ -35,7 +35,7 @@ from phonenumbers import PhoneNumberFormat
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from gateway import directory_cache, persistence
+from gateway import directory_cache, outbox, persistence
 from gateway.channels import at_sms, at_ussd, at_voice, twilio_sms, twilio_voice
 from gateway.conversation import Inbound
 from gateway.identity import InvalidAddress, e164
@@ -187,7 +187,9 @@ def run_case(channel: Channel, case: Case, app, client, services: Services, monk
     if case.status >= 400:
         assert texts[0].endswith("\n") and "\n" not in texts[0][:-1], f"not one line: {texts[0]!r}"
         assert run.responses[0].mimetype == "text/plain"
-        assert state_after == state_before, f"{case.label}: a refusal changed state"
+        assert state_after == state_before, f"{case.label}: a refusal changed state: " + ", ".join(
+            _changed(state_before, state_after)
+        )
         assert set(_outbox(services)) == outbox_before
     expected = (
         []
@@ -248,8 +250,8 @@ def _phone(address: str | None) -> str | None:
 
 def _spy(run: Run, monkeypatch) -> None:
     """Record what the adapter hands on: the events its hop appends to the event log (as
-    "events") and the jobs it queues (by function name; the log's own drains aside). All of it
-    still runs for real."""
+    "events"), the replies it puts in the outbox (as "send_sms") and the jobs it queues (by
+    function name; the drains of both aside). All of it still runs for real."""
     real_handle = run.channel.module.handle
     real_commit = run.services.sessions.commit
 
@@ -264,10 +266,16 @@ def _spy(run: Run, monkeypatch) -> None:
             run.queued.append(Queued("events", (json.loads(kwargs["events"]),), {}, None))
         return armed
 
+    real_add = run.services.outbox.add
+
+    def add(provider, sealed, text):
+        real_add(provider, sealed, text)
+        run.queued.append(Queued("send_sms", (provider, sealed, text), {}, None))
+
     def spied(real_enqueue):
         def enqueue(function, *args, **kwargs):
             job = real_enqueue(function, *args, **kwargs)
-            if function is not persistence.drain:
+            if function not in (persistence.drain, outbox.send_waiting):
                 run.queued.append(Queued(function.__name__, args, kwargs, job))
             return job
 
@@ -275,6 +283,7 @@ def _spy(run: Run, monkeypatch) -> None:
 
     monkeypatch.setattr(run.channel.module, "handle", handle)
     monkeypatch.setattr(run.services.sessions, "commit", commit)
+    monkeypatch.setattr(run.services.outbox, "add", add)
     for queue in run.services.queues.values():
         monkeypatch.setattr(queue, "enqueue", spied(queue.enqueue))
 
@@ -310,6 +319,15 @@ def worker_keys(redis) -> list[bytes]:
     """The service's Redis keys, but the cache every worker shares (the key ring, the
     directory): what a worker has left in Redis."""
     return [k for k in redis.keys("wv:*") if k.decode() not in directory_cache.SHARED_KEYS]
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The Redis keys and tables whose contents differ between two snapshots."""
+    changed = []
+    for part in ("redis", "db"):
+        keys = set(before[part]) | set(after[part])
+        changed += [f"{part}:{k!r}" for k in keys if before[part].get(k) != after[part].get(k)]
+    return sorted(changed)
 
 
 def snapshot(services: Services) -> dict[str, Any]:
@@ -424,21 +442,12 @@ def _check_no_number(run: Run, new_outbox: set[Path]) -> None:
 
 
 def _check_sealed(run: Run, queued: Queued) -> None:
-    """A reply job holds the provider, the sealed recipient and the text: never the number."""
-    from rq.job import Job
-
-    job = Job.fetch(queued.job.id, connection=run.services.redis)
-    provider, sealed, text = job.args
-    assert provider == run.channel.provider and text and not job.kwargs
+    """A reply in the outbox holds the provider, the sealed recipient and the text: never the
+    number."""
+    provider, sealed, text = queued.args
+    assert provider == run.channel.provider and text
     assert run.services.crypto.unseal(sealed, RECIPIENT_PURPOSE) == run.phone
-    assert not find_number(
-        run.phone,
-        job.args,
-        job.kwargs,
-        job.description,
-        job.meta,
-        run.services.redis.hgetall(job.key),
-    )
+    assert not find_number(run.phone, queued.args, redis_dump(run.services.redis))
 
 
 # -- before / check hooks -----------------------------------------------------------------------
@@ -507,7 +516,7 @@ def answers(count: int) -> Callable[[Run], None]:
 
 
 def replies(*fragments: str) -> Callable[[Run], None]:
-    """The reply jobs carry these texts (one fragment per job, in order)."""
+    """The replies put in the outbox carry these texts (one fragment per reply, in order)."""
 
     def check(run: Run) -> None:
         sent = [q.args[2] for q in run.queued if q.name == "send_sms"]

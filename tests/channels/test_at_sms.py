@@ -1,8 +1,8 @@
 """POST /webhooks/at/sms: Africa's Talking incoming SMS (PROVIDERS.md §5).
 
-AT ignores the answer's body: the reply goes out through the AT SMS API from a ``send_sms`` job
-whose payload holds the recipient only sealed. The harness checks every such job (unsealed it
-is the sender; the number is nowhere in the job or anywhere in Redis).
+AT ignores the answer's body: the reply goes out through the AT SMS API from the outbox
+(recorded by the harness as ``send_sms``), whose entry holds the recipient only sealed. The
+harness checks every such reply (unsealed it is the sender; the number is nowhere in Redis).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 import pytest
 
 from gateway.outbound import RECIPIENT_PURPOSE
+from gateway.outbox import OUTBOX_KEY, Reply
+from gateway.persistence import FIELD
 
 from ..conftest import AT_TOKEN
 from ..support import run_jobs
@@ -248,35 +250,21 @@ def test_case_labels_are_unique():
     assert len({case.label for case in CASES}) == len(CASES)
 
 
-def test_reply_job_holds_the_recipient_only_sealed(app, client, services, monkeypatch):
-    """The RQ job as stored in Redis: args are (provider, sealed recipient, text)."""
-    from rq.job import Job
-
-    run = run_case(
-        AT,
-        Case("reply", at(), recorded=Recorded(KE, "Hello", MSG_ID), jobs=("send_sms",)),
-        app,
-        client,
-        services,
-        monkeypatch,
-    )
-    job = Job.fetch(run.queued[0].job.id, connection=services.redis)
-    provider, sealed, text = job.args
-    assert provider == "at" and "WorkerVoice" in text
-    assert services.crypto.unseal(sealed, RECIPIENT_PURPOSE) == KE
-    assert not find_number(
-        KE,
-        job.args,
-        job.kwargs,
-        job.description,
-        job.meta,
-        services.redis.hgetall(job.key),
-        redis_dump(services.redis),
-    )
+def test_the_reply_waits_in_the_outbox_with_the_recipient_only_sealed(
+    app, client, services, queues
+):
+    """The outbox's entry as stored in Redis: (provider, sealed recipient, text, tries)."""
+    response = client.post(f"/webhooks/at/sms?token={AT_TOKEN}", data=at(), headers={})
+    assert response.status_code == 200
+    [(_, fields)] = services.redis.xrange(OUTBOX_KEY)
+    reply = Reply.decode(fields[FIELD.encode()])
+    assert reply.provider == "at" and "WorkerVoice" in reply.text and reply.attempt == 0
+    assert services.crypto.unseal(reply.sealed, RECIPIENT_PURPOSE) == KE
+    assert not find_number(KE, redis_dump(services.redis))
 
 
 def test_reply_reaches_the_at_api(app, client, services, monkeypatch):
-    """With AT credentials the send job posts the reply to the AT SMS API, to the sender."""
+    """With AT credentials the outbox posts the reply to the AT SMS API, to the sender."""
     fake = FakeAfricasTalking()
     try:
         monkeypatch.setattr(

@@ -109,3 +109,37 @@ def test_an_unknown_queue_is_refused(tmp_path, migrated, redis_url):
     )
     assert done.returncode == 2
     assert "unknown queue emails" in done.stderr and "Traceback" not in done.stderr
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_worker_killed_outright_takes_its_scheduler_with_it(tmp_path, migrated, redis_url):
+    """RQ forks a scheduler from the worker (retries and delayed jobs); killed outright, the
+    worker must not leave it running, holding the scheduler's lock for its queues."""
+    redis = Redis.from_url(redis_url)
+    redis.flushdb()
+    environ = {**os.environ, **environ_for(tmp_path, REDIS_URL=redis_url)}
+    argv = [str(BIN / "workervoice"), "worker", "--queues", "outbound,calls"]
+    worker = subprocess.Popen(
+        argv, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        [scheduler] = wait_for(lambda: children_of(worker.pid), 30)
+        wait_for(lambda: redis.exists("rq:scheduler-lock:outbound"), 30)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        wait_for(lambda: not alive(scheduler), 10)
+        wait_for(lambda: not redis.exists("rq:scheduler-lock:outbound"), 10)  # given back
+    finally:
+        if worker.poll() is None:
+            worker.kill()

@@ -1,0 +1,251 @@
+"""The outbox (gateway/outbox.py): SMS replies sent in batches by a drain of their own, the
+recipient sealed all along; a seal that no longer opens and a refusal for good are dropped,
+any other failure tried again after 2 s, 10 s, 1 min and 5 min, then given up; several
+replies in flight at once; never a number in Redis or a log line."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+
+import pytest
+from rq.registry import ScheduledJobRegistry
+
+from gateway import metrics, outbox
+from gateway.outbound import RECIPIENT_PURPOSE, reply_by_api
+from gateway.outbox import OUTBOX_KEY, RETRY_KEY, RETRY_SECONDS, Reply
+from gateway.queues import OUTBOUND, Worker
+from gateway.queues import make as make_queues
+
+from .channels.harness import FakeAfricasTalking, at_answer, find_number, redis_dump
+from .hops import work
+
+NUMBER = "+254711283946"
+TEXT = "Swali: Je, ulifanya kazi zaidi ya saa 10?\n1. Ndiyo\n2. Hapana"
+
+
+@pytest.fixture
+def fake_at():
+    fake = FakeAfricasTalking()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def at_services(services, fake_at, monkeypatch):
+    """The app's services with Africa's Talking credentials pointing at the fake."""
+    config = dataclasses.replace(
+        services.config, at_username="sandbox", at_api_key="test-key", at_api_url=fake_at.url
+    )
+    monkeypatch.setattr(services, "config", config)
+    return services
+
+
+class Clock:
+    def __init__(self):
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """The outbox's clock, moved by the test (retries fall due without waiting)."""
+    fake = Clock()
+    monkeypatch.setattr(outbox, "time", fake)
+    return fake
+
+
+def drain(app) -> dict:
+    with app.app_context():
+        return outbox.send_waiting(0, 5.0)
+
+
+def sent(fake_at) -> list[tuple[str, str]]:
+    return [(r["form"]["to"], r["form"]["message"]) for r in fake_at.requests]
+
+
+def put(services, sealed: str, text: str = TEXT) -> None:
+    services.outbox.add("at", sealed, text)
+
+
+def outcomes() -> dict[str, float]:
+    return {
+        outcome: metrics.SENDS.labels("at", outcome)._value.get()
+        for outcome in ("sent", "dropped", "retried", "given_up")
+    }
+
+
+def moved(before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before[k] for k, v in outcomes().items() if v != before[k]}
+
+
+def test_a_reply_is_sealed_sent_and_gone(app, at_services, fake_at, queues, caplog):
+    before = outcomes()
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        reply_by_api(at_services, "at", NUMBER, TEXT)
+        assert not find_number(NUMBER, redis_dump(at_services.redis))  # waiting: sealed only
+        drain(app)
+    assert sent(fake_at) == [(NUMBER, TEXT)]
+    assert at_services.outbox.waiting() == 0 and at_services.outbox.retrying() == 0
+    assert moved(before) == {"sent": 1}
+    assert not find_number(NUMBER, caplog.text, [r.__dict__ for r in caplog.records])
+
+
+def test_the_worker_sends_what_waits(app, at_services, fake_at, queues):
+    with app.app_context():
+        for n in range(3):
+            reply_by_api(at_services, "at", NUMBER, f"{TEXT} {n}")
+    assert [job.func_name for job in queues[OUTBOUND].get_jobs()] == [
+        "gateway.outbox.send_waiting"
+    ]  # one drain for the three, not a job each
+    work(app, queues)
+    assert sorted(sent(fake_at)) == [(NUMBER, f"{TEXT} {n}") for n in range(3)]
+
+
+def test_an_expired_seal_is_dropped_unsent(app, at_services, fake_at, queues, caplog):
+    before = outcomes()
+    put(at_services, at_services.crypto.seal(NUMBER, RECIPIENT_PURPOSE, 60, now=time.time() - 120))
+    with caplog.at_level(logging.INFO):
+        drain(app)
+    assert fake_at.requests == [] and "expired" in caplog.text
+    assert at_services.outbox.waiting() == 0 and at_services.outbox.retrying() == 0
+    assert moved(before) == {"dropped": 1}
+
+
+@pytest.mark.parametrize("sealed", ["", "not-a-seal", "AQAAAAAAAAAA"])
+def test_a_bad_seal_is_dropped_unsent(app, at_services, fake_at, queues, sealed):
+    put(at_services, sealed)
+    drain(app)
+    assert fake_at.requests == [] and at_services.outbox.waiting() == 0
+
+
+def test_a_seal_for_another_purpose_is_dropped_unsent(app, at_services, fake_at, queues):
+    put(at_services, at_services.crypto.seal(NUMBER, "something-else", 60))
+    drain(app)
+    assert fake_at.requests == [] and at_services.outbox.retrying() == 0
+
+
+def test_a_refusal_for_good_is_dropped_and_never_tried_again(
+    app, at_services, fake_at, queues, caplog
+):
+    fake_at.answer = at_answer(406, "UserInBlacklist", NUMBER)
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        reply_by_api(at_services, "at", NUMBER, TEXT)
+        drain(app)
+    assert len(fake_at.requests) == 1 and at_services.outbox.retrying() == 0
+    assert "406" in caplog.text
+    assert not find_number(NUMBER, caplog.text, [r.__dict__ for r in caplog.records])
+
+
+def test_a_failure_is_tried_again_on_schedule_then_given_up(
+    app, at_services, fake_at, queues, clock, caplog
+):
+    fake_at.answer = lambda form: (500, "text/plain", f"gateway down for {form['to']}")
+    before = outcomes()
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        reply_by_api(at_services, "at", NUMBER, TEXT)
+        for attempt, delay in enumerate(RETRY_SECONDS, start=1):
+            drain(app)
+            assert len(fake_at.requests) == attempt
+            [(raw, due)] = at_services.redis.zrange(RETRY_KEY, 0, -1, withscores=True)
+            assert Reply.decode(raw).attempt == attempt and due == pytest.approx(clock.now + delay)
+            clock.now += delay - 0.5
+            drain(app)  # not due yet: nothing is tried
+            assert len(fake_at.requests) == attempt
+            clock.now += 0.5
+        drain(app)  # the fifth try fails too: given up
+    assert len(fake_at.requests) == len(RETRY_SECONDS) + 1
+    assert at_services.outbox.retrying() == 0 and at_services.outbox.waiting() == 0
+    assert moved(before) == {"retried": len(RETRY_SECONDS), "given_up": 1}
+    assert not find_number(NUMBER, redis_dump(at_services.redis))
+    assert not find_number(NUMBER, caplog.text, [r.__dict__ for r in caplog.records])
+
+
+def test_a_retry_that_succeeds_is_sent_once(app, at_services, fake_at, queues, clock):
+    answers = iter([(500, "text/plain", "down"), None])
+
+    def flaky(form):
+        answer = next(answers)
+        return answer or at_answer(101, "Success", NUMBER)(form)
+
+    fake_at.answer = flaky
+    with app.app_context():
+        reply_by_api(at_services, "at", NUMBER, TEXT)
+    drain(app)
+    clock.now += RETRY_SECONDS[0]
+    drain(app)
+    assert sent(fake_at) == [(NUMBER, TEXT)] * 2  # the failed try, then the one that went out
+    assert at_services.outbox.retrying() == 0 and at_services.outbox.waiting() == 0
+
+
+def test_a_drain_leaving_retries_queues_one_for_the_first_due(
+    app, at_services, fake_at, queues, clock
+):
+    fake_at.answer = lambda form: (500, "text/plain", "down")
+    with app.app_context():
+        reply_by_api(at_services, "at", NUMBER, TEXT)
+    queues[OUTBOUND].empty()  # the drain the reply queued: run it here instead
+    drain(app)
+    registry = ScheduledJobRegistry(queue=queues[OUTBOUND])
+    [job_id] = registry.get_job_ids()
+    due = registry.get_scheduled_time(job_id).timestamp()
+    assert due == pytest.approx(time.time() + RETRY_SECONDS[0], abs=1.5)
+    drain(app)  # a second drain finding only the same retry queues no second wake
+    assert len(registry.get_job_ids()) == 1
+
+
+def test_the_maintenance_pass_wakes_a_drain_for_due_retries(
+    app, at_services, fake_at, queues, clock
+):
+    at_services.redis.zadd(RETRY_KEY, {Reply("at", "sealed", TEXT, 1).encode(): clock.now - 1})
+    Worker([queues[OUTBOUND]], connection=at_services.redis).clean_registries()
+    assert [j.func_name for j in queues[OUTBOUND].get_jobs()] == ["gateway.outbox.send_waiting"]
+
+
+def test_replies_go_out_several_at_once(app, at_services, fake_at, queues):
+    """A slow provider is waited for by several senders at once, not one reply at a time."""
+    lock, in_flight, most = threading.Lock(), [0], [0]
+    accept = at_answer(101, "Success", NUMBER)
+
+    def slow(form):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.2)
+        with lock:
+            in_flight[0] -= 1
+        return accept(form)
+
+    fake_at.answer = slow
+    with app.app_context():
+        for n in range(16):
+            reply_by_api(at_services, "at", NUMBER, f"{TEXT} {n}")
+    drain(app)
+    assert len(fake_at.requests) == 16
+    assert most[0] == outbox.SENDERS
+
+
+def test_the_embedded_default_tries_once(app, at_services, fake_at, caplog, monkeypatch):
+    """No worker and no scheduler: the reply is sent as it is put in the outbox, and a failure
+    is not kept for later."""
+    monkeypatch.setitem(at_services.__dict__, "queues", make_queues(at_services.redis, False))
+    monkeypatch.delitem(at_services.__dict__, "outbox", raising=False)
+    fake_at.answer = lambda form: (500, "text/plain", "down")
+    with app.app_context(), caplog.at_level(logging.INFO):
+        reply_by_api(at_services, "at", NUMBER, TEXT)
+    assert len(fake_at.requests) == 1
+    assert at_services.outbox.retrying() == 0 and at_services.outbox.waiting() == 0
+    assert "given up" in caplog.text
+
+
+def test_an_entry_is_the_provider_the_seal_the_text_and_the_tries(app, at_services, queues):
+    with app.app_context():
+        reply_by_api(at_services, "at", NUMBER, TEXT)
+    [(_, fields)] = at_services.redis.xrange(OUTBOX_KEY)
+    reply = Reply.decode(fields[b"batch"])
+    assert (reply.provider, reply.text, reply.attempt) == ("at", TEXT, 0)
+    assert at_services.crypto.unseal(reply.sealed, RECIPIENT_PURPOSE) == NUMBER
