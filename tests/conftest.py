@@ -149,3 +149,13 @@ def queues(services, monkeypatch):
     from .hops import wait_for_workers
 
     return wait_for_workers(services, monkeypatch)
+
+
+@pytest.fixture
+def fake_at():
+    """A stand-in for the Africa's Talking SMS API on loopback (tests/channels/harness.py)."""
+    from .channels.harness import FakeAfricasTalking
+
+    fake = FakeAfricasTalking()
+    yield fake
+    fake.close()

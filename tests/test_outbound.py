@@ -23,17 +23,10 @@ from gateway.outbound import (
     SmsSender,
 )
 
-from .channels.harness import FakeAfricasTalking, at_answer, find_number
+from .channels.harness import at_answer, find_number
 
 NUMBER = "+254711283946"
 TEXT = "Swali: Je, ulifanya kazi zaidi ya saa 10?\n1. Ndiyo\n2. Hapana"
-
-
-@pytest.fixture
-def fake_at():
-    fake = FakeAfricasTalking()
-    yield fake
-    fake.close()
 
 
 @dataclasses.dataclass

@@ -19,18 +19,9 @@ from gateway.outbox import OUTBOX_KEY, RETRY_KEY, RETRY_SECONDS, Reply
 from gateway.queues import OUTBOUND, Worker
 from gateway.queues import make as make_queues
 
-from .channels.harness import FakeAfricasTalking, at_answer, find_number, redis_dump
+from .channels.harness import at_answer, find_number, redis_dump
 from .hops import work
-
-NUMBER = "+254711283946"
-TEXT = "Swali: Je, ulifanya kazi zaidi ya saa 10?\n1. Ndiyo\n2. Hapana"
-
-
-@pytest.fixture
-def fake_at():
-    fake = FakeAfricasTalking()
-    yield fake
-    fake.close()
+from .test_outbound import NUMBER, TEXT
 
 
 @pytest.fixture
