@@ -23,7 +23,7 @@ from gateway.outbound import (
     SmsSender,
 )
 
-from .channels.harness import at_answer, find_number
+from .channels.harness import FakeAfricasTalking, at_answer, find_number
 
 NUMBER = "+254711283946"
 TEXT = "Swali: Je, ulifanya kazi zaidi ya saa 10?\n1. Ndiyo\n2. Hapana"
@@ -240,3 +240,15 @@ def test_outbox_writes_the_text_but_never_the_number(tmp_path):
     for path in files:
         assert path.read_text(encoding="utf-8") == TEXT + "\n"
         assert not find_number(NUMBER, path.name, path.read_bytes())
+
+
+def test_at_sends_reuse_their_connection():
+    """The SDK alone opens a connection per message; the sender keeps one per thread."""
+    fake = FakeAfricasTalking(keep_alive=True)
+    try:
+        sender = AfricasTalkingSender("sandbox", "test-key", fake.url)
+        ids = [sender.send(NUMBER, f"{TEXT} {n}") for n in range(5)]
+    finally:
+        fake.close()
+    assert len(ids) == 5 and len(fake.requests) == 5
+    assert len({r["client_port"] for r in fake.requests}) == 1

@@ -540,17 +540,25 @@ class FakeAfricasTalking:
 
     answer: Callable[[dict[str, str]], tuple[int, str, str]] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    keep_alive: bool = False  # HTTP/1.1: a connection serves many requests
 
     def __post_init__(self) -> None:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if fake.keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
                 form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
                 fake.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "form": form}
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "form": form,
+                        "client_port": self.client_address[1],
+                    }
                 )
                 status, content_type, text = (fake.answer or accepted)(form)
                 data = text.encode()
