@@ -45,6 +45,9 @@ SENDERS = 8  # replies in flight at once, per drain
 RETRY_SECONDS = (2, 10, 60, 300)  # after the 1st, 2nd, 3rd and 4th failure; then given up
 CLAIM_IDLE_MS = 60_000  # longer than any one send (the SDK gives up on a provider in ~10 s)
 MOVE_AT_ONCE = 500  # due retries moved back to the stream per refill
+# A drain hands over to a successor after this long: the worker serving the outbox serves the
+# callbacks too, and takes one of theirs (its first queue) between two drains.
+DRAIN_SECONDS = 5.0
 
 # Move due retries (score <= now) back to the stream, at most ARGV[2]; how many were moved.
 _REFILL = """
@@ -196,5 +199,6 @@ OUTBOX = Stream(
     what="the outbox",
     batch=BATCH,
     claim_idle_ms=CLAIM_IDLE_MS,
-    drainers=1,
+    drainers=4,  # a full batch wakes another drain, for another outbound worker to take
+    patience=DRAIN_SECONDS,
 )

@@ -98,6 +98,7 @@ class Stream:
     batch: int
     claim_idle_ms: int
     drainers: int
+    patience: float | None = None  # a drain's seconds before a successor (None: PATIENCE_SECONDS)
 
 
 class EventLog:
@@ -123,7 +124,7 @@ class EventLog:
         """Queue the drain of ``slot`` (its mark is set), ``later`` seconds from now if not
         at once. Waiting for a worker, a drain keeps trying through an outage for its
         patience; run inline (the embedded default) it tries once."""
-        patience = PATIENCE_SECONDS if self.queue.is_async else 0.0
+        patience = (self.stream.patience or PATIENCE_SECONDS) if self.queue.is_async else 0.0
         options: dict[str, Any] = {
             "description": f"drain {self.stream.what} (slot {slot})",
             "result_ttl": 60,

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 # never waits behind a provider; two for persistence, so two drains write at once under load.
 PERSIST, OUTBOUND, CALLS = "persist", "outbound", "calls"
 QUEUES = (PERSIST, OUTBOUND, CALLS)
-GROUPS = ((PERSIST,), (PERSIST,), (OUTBOUND, CALLS))
+# Within a group RQ takes a job from the first queue that has one: callbacks (few, and a worker
+# waiting on the phone) before the outbox's drains (each at most outbox.DRAIN_SECONDS long).
+GROUPS = ((PERSIST,), (PERSIST,), (CALLS, OUTBOUND))
 ALIVE_KEY = "wv:alive:{}"
 ALIVE_SECONDS = 10
 MAINTENANCE_SECONDS = 10

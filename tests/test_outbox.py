@@ -11,12 +11,14 @@ import threading
 import time
 
 import pytest
+from rq import SimpleWorker
+from rq.job import JobStatus
 from rq.registry import ScheduledJobRegistry
 
 from gateway import metrics, outbox
 from gateway.outbound import RECIPIENT_PURPOSE, reply_by_api
 from gateway.outbox import OUTBOX_KEY, RETRY_KEY, RETRY_SECONDS, Reply
-from gateway.queues import OUTBOUND, Worker
+from gateway.queues import CALLS, GROUPS, OUTBOUND, Worker
 from gateway.queues import make as make_queues
 
 from .channels.harness import at_answer, find_number, redis_dump
@@ -240,3 +242,17 @@ def test_an_entry_is_the_provider_the_seal_the_text_and_the_tries(app, at_servic
     reply = Reply.decode(fields[b"batch"])
     assert (reply.provider, reply.text, reply.attempt) == ("at", TEXT, 0)
     assert at_services.crypto.unseal(reply.sealed, RECIPIENT_PURPOSE) == NUMBER
+
+
+def test_a_callback_is_taken_before_the_outbox_drains(app, services, queues):
+    """The worker serving the outbox serves the callbacks too: between two drains it takes a
+    callback first, so a busy outbox delays one by a drain's DRAIN_SECONDS at most."""
+    [group] = [group for group in GROUPS if OUTBOUND in group]
+    for _ in range(3):
+        queues[OUTBOUND].enqueue(outbox.send_waiting, 0, 0.0)
+    callback = queues[CALLS].enqueue("builtins.print", "a callback")
+    worker = SimpleWorker([queues[name] for name in group], connection=services.redis)
+    with app.app_context():
+        worker.work(burst=True, max_jobs=1)
+    assert callback.get_status(refresh=True) == JobStatus.FINISHED
+    assert len(queues[OUTBOUND].get_jobs()) == 3
