@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -127,19 +128,28 @@ class Outbox(EventLog):
 
 def send_waiting(slot: int = 0, patience: float = PATIENCE_SECONDS) -> dict:
     """RQ job: send the waiting replies, batch by batch, until none is left or ``patience``
-    runs out (then a successor goes on)."""
+    runs out (then a successor goes on).
+
+    Each drain reads as a consumer of its own, not as its slot's (as the event log's do): two
+    drains of one slot at once (a hop's and a scheduled one, on two outbound workers) must not
+    both send what one of them left unacknowledged. A killed drain's replies are taken over by
+    the next drain after CLAIM_IDLE_MS; a drain that ends cleanly leaves nothing pending and is
+    removed from the group."""
     from .services import current
 
     services = current()
     outbox: Outbox = services.outbox
+    consumer = f"{OUTBOX.consumer.format(slot)}-{secrets.token_hex(4)}"
     drainer = Drainer(
         outbox,
-        OUTBOX.consumer.format(slot),
+        consumer,
         lambda entries: _send(services, outbox, entries),
         refill=outbox.refill,
         finished=outbox.wake_for_retries,
     )
-    return drainer.run(slot, patience).__dict__
+    done = drainer.run(slot, patience)
+    services.redis.xgroup_delconsumer(OUTBOX_KEY, OUTBOX.group, consumer)
+    return done.__dict__
 
 
 def _send(services, outbox: Outbox, entries: Sequence[Entry]) -> dict:

@@ -256,3 +256,24 @@ def test_a_callback_is_taken_before_the_outbox_drains(app, services, queues):
         worker.work(burst=True, max_jobs=1)
     assert callback.get_status(refresh=True) == JobStatus.FINISHED
     assert len(queues[OUTBOUND].get_jobs()) == 3
+
+
+def test_a_drain_never_sends_what_another_holds_until_it_is_abandoned(
+    app, at_services, fake_at, queues, monkeypatch
+):
+    """Replies read by a drain that has not acknowledged them (still sending, or killed) are
+    left to it; once idle for CLAIM_IDLE_MS another drain sends them. A drain that ends
+    cleanly leaves no consumer behind."""
+    with app.app_context():
+        reply_by_api(at_services, "at", NUMBER, TEXT)
+    redis = at_services.redis
+    redis.xgroup_create(OUTBOX_KEY, outbox.OUTBOX.group, id="0", mkstream=True)
+    redis.xreadgroup(outbox.OUTBOX.group, "send-0-killed", {OUTBOX_KEY: ">"})
+    drain(app)
+    assert fake_at.requests == []  # not idle long enough: it may still be on its way
+    monkeypatch.setattr(outbox, "OUTBOX", dataclasses.replace(outbox.OUTBOX, claim_idle_ms=0))
+    monkeypatch.delitem(at_services.__dict__, "outbox")
+    drain(app)
+    assert sent(fake_at) == [(NUMBER, TEXT)]
+    consumers = {c["name"] for c in redis.xinfo_consumers(OUTBOX_KEY, outbox.OUTBOX.group)}
+    assert consumers == {b"send-0-killed"} or consumers == {"send-0-killed"}
