@@ -33,8 +33,37 @@ REDACTED = "[number removed]"
 ADDRESS_CHARS = re.compile(r"[+\d ().\-]*\d[+\d ().\-]*")
 # 7+ digits (any script), optionally led by ( or +, broken by spaces, dots, dashes, brackets,
 # commas, slashes, underscores, # or * (people group digits every way they can type).
-PHONE_LIKE = re.compile(r"\(?\+?\d[\d\s().\-,/_#*]{5,}\d")
+# Dashes of every width and ~ | ; ' join groups too (":" and "x" only in free text, below: a
+# log line's times and sizes would otherwise go).
+PHONE_LIKE = re.compile(
+    r"\(?\+?\d[\d\s().\-,/_#*~|;'\u2010-\u2015\u2212\u2043\ufe58\ufe63\uff0d]{5,}\d"
+)
 MIN_PHONE_DIGITS = 7
+# What a worker may type for a number in free text: groups of digits (any script), with the
+# common letter-for-digit swaps (o and O for 0, I and l for 1) inside a group that holds a real
+# digit, joined by one to three separators of any kind (spaces, punctuation, dashes of every
+# width, "x"). A run of such groups with 7 or more digit characters, 4 of them real digits,
+# is a number (scrub, below).
+_DIGITISH = r"\doOIl"
+_GROUP = rf"[{_DIGITISH}]*\d[{_DIGITISH}]*"
+_SEPARATOR = r"[\s().,/_#*~|:;'\"`+xX\-\u00b7\u2010-\u2015\u2212\u2043\ufe58\ufe63\uff0d]{1,3}"
+_SWAPS_ALONE = r"[oOIl]{1,3}"  # a group typed all in letters ("o" for a lone 0), between groups
+_LETTER = r"[^\W\d_]"
+TYPED_NUMBER = re.compile(
+    rf"(?:(?<!{_LETTER}){_SWAPS_ALONE}{_SEPARATOR})?"  # letters alone first: not a word's end
+    rf"[+(]{{0,2}}{_GROUP}(?:{_SEPARATOR}(?:{_SWAPS_ALONE}{_SEPARATOR})*{_GROUP})*"
+    rf"(?:{_SEPARATOR}{_SWAPS_ALONE}(?!{_LETTER}))?"  # and last: not a word's start
+)
+SWAPPED = frozenset("oOIl")
+MIN_REAL_DIGITS = 4
+# A time of day or a span of two (08:00, 20:00:59, 08:00-20:00): kept, though ":" may also split
+# a typed number, when it stands apart from other digits (``_standalone``).
+_TIME = r"(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?"
+TIME_OF_DAY = re.compile(
+    rf"(?<![\d:]){_TIME}(?:\s*[-~\u2010-\u2015]\s*{_TIME}|\s+to\s+{_TIME})?(?![\d:])"
+)
+_DIGIT_NEAR_BEFORE = re.compile(rf"[{_DIGITISH}](?:{_SEPARATOR})?$")
+_DIGIT_NEAR_AFTER = re.compile(rf"(?:{_SEPARATOR})?[{_DIGITISH}]")
 # An ISO-8601 date or timestamp, which PHONE_LIKE would otherwise take for a number.
 ISO_TIMESTAMP = re.compile(
     r"(?<![\d+])(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
@@ -105,12 +134,16 @@ def e164(address: str) -> str:
 def scrub(text: str, region: str | None = None) -> str:
     """Free text with every phone number in it replaced, before it is stored anywhere.
 
-    Every run of 7 or more digits goes first, whatever its separators or script (ISO dates
-    survive); then phonenumbers removes any valid number in an international or (given the
-    region) national format that is left.
+    What a worker may type for a number goes first (``TYPED_NUMBER``: digits of any script,
+    any separator, letters for digits; times of day and ISO dates survive); then every run of
+    7 or more digits left (as log lines are redacted); then phonenumbers removes any valid
+    number in an international or (given the region) national format that is left.
     """
     if not text:
         return text
+    text = _kept_apart(
+        text, ISO_TIMESTAMP, lambda part: _kept_apart(part, TIME_OF_DAY, _typed, _standalone)
+    )
     text = redact_phone_like(text, REDACTED)
     spans = [
         (m.start, m.end)
@@ -138,6 +171,43 @@ def redact_phone_like(text: str, replacement: str) -> str:
         pieces.append(_redact_runs(text[position:start], replacement))
         pieces.append(text[start:end])
         position = end
+    return "".join(pieces)
+
+
+def _typed(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        run = match.group()
+        real = sum(c.isdigit() for c in run)
+        swapped = sum(c in SWAPPED for c in run)
+        if real >= MIN_REAL_DIGITS and real + swapped >= MIN_PHONE_DIGITS:
+            return REDACTED
+        return run
+
+    return TYPED_NUMBER.sub(replace, text)
+
+
+def _standalone(text: str, match: re.Match[str]) -> bool:
+    """A time of day with no digit (or letter typed for one) next to it: one may be part of a
+    number (1:28 3946)."""
+    before = text[max(0, match.start() - 5) : match.start()]
+    return not _DIGIT_NEAR_BEFORE.search(before) and not _DIGIT_NEAR_AFTER.match(text, match.end())
+
+
+def _kept_apart(
+    text: str,
+    keep: re.Pattern[str],
+    change: Callable[[str], str],
+    kept: Callable[[str, re.Match[str]], bool] = lambda text, match: True,
+) -> str:
+    """``change`` applied to the text between the matches of ``keep`` (those ``kept`` says
+    stay), which stay as they are."""
+    pieces, position = [], 0
+    for match in keep.finditer(text):
+        if not kept(text, match):
+            continue
+        pieces += [change(text[position : match.start()]), match.group()]
+        position = match.end()
+    pieces.append(change(text[position:]))
     return "".join(pieces)
 
 
