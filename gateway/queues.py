@@ -115,6 +115,16 @@ class Worker(SimpleWorker):
             except Exception as exc:  # Redis away for a moment: the next beat tries again
                 log.warning("liveness key not refreshed: %s", type(exc).__name__)
 
+    # -- failures --------------------------------------------------------------------------------
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", **more):
+        """As RQ's, with the traceback it keeps in Redis (the job's ``exc_info`` and its
+        result) redacted as every log line is: an exception may quote a number."""
+        from .identity import redact_phone_like
+        from .logs import REDACTED
+
+        exc_string = redact_phone_like(exc_string or "", REDACTED)
+        return super().handle_job_failure(job, queue, started_job_registry, exc_string, **more)
+
     # -- the scheduler -------------------------------------------------------------------------
     def _start_scheduler(
         self, burst=False, logging_level="INFO", date_format=None, log_format=None

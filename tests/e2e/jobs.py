@@ -16,3 +16,8 @@ def stubborn(url: str, key: str) -> int:
         redis.set(key + ":pid", os.getpid())
         time.sleep(120)
     return runs
+
+
+def leaky() -> None:
+    """Fails quoting a number, as a library's exception may."""
+    raise RuntimeError("could not reach +8801711283946 (01711-283946)")
