@@ -95,7 +95,17 @@ def demo(workers, days) -> None:
     from flask import current_app
 
     from .demo import walk
+    from .engine.definition import FlowError
+    from .i18n import CatalogError
 
+    if workers:  # the walk needs the flows: a flow set that does not load is one clear line
+        try:
+            services().registry.current()
+        except (FlowError, CatalogError) as exc:
+            raise click.ClickException(
+                f"flows or catalogs refused: {str(exc).splitlines()[0]} "
+                "(see 'workervoice flows lint')"
+            ) from None
     try:
         workplace_token, brand_token = _seed_demo(services())
     except (IntegrityError, directory.DirectoryError):

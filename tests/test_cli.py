@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import shutil
@@ -660,3 +661,16 @@ def test_a_broken_flow_file_does_not_block_the_administrators_commands(tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert "database is up to date" in done.stdout
+
+
+def test_demo_with_flows_that_do_not_load_is_one_clear_line(app, services, tmp_path, monkeypatch):
+    """The walk needs the flows: with none, the demo says so before seeding anything."""
+    empty = tmp_path / "no-flows"
+    empty.mkdir()
+    config = dataclasses.replace(services.config, flows_dir=empty)
+    monkeypatch.setattr(services, "config", config)
+    monkeypatch.delitem(services.__dict__, "registry", raising=False)
+    result = app.test_cli_runner().invoke(main, ["demo", "--workers", "3"])
+    one_line_error(result, "flows or catalogs refused", "enrolment flow is missing")
+    with services.db.session() as session:
+        assert session.scalars(select(Workplace.slug)).all() == []
