@@ -30,9 +30,10 @@ from .engine.inputs import HangUp, Input
 from .engine.session import Profile, Session
 from .engine.texts import Texts
 from .identity import Pseudonym, scrub
+from .outbox import Reply as OutboxReply
 from .persistence import encode
 from .services import Services
-from .sessions import Dialog, Kept, Opened, Reply, digest
+from .sessions import Armed, Dialog, Kept, Opened, Reply, digest
 from .timezones import zone_for_country
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ class Inbound:
     address: str  # the sender as the provider gave it; dropped once pseudonymised
     message_id: str  # the provider's id of this request: its retries carry the same
     dialog: str | None = None  # the provider's session id (USSD sessionId, CallSid), if any
+    # The sender sealed (gateway/outbound.seal_recipient) when the reply goes out by the
+    # provider's API (AT SMS): the hop's commit then puts it in the outbox as well.
+    sealed_sender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,10 @@ def handle(services: Services, inbound: Inbound, turn: Turn) -> Handled:
     except BaseException:
         services.sessions.release(who.value, opened.token)
         raise
-    if armed:  # the first request since the event log went idle queues its drain
+    if armed.events:  # the first request since the event log went idle queues its drain
         services.events.queue_drain()
+    if armed.outbox:  # and the first reply since the outbox went idle, the outbox's
+        services.outbox.queue_drain()
     return handled
 
 
@@ -104,7 +110,7 @@ def _converse(
     reply_to: Reply,
     turn: Turn,
     opened: Opened,
-) -> tuple[Handled, bool]:
+) -> tuple[Handled, Armed]:
     flows, texts = services.registry.current()
     stored = opened.session
     blank = Session(profile=Profile(country=who.country))
@@ -121,7 +127,7 @@ def _converse(
             dialog=_kept(inbound, dialog),
             token=opened.token or "",
         )
-        return Handled(reply, None), False
+        return Handled(reply, None), Armed()
     hung_up = isinstance(turned.input, HangUp)
     # A hang-up needs no profile, and never brings back a worker just forgotten or declined.
     session = stored or (blank if hung_up else _fresh_session(services, who, opened))
@@ -139,9 +145,9 @@ def _converse(
     result = runtime.step(flows, session, turned.input, ctx)
     opted_out = bool(result.of(OptedOut))
     reply = turn.render(result, dialog, texts)
-    # The new session, the dialog's state, the cached reply, the profile cache and the events
-    # are written together, so a retry of this request can never meet the new session without
-    # its reply, nor append its events twice.
+    # The new session, the dialog's state, the cached reply, the profile cache, the events and
+    # the reply to send by API are written together, so a retry of this request can never meet
+    # the new session without its reply, nor append its events or send its reply twice.
     # A hang-up keeps the dialog's state until it expires: a provider may report the hang-up
     # before the call's last answer, which must still count.
     armed = services.sessions.commit(
@@ -154,8 +160,16 @@ def _converse(
         token=opened.token or "",
         profile=_kept_profile(services, who, result),
         events=_events(inbound, who, result.events, now),
+        outbox=_to_send(inbound, reply),
     )
     return Handled(reply, result), armed
+
+
+def _to_send(inbound: Inbound, reply: str) -> str:
+    """The outbox's entry for a reply that goes out by the provider's API ('' if none)."""
+    if not inbound.sealed_sender or not reply:
+        return ""
+    return OutboxReply(inbound.provider, inbound.sealed_sender, reply).encode()
 
 
 def _kept(inbound: Inbound, dialog: Dialog) -> Dialog | None:

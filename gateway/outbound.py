@@ -181,8 +181,12 @@ def sender_for(provider: str, config: Config) -> SmsSender:
     return OutboxSender(config.instance_dir / "outbox")
 
 
+def seal_recipient(services: Services, recipient_e164: str) -> str:
+    """The recipient as an outbox entry carries it: AES-GCM, for RECIPIENT_TTL_SECONDS."""
+    return services.crypto.seal(recipient_e164, RECIPIENT_PURPOSE, RECIPIENT_TTL_SECONDS)
+
+
 def reply_by_api(services: Services, provider: str, recipient_e164: str, text: str) -> None:
-    """Seal the recipient and put the reply in the outbox (gateway/outbox.py), whose drain
-    sends it."""
-    sealed = services.crypto.seal(recipient_e164, RECIPIENT_PURPOSE, RECIPIENT_TTL_SECONDS)
-    services.outbox.add(provider, sealed, text)
+    """Put a reply in the outbox (gateway/outbox.py), whose drain sends it, outside a hop (a
+    hop's reply goes there in its commit: conversation.Inbound.sealed_sender)."""
+    services.outbox.add(provider, seal_recipient(services, recipient_e164), text)

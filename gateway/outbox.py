@@ -39,6 +39,7 @@ from .persistence import ARMED_SECONDS, FIELD, PATIENCE_SECONDS, Drainer, Entry,
 log = logging.getLogger(__name__)
 
 OUTBOX_KEY = "wv:outbox"
+OUTBOX_ARMED = "wv:outbox:armed:{}"
 RETRY_KEY = "wv:outbox:retry"  # sorted set: a reply to try again, scored by when
 WAKE_KEY = "wv:outbox:wake"  # when the next drain for a retry is queued for
 BATCH = 100
@@ -202,7 +203,7 @@ def _reason(exc: Exception) -> str:
 OUTBOX = Stream(
     key=OUTBOX_KEY,
     dead="wv:outbox:dead",
-    armed="wv:outbox:armed:{}",
+    armed=OUTBOX_ARMED,
     group="send",
     consumer="send-{}",
     job=send_waiting,

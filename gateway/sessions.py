@@ -23,6 +23,7 @@ from redis.exceptions import LockError
 
 from .directory_cache import BUILT_KEY
 from .engine.session import Session
+from .outbox import OUTBOX_ARMED, OUTBOX_KEY
 from .persistence import ARMED_KEY, ARMED_SECONDS, STREAM_KEY
 
 SESSION_KEY = "wv:session:{}"
@@ -61,6 +62,10 @@ if ARGV[12] ~= '' then
   redis.call('XADD', KEYS[7], '*', 'batch', ARGV[12])
   if redis.call('SET', KEYS[8], '1', 'NX', 'EX', ARGV[13]) then armed = 1 end
 end
+if ARGV[14] ~= '' then
+  redis.call('XADD', KEYS[9], '*', 'batch', ARGV[14])
+  if redis.call('SET', KEYS[10], '1', 'NX', 'EX', ARGV[13]) then armed = armed + 2 end
+end
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return armed
 """
@@ -86,6 +91,14 @@ class Opened:
     dialog: Dialog | None = None
     profile: bytes | None = None  # the cached profile, raw (gateway/directory_cache.py)
     built: bool = True  # the cache's marker is there (else it is being rebuilt)
+
+
+@dataclass(frozen=True)
+class Armed:
+    """Which drains a commit armed: the event log's, the outbox's."""
+
+    events: bool = False
+    outbox: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,13 +206,14 @@ class SessionStore:
         token: str = "",
         profile: Kept = Kept(),
         events: str = "",
-    ) -> bool:
+        outbox: str = "",
+    ) -> Armed:
         """The hop's last round trip, all at once (one Lua call): the session saved (or deleted
         when over), the reply cached under the provider's message id, the dialog's state saved
         (it expires DIALOG_SECONDS after its last request), on opt-out the day-long 'forgotten'
-        mark, the cached profile changed, the events appended to the event log with drainer
-        slot 0 armed, and the lock given back. True if this call armed the drain (the caller
-        queues it)."""
+        mark, the cached profile changed, the events appended to the event log and a reply to
+        send by API to the outbox (gateway/outbox.py), each with its drainer slot 0 armed, and
+        the lock given back. Which drains this call armed (the caller queues them)."""
         state = (
             json.dumps(dialog.state, ensure_ascii=False, separators=(",", ":")) if dialog else ""
         )
@@ -212,6 +226,8 @@ class SessionStore:
             profile.key or SESSION_KEY.format("-"),
             STREAM_KEY,
             ARMED_KEY.format(0),
+            OUTBOX_KEY,
+            OUTBOX_ARMED.format(0),
         ]
         args: list[str | int] = [
             token,
@@ -227,8 +243,10 @@ class SessionStore:
             profile.value,
             events,
             ARMED_SECONDS,
+            outbox,
         ]
-        return bool(self._commit(keys=keys, args=args))
+        armed = int(self._commit(keys=keys, args=args))  # type: ignore[arg-type]
+        return Armed(events=bool(armed & 1), outbox=bool(armed & 2))
 
     def forgotten_at(self, pseudonym: str) -> datetime | None:
         return self.forgotten_since([pseudonym]).get(pseudonym)

@@ -12,7 +12,7 @@ from flask import Response, request
 
 from ..conversation import Inbound, handle
 from ..identity import InvalidAddress, e164
-from ..outbound import reply_by_api
+from ..outbound import seal_recipient
 from ..services import current
 from . import BadRequest, bounded, external_id, reject, required, sms, webhooks
 
@@ -34,13 +34,11 @@ def at_sms() -> Response:
         sender, text, message_id = required(request.form, "from", "text", "id")
         bounded(request.form, LIMITS)
         message_id = external_id(message_id, "id")
-        recipient = e164(sender)
-        inbound = Inbound("at", "sms", sender, message_id)
-        handled = handle(services, inbound, sms.SmsTurn(text))
+        sealed = seal_recipient(services, e164(sender))
+        inbound = Inbound("at", "sms", sender, message_id, sealed_sender=sealed)
+        # The reply goes to the outbox in the hop's own commit. A provider retry is answered
+        # from the reply cache: its reply went to the outbox the first time, and only then.
+        handle(services, inbound, sms.SmsTurn(text))
     except (BadRequest, InvalidAddress) as exc:
         return reject(400, str(exc))
-    # A provider retry is answered from the reply cache (handled.step is None): its reply was
-    # put in the outbox when the message was first handled, and is not sent again.
-    if handled.reply and handled.step is not None:
-        reply_by_api(services, "at", recipient, handled.reply)
     return Response("", status=200, mimetype="text/plain")

@@ -17,6 +17,7 @@ Also here: ``FakeAfricasTalking``, a local stand-in for the AT SMS API (PROVIDER
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import threading
@@ -250,13 +251,18 @@ def _phone(address: str | None) -> str | None:
 
 def _spy(run: Run, monkeypatch) -> None:
     """Record what the adapter hands on: the events its hop appends to the event log (as
-    "events"), the replies it puts in the outbox (as "send_sms") and the jobs it queues (by
-    function name; the drains of both aside). All of it still runs for real."""
+    "events"), the replies it puts in the outbox (as "send_sms", in the hop's commit or
+    outside it) and the jobs it queues (by function name; the drains of both aside). All of it
+    still runs for real."""
     real_handle = run.channel.module.handle
     real_commit = run.services.sessions.commit
 
     def handle(services, inbound, turn):
         handled = real_handle(services, inbound, turn)
+        if inbound.sealed_sender is not None:  # a reply by API: the sender, sealed
+            opened = services.crypto.unseal(inbound.sealed_sender, RECIPIENT_PURPOSE)
+            assert opened == e164(inbound.address)
+            inbound = dataclasses.replace(inbound, sealed_sender=None)
         run.inbounds.append((inbound, getattr(turn, "text", "")))
         return handled
 
@@ -264,6 +270,11 @@ def _spy(run: Run, monkeypatch) -> None:
         armed = real_commit(*args, **kwargs)
         if kwargs.get("events"):
             run.queued.append(Queued("events", (json.loads(kwargs["events"]),), {}, None))
+        if kwargs.get("outbox"):
+            reply = outbox.Reply.decode(kwargs["outbox"])
+            run.queued.append(
+                Queued("send_sms", (reply.provider, reply.sealed, reply.text), {}, None)
+            )
         return armed
 
     real_add = run.services.outbox.add
