@@ -31,12 +31,8 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import platform
 import secrets
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,16 +165,8 @@ def batched(redis: Redis, engine, key_id: int, count: int, workers: list) -> flo
 
 
 def settings(args: argparse.Namespace) -> dict[str, object]:
-    def git(*argv: str) -> str:
-        done = subprocess.run(["git", "-C", str(stack.ROOT), *argv], capture_output=True)
-        return done.stdout.decode().strip() if done.returncode == 0 else "unknown"
-
-    status = git("status", "--short")
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty_files": len(status.splitlines()) if status != "unknown" else "unknown",
-        "machine": f"{os.cpu_count()} cores {platform.machine()} {platform.python_version()}",
-        "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        **stack.run_settings(),
         "persist_workers": WORKERS,
         "answers": args.answers,
         "baseline_answers": args.baseline_answers,
@@ -232,34 +220,14 @@ def main() -> None:
     parser.add_argument("--baseline-answers", type=int, default=6_000, help="job per answer")
     args = parser.parse_args()
     out = settings(args)
-
-    def stopped(signum, frame):
-        if signum == signal.SIGALRM:
-            raise TimeoutError(f"the run took more than {DEADLINE_S} s")
-        raise KeyboardInterrupt
-
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stopped)
-    signal.alarm(DEADLINE_S)
-    database, redis = stack.checked_urls(
-        os.environ.get("DATABASE_URL", DEFAULT_DATABASE), os.environ.get("REDIS_URL", DEFAULT_REDIS)
+    out.update(
+        stack.measured(
+            "ingest",
+            DEADLINE_S,
+            (DEFAULT_DATABASE, DEFAULT_REDIS),
+            lambda database, redis, tmp, children: run(args, database, redis, tmp, children),
+        )
     )
-    started, cpu = time.monotonic(), stack.Cpu(stack.server_pids(database, redis))
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        children = stack.Children(Path(tmp))
-        try:
-            out.update(run(args, database, redis, Path(tmp), children))
-        except BaseException:
-            for log in sorted(Path(tmp).glob("*.log")):
-                print(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
-            raise
-        finally:
-            signal.alarm(0)
-            children.stop_all()
-    elapsed = time.monotonic() - started
-    busy, other, stolen = cpu.shares(elapsed)
-    out.update(elapsed_s=round(elapsed, 1), cpu_busy_share=round(busy, 3))
-    out.update(other_cpu_share=round(other, 3), stolen_cpu_share=round(stolen, 3))
     for key, value in out.items():
         print(f"{key}={value}")
 

@@ -35,12 +35,8 @@ import argparse
 import base64
 import math
 import os
-import platform
 import secrets
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -233,16 +229,8 @@ def run(
 
 
 def settings(args: argparse.Namespace) -> dict[str, object]:
-    def git(*argv: str) -> str:
-        done = subprocess.run(["git", "-C", str(stack.ROOT), *argv], capture_output=True)
-        return done.stdout.decode().strip() if done.returncode == 0 else "unknown"
-
-    status = git("status", "--short")
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty_files": len(status.splitlines()) if status != "unknown" else "unknown",
-        "machine": f"{os.cpu_count()} cores {platform.machine()} {platform.python_version()}",
-        "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        **stack.run_settings(),
         "web": stack.web_line(),
         "web_concurrency": WEB_CONCURRENCY,
         "rq_workers": "workervoice worker: 2 persist, 1 outbound+calls",
@@ -267,36 +255,15 @@ def main() -> None:
     if load > DEADLINE_S - 150:
         sys.exit("those phases would not end within 10 minutes")
     out = settings(args)
-
-    def stopped(signum, frame):
-        if signum == signal.SIGALRM:
-            raise TimeoutError(f"the run took more than {DEADLINE_S} s")
-        raise KeyboardInterrupt
-
-    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):  # SIGINT: even if ignored
-        signal.signal(signum, stopped)
-    signal.alarm(DEADLINE_S)
-    database, redis = stack.checked_urls(
-        os.environ.get("DATABASE_URL", DEFAULT_DATABASE), os.environ.get("REDIS_URL", DEFAULT_REDIS)
+    out.update(
+        stack.measured(
+            "webhooks",
+            DEADLINE_S,
+            (DEFAULT_DATABASE, DEFAULT_REDIS),
+            lambda database, redis, tmp, children: run(args, database, redis, tmp, children),
+            quiet_logs=("web", "ceiling", "ceiling-again"),  # access logs
+        )
     )
-    started, cpu = time.monotonic(), stack.Cpu(stack.server_pids(database, redis))
-    with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
-        children = stack.Children(Path(tmp))
-        try:
-            out.update(run(args, database, redis, Path(tmp), children))
-        except BaseException:
-            for log in sorted(Path(tmp).glob("*.log")):
-                if log.stem not in ("web", "ceiling", "ceiling-again"):  # access logs
-                    tail = log.read_text(errors="replace")[-1500:]
-                    print(f"--- {log.name}\n{tail}", file=sys.stderr)
-            raise
-        finally:
-            signal.alarm(0)
-            children.stop_all()
-    elapsed = time.monotonic() - started
-    busy, other, stolen = cpu.shares(elapsed)
-    out.update(elapsed_s=round(elapsed, 1), cpu_busy_share=round(busy, 3))
-    out.update(other_cpu_share=round(other, 3), stolen_cpu_share=round(stolen, 3))
     if args.profile:
         profile = Path(args.profile)
         table = webhooks_profile.table([profile / "wall.txt", profile / "gil.txt"])

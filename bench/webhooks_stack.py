@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -293,3 +295,64 @@ class Cpu:
         busy, ours, servers, steal = (b - a for a, b in zip(self.start, end, strict=True))
         capacity = seconds * (os.cpu_count() or 1)
         return busy / capacity, max(0.0, busy - ours - servers - steal) / capacity, steal / capacity
+
+
+# -- what every benchmark run does around its own phases -----------------------------------------
+def run_settings() -> dict[str, object]:
+    """The commit, how many files differ from it, the machine and its load before the run."""
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True)
+        return done.stdout.decode().strip() if done.returncode == 0 else "unknown"
+
+    status = git("status", "--short")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty_files": len(status.splitlines()) if status != "unknown" else "unknown",
+        "machine": f"{os.cpu_count()} cores {platform.machine()} {platform.python_version()}",
+        "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def measured(
+    name: str,
+    deadline_s: int,
+    defaults: tuple[str, str],
+    run: Callable[[str, str, Path, Children], dict],
+    quiet_logs: tuple[str, ...] = (),
+) -> dict[str, object]:
+    """``run(database, redis, tmp, children)`` within ``deadline_s`` (SIGALRM), against the
+    DATABASE_URL and REDIS_URL in the environment (else ``defaults``), its children stopped at
+    the end, on Ctrl-C or on failure (then the tails of their logs, but ``quiet_logs``, go to
+    stderr); its figures with the run's elapsed time and CPU shares."""
+
+    def stopped(signum, frame):
+        if signum == signal.SIGALRM:
+            raise TimeoutError(f"the run took more than {deadline_s} s")
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):  # SIGINT: even if ignored
+        signal.signal(signum, stopped)
+    signal.alarm(deadline_s)
+    database, redis = checked_urls(
+        os.environ.get("DATABASE_URL", defaults[0]), os.environ.get("REDIS_URL", defaults[1])
+    )
+    started, cpu = time.monotonic(), Cpu(server_pids(database, redis))
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        children = Children(Path(tmp))
+        try:
+            out = run(database, redis, Path(tmp), children)
+        except BaseException:
+            for log in sorted(Path(tmp).glob("*.log")):
+                if log.stem not in quiet_logs:
+                    tail = log.read_text(errors="replace")[-1500:]
+                    print(f"--- {log.name}\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            signal.alarm(0)
+            children.stop_all()
+    elapsed = time.monotonic() - started
+    busy, other, stolen = cpu.shares(elapsed)
+    out.update(elapsed_s=round(elapsed, 1), cpu_busy_share=round(busy, 3))
+    out.update(other_cpu_share=round(other, 3), stolen_cpu_share=round(stolen, 3))
+    return out

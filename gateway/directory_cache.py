@@ -104,12 +104,6 @@ class ProfileCache:
     def key(pseudonym: str) -> str:
         return PROFILE_KEY.format(pseudonym)
 
-    def save(self, pseudonym: str, language: str, workplace: str) -> None:
-        self.redis.set(PROFILE_KEY.format(pseudonym), profile_json(language, workplace))
-
-    def forget(self, pseudonym: str) -> None:
-        self.redis.delete(PROFILE_KEY.format(pseudonym))
-
 
 def profile_json(language: str, workplace: str) -> str:
     return json.dumps({"language": language, "workplace": workplace}, separators=(",", ":"))

@@ -7,6 +7,7 @@ the port; ``AfricasTalkingSender`` and ``OutboxSender`` implement it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -72,7 +73,8 @@ def _http() -> requests.Session:
     return session
 
 
-def _pooled_sms_service(username: str, api_key: str):
+@functools.cache
+def _pooled_sms_service_class() -> type:
     """The SDK's SMS service, its requests sent over a kept-alive connection pool. The SDK
     itself posts with ``requests.post``, a new session and connection (and in production a new
     TLS handshake) per message: about 2 ms of CPU per reply, measured (docs/PERFORMANCE.md).
@@ -94,14 +96,14 @@ def _pooled_sms_service(username: str, api_key: str):
                 return res.json()
             return res.text
 
-    return PooledSMSService(username, api_key)
+    return PooledSMSService
 
 
 class AfricasTalkingSender:
     """Africa's Talking SMS through its Python SDK (PROVIDERS.md §5.2), connections kept."""
 
     def __init__(self, username: str, api_key: str, api_url: str | None = None):
-        self.service = _pooled_sms_service(username, api_key)
+        self.service = _pooled_sms_service_class()(username, api_key)
         if api_url:  # a sandbox or test double speaking the same protocol
             self.service._baseUrl = api_url.rstrip("/") + "/version1"
 

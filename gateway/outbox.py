@@ -43,7 +43,7 @@ OUTBOX_ARMED = "wv:outbox:armed:{}"
 RETRY_KEY = "wv:outbox:retry"  # sorted set: a reply to try again, scored by when
 WAKE_KEY = "wv:outbox:wake"  # when the next drain for a retry is queued for
 BATCH = 100
-SENDERS = 8  # replies in flight at once, per drain
+SENDERS = 8  # replies in flight at once, per worker process
 RETRY_SECONDS = (2, 10, 60, 300)  # after the 1st, 2nd, 3rd and 4th failure; then given up
 CLAIM_IDLE_MS = 60_000  # longer than any one send (the SDK gives up on a provider in ~10 s)
 MOVE_AT_ONCE = 500  # due retries moved back to the stream per refill
@@ -160,8 +160,7 @@ def _send(services, outbox: Outbox, entries: Sequence[Entry]) -> dict:
 
     replies = [Reply.decode(fields[FIELD.encode()]) for _, fields in entries]
     senders = {p: sender_for(p, services.config) for p in {r.provider for r in replies}}
-    with ThreadPoolExecutor(min(SENDERS, len(replies))) as pool:
-        outcomes = list(pool.map(lambda r: _send_one(services, senders[r.provider], r), replies))
+    outcomes = list(_pool().map(lambda r: _send_one(services, senders[r.provider], r), replies))
     for reply, outcome in zip(replies, outcomes, strict=True):
         if outcome == "failed":
             if reply.attempt < len(RETRY_SECONDS) and outbox.queue.is_async:
@@ -172,6 +171,18 @@ def _send(services, outbox: Outbox, entries: Sequence[Entry]) -> dict:
                 outcome = "given_up"
         metrics.SENDS.labels(reply.provider, outcome).inc()
     return {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's senders: kept from one batch to the next, and with them each thread's
+    kept-alive connections (gateway/outbound.py)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(SENDERS, thread_name_prefix="outbox")
+    return _POOL
 
 
 def _send_one(services, sender: SmsSender, reply: Reply) -> str:

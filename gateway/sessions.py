@@ -150,10 +150,6 @@ class SessionStore:
         raw = self.redis.get(SESSION_KEY.format(pseudonym))
         return Session.from_json(raw) if raw else None
 
-    def load_dialog(self, provider: str, session_id: str) -> Dialog:
-        """The provider session's state; an empty one for a session not seen before."""
-        return _dialog(provider, session_id, self.redis.get(Dialog(provider, session_id, {}).key))
-
     def open(self, reply_to: Reply, dialog: tuple[str, str] | None, profile_key: str) -> Opened:
         """The hop's first round trip: the cached reply if this request is a retry; else the
         worker's lock taken, with their session, the dialog's state and their cached profile.
@@ -270,10 +266,6 @@ class SessionStore:
             pipe.expire(key, 24 * 3600, nx=True)
             tries, _ = pipe.execute()
         return int(tries) <= CODE_TRIES_PER_DAY
-
-    def cached_reply(self, reply_to: Reply) -> str | None:
-        raw = self.redis.get(reply_to.key)
-        return _text(raw) if raw is not None else None
 
 
 def _text(raw: bytes | str) -> str:

@@ -284,3 +284,26 @@ def _close(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+def post_sms(url: str, provider: str, address: str, text: str, sid: str | None = None):
+    """One SMS from ``address`` to the gateway at ``url``, as Twilio (signed) or Africa's
+    Talking (with the webhook token) delivers it; the response, checked to be 200."""
+    import requests
+
+    from ..conftest import AT_TOKEN
+    from ..support import at_sms_form, twilio_signature, twilio_sms_form
+
+    if provider == "twilio":
+        form = twilio_sms_form(address, text, sid=sid)
+        response = requests.post(
+            url + "/webhooks/twilio/sms",
+            data=form,
+            timeout=10,
+            headers={"X-Twilio-Signature": twilio_signature(form)},
+        )
+    else:
+        form = at_sms_form(address, text, msg_id=sid)
+        response = requests.post(f"{url}/webhooks/at/sms?token={AT_TOKEN}", data=form, timeout=10)
+    assert response.status_code == 200, response.text
+    return response

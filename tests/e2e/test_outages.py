@@ -44,8 +44,8 @@ from store.models import Answer
 
 from ..conftest import AT_TOKEN, ROOT, environ_for
 from ..leaks import assert_no_numbers
-from ..support import add_workplace, at_sms_form, message_id, twilio_signature, twilio_sms_form
-from .processes import FakeAfricasTalking, Processes, TcpProxy, free_port
+from ..support import add_workplace, message_id
+from .processes import FakeAfricasTalking, Processes, TcpProxy, free_port, post_sms
 
 OUTAGE_SECONDS = 10.0
 RECOVERY_SECONDS = 30.0  # every answer given in the outage is stored this soon after it
@@ -133,21 +133,10 @@ class Phone:
 
     def send(self, text: str) -> str | None:
         if self.provider == "twilio":
-            form = twilio_sms_form(self.address, text, sid=message_id("SM"))
-            response = requests.post(
-                self.url + "/webhooks/twilio/sms",
-                data=form,
-                timeout=10,
-                headers={"X-Twilio-Signature": twilio_signature(form)},
-            )
-            assert response.status_code == 200, response.text
+            response = post_sms(self.url, "twilio", self.address, text, message_id("SM"))
             root = ElementTree.fromstring(response.content)
             return "\n".join(m.text or "" for m in root.iter("Message"))
-        form = at_sms_form(self.address, text, msg_id=message_id("ATXid_"))
-        response = requests.post(
-            f"{self.url}/webhooks/at/sms?token={AT_TOKEN}", data=form, timeout=10
-        )
-        assert response.status_code == 200, response.text
+        post_sms(self.url, "at", self.address, text, message_id("ATXid_"))
         if self.fake_at is None:
             return None
         self.at_replies += 1

@@ -30,12 +30,9 @@ from ..leaks import assert_no_numbers
 from ..support import (
     add_brand,
     add_workplace,
-    at_sms_form,
     message_id,
-    twilio_signature,
-    twilio_sms_form,
 )
-from .processes import FakeAfricasTalking, Processes
+from .processes import FakeAfricasTalking, Processes, post_sms
 
 # question -> answer of workers 1..6 (option value, or number)
 ANSWERS = {
@@ -139,21 +136,9 @@ class Conversation:
         self.at_replies = 0
 
     def send(self, text: str, sid: str | None = None) -> str:
+        response = post_sms(self.url, self.provider, self.address, text, sid)
         if self.provider == "twilio":
-            form = twilio_sms_form(self.address, text, sid=sid)
-            response = requests.post(
-                self.url + "/webhooks/twilio/sms",
-                data=form,
-                timeout=10,
-                headers={"X-Twilio-Signature": twilio_signature(form)},
-            )
-            assert response.status_code == 200, response.text
             return response.text
-        form = at_sms_form(self.address, text, msg_id=sid)
-        response = requests.post(
-            f"{self.url}/webhooks/at/sms?token={AT_TOKEN}", data=form, timeout=10
-        )
-        assert response.status_code == 200, response.text
         self.at_replies += 1
         return self.fake_at.wait_for(self.address, self.at_replies)
 
