@@ -6,8 +6,9 @@ appends ``(provider, sealed,
 text)`` to the Redis stream ``OUTBOX_KEY`` in one round trip; the first reply after the outbox
 went idle queues a ``send_waiting`` job on the ``outbound`` queue. That job is a drain of the
 stream like the event log's (gateway/persistence.py): it reads up to ``BATCH`` replies at a
-time and sends them ``SENDERS`` at once, so a slow provider costs waiting, not a worker per
-message, and one RQ job sends thousands of replies.
+time and sends them ``SENDERS`` at once (one worker's replies one after another, in order), so
+a slow provider costs waiting, not a worker per message, and one RQ job sends thousands of
+replies.
 
 Each reply's fate: sent; dropped when the seal no longer opens (expired, tampered) or the
 provider refused for good (an invalid or blacklisted number, do-not-disturb); or, on any other
@@ -160,7 +161,24 @@ def _send(services, outbox: Outbox, entries: Sequence[Entry]) -> dict:
 
     replies = [Reply.decode(fields[FIELD.encode()]) for _, fields in entries]
     senders = {p: sender_for(p, services.config) for p in {r.provider for r in replies}}
-    outcomes = list(_pool().map(lambda r: _send_one(services, senders[r.provider], r), replies))
+    outcome_of: dict[int, str] = {}
+    # One worker's replies go out one after the other, in the order they came: only different
+    # workers' replies are in flight at once.
+    in_turn: dict[str, list[tuple[int, str]]] = {}
+    for index, reply in enumerate(replies):
+        number = _opened(services, reply)
+        if number is None:
+            outcome_of[index] = "dropped"
+        else:
+            in_turn.setdefault(number, []).append((index, number))
+
+    def send_in_turn(turn: list[tuple[int, str]]) -> None:
+        for index, number in turn:
+            reply = replies[index]
+            outcome_of[index] = _send_one(senders[reply.provider], reply, number)
+
+    list(_pool().map(send_in_turn, in_turn.values()))
+    outcomes = [outcome_of[index] for index in range(len(replies))]
     for reply, outcome in zip(replies, outcomes, strict=True):
         if outcome == "failed":
             if reply.attempt < len(RETRY_SECONDS) and outbox.queue.is_async:
@@ -185,16 +203,20 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _send_one(services, sender: SmsSender, reply: Reply) -> str:
-    """``sent``, ``dropped`` (the seal no longer opens, or the provider refused for good) or
-    ``failed`` (worth another try). Never raises: a failure is named, never quoted."""
+def _opened(services, reply: Reply) -> str | None:
+    """The reply's recipient, or None if the seal no longer opens (expired, tampered)."""
     from .crypto import CryptoError
 
     try:
-        number = services.crypto.unseal(reply.sealed, RECIPIENT_PURPOSE)
+        return services.crypto.unseal(reply.sealed, RECIPIENT_PURPOSE)
     except CryptoError as exc:
         log.warning("reply not sent: %s", exc)
-        return "dropped"
+        return None
+
+
+def _send_one(sender: SmsSender, reply: Reply, number: str) -> str:
+    """``sent``, ``dropped`` (the provider refused for good) or ``failed`` (worth another try).
+    Never raises: a failure is named, never quoted."""
     try:
         message_id = sender.send(number, reply.text)
     except SendRefused as exc:

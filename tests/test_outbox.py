@@ -199,8 +199,8 @@ def test_the_maintenance_pass_wakes_a_drain_for_due_retries(
     assert [j.func_name for j in queues[OUTBOUND].get_jobs()] == ["gateway.outbox.send_waiting"]
 
 
-def test_replies_go_out_several_at_once(app, at_services, fake_at, queues):
-    """A slow provider is waited for by several senders at once, not one reply at a time."""
+def slow_provider(fake_at) -> list[int]:
+    """The fake AT API answers after 0.2 s; [the most requests it had in flight at once]."""
     lock, in_flight, most = threading.Lock(), [0], [0]
     accept = at_answer(101, "Success", NUMBER)
 
@@ -214,12 +214,29 @@ def test_replies_go_out_several_at_once(app, at_services, fake_at, queues):
         return accept(form)
 
     fake_at.answer = slow
+    return most
+
+
+def test_replies_go_out_several_at_once(app, at_services, fake_at, queues):
+    """A slow provider is waited for by several senders at once (different workers' replies),
+    not one reply at a time."""
+    most = slow_provider(fake_at)
     with app.app_context():
         for n in range(16):
-            reply_by_api(at_services, "at", NUMBER, f"{TEXT} {n}")
+            reply_by_api(at_services, "at", f"+2547112839{n:02d}", f"{TEXT} {n}")
     drain(app)
     assert len(fake_at.requests) == 16
     assert most[0] == outbox.SENDERS
+
+
+def test_one_workers_replies_go_out_in_order(app, at_services, fake_at, queues):
+    most = slow_provider(fake_at)
+    with app.app_context():
+        for n in range(5):
+            reply_by_api(at_services, "at", NUMBER, f"{TEXT} {n}")
+    drain(app)
+    assert sent(fake_at) == [(NUMBER, f"{TEXT} {n}") for n in range(5)]
+    assert most[0] == 1
 
 
 def test_the_embedded_default_tries_once(app, at_services, fake_at, caplog, monkeypatch):
