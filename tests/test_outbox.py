@@ -199,15 +199,24 @@ def test_the_maintenance_pass_wakes_a_drain_for_due_retries(
     assert [j.func_name for j in queues[OUTBOUND].get_jobs()] == ["gateway.outbox.send_waiting"]
 
 
-def slow_provider(fake_at) -> list[int]:
-    """The fake AT API answers after 0.2 s; [the most requests it had in flight at once]."""
+def slow_provider(fake_at, together: int = 1) -> list[int]:
+    """The fake AT API answers after 0.2 s, its first ``together`` requests only once that
+    many are in flight (or 5 s have passed: a slow machine cannot hide concurrency, nor fake
+    it); [the most requests it had in flight at once]."""
     lock, in_flight, most = threading.Lock(), [0], [0]
     accept = at_answer(101, "Success", NUMBER)
+    barrier = threading.Barrier(together, timeout=5)
 
     def slow(form):
         with lock:
             in_flight[0] += 1
             most[0] = max(most[0], in_flight[0])
+            first = len(fake_at.requests) <= together
+        if first and together > 1:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
         time.sleep(0.2)
         with lock:
             in_flight[0] -= 1
@@ -220,7 +229,7 @@ def slow_provider(fake_at) -> list[int]:
 def test_replies_go_out_several_at_once(app, at_services, fake_at, queues):
     """A slow provider is waited for by several senders at once (different workers' replies),
     not one reply at a time."""
-    most = slow_provider(fake_at)
+    most = slow_provider(fake_at, together=outbox.SENDERS)
     with app.app_context():
         for n in range(16):
             reply_by_api(at_services, "at", f"+2547112839{n:02d}", f"{TEXT} {n}")
