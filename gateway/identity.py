@@ -25,6 +25,7 @@ from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberMat
 from .crypto import Crypto
 
 KEY_CACHE_SECONDS = 5.0
+CURRENT, PREVIOUS = "current", "previous"  # a key's status (store/keyring.py)
 KEY_PURPOSE = "pseudonym-key"
 CHANNEL_PREFIXES = ("whatsapp:", "tel:", "sms:")
 REDACTED = "[number removed]"
@@ -91,6 +92,10 @@ class Pseudonym:
     value: str  # hex HMAC-SHA256 of the E.164 number under key ``key_id``
     key_id: int
     country: str | None  # ISO region of the number (language order, time zone); not identifying
+    # The same worker under each previous key that still exists (newest first), as
+    # (key id, pseudonym): where a returning worker's profile is found after a rotation, and
+    # what DELETE erases besides the current period. Empty once those keys are destroyed.
+    earlier: tuple[tuple[int, str], ...] = ()
 
     @property
     def seed(self) -> int:
@@ -256,7 +261,7 @@ class KeyRing:
 
     def current(self) -> Key:
         for key in self.keys():
-            if key.status == "current":
+            if key.status == CURRENT:
                 return key
         raise LookupError("the pseudonym key ring has no current key: run 'workervoice db upgrade'")
 
@@ -285,6 +290,24 @@ class Identity:
         return self._pseudonym(phonenumbers.format_number(number, PhoneNumberFormat.E164), country)
 
     def _pseudonym(self, identifier: str, country: str | None) -> Pseudonym:
-        key = self.ring.current()
-        digest = hmac.new(key.secret, identifier.encode(), hashlib.sha256).hexdigest()
-        return Pseudonym(value=digest, key_id=key.id, country=country)
+        keys = self.ring.keys()
+        current = next((key for key in keys if key.status == CURRENT), None)
+        if current is None:
+            raise LookupError(
+                "the pseudonym key ring has no current key: run 'workervoice db upgrade'"
+            )
+        earlier = tuple(
+            (key.id, _hmac(key.secret, identifier))
+            for key in keys
+            if key.status == PREVIOUS and key.id != current.id
+        )
+        return Pseudonym(
+            value=_hmac(current.secret, identifier),
+            key_id=current.id,
+            country=country,
+            earlier=earlier,
+        )
+
+
+def _hmac(secret: bytes, identifier: str) -> str:
+    return hmac.new(secret, identifier.encode(), hashlib.sha256).hexdigest()
