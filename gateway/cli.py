@@ -274,4 +274,4 @@ def revoke(workplace_slug, brand_slug) -> None:
 
 
 # The other commands register themselves on ``main`` when imported.
-from . import cli_content, cli_processes  # noqa: E402,F401
+from . import cli_content, cli_processes, cli_salts  # noqa: E402,F401

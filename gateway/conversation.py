@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from .directory_cache import profile_json
+from .directory_cache import CachedProfile, profile_json
 from .engine import runtime
 from .engine.definition import FlowSet
 from .engine.events import Enrolled, Event, LanguageChanged, OptedOut, Step
@@ -33,7 +33,7 @@ from .identity import Pseudonym, scrub
 from .outbox import Reply as OutboxReply
 from .persistence import encode
 from .services import Services
-from .sessions import Armed, Dialog, Kept, Opened, Reply, digest
+from .sessions import Armed, Dialog, Earlier, Kept, Opened, Reply, digest
 from .timezones import zone_for_country
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ def handle(services: Services, inbound: Inbound, turn: Turn) -> Handled:
         reply_to,
         (inbound.provider, inbound.dialog) if inbound.dialog else None,
         services.profiles.key(who.value),
+        [Earlier(key_id, pseudonym) for key_id, pseudonym in who.earlier],
     )
     if opened.reply is not None:
         return Handled(opened.reply, None)
@@ -113,6 +114,9 @@ def _converse(
 ) -> tuple[Handled, Armed]:
     flows, texts = services.registry.current()
     stored = opened.session
+    moved = Moved.of(who, opened)
+    cached = services.profiles.found(opened.profile, opened.built)
+    seed = cached.seed if cached is not None and cached.seed is not None else moved.seed
     blank = Session(profile=Profile(country=who.country))
     dialog = opened.dialog or Dialog(inbound.provider, "", {})
     turned = turn.read(dialog, stored or blank)  # a stored profile never has a question pending
@@ -126,16 +130,19 @@ def _converse(
             reply,
             dialog=_kept(inbound, dialog),
             token=opened.token or "",
+            profile=moved.profile(services, who, cached, seed),
+            events=_events(inbound, who, (), services.now(), moved, seed),
+            moved_from=moved.earlier,
         )
         return Handled(reply, None), Armed()
     hung_up = isinstance(turned.input, HangUp)
     # A hang-up needs no profile, and never brings back a worker just forgotten or declined.
-    session = stored or (blank if hung_up else _fresh_session(services, who, opened))
+    session = stored or (blank if hung_up else _fresh_session(who, cached))
     now = services.now()
     ctx = runtime.Context(
         now=now,
         today=now.astimezone(_zone(services, session)).date(),
-        seed=who.seed,
+        seed=who.seed if seed is None else seed,
         texts=texts,
         workplaces=_resolve_code(services, who, flows, session, turned.input),
         scrub=lambda text: scrub(text, who.country),
@@ -158,9 +165,10 @@ def _converse(
         forgotten_at=now if opted_out else None,
         dialog=_kept(inbound, dialog),
         token=opened.token or "",
-        profile=_kept_profile(services, who, result),
-        events=_events(inbound, who, result.events, now),
+        profile=_kept_profile(services, who, result, cached, seed, moved),
+        events=_events(inbound, who, result.events, now, moved, seed),
         outbox=_to_send(inbound, reply),
+        moved_from=moved.earlier,
     )
     return Handled(reply, result), armed
 
@@ -189,9 +197,8 @@ def _resolve_code(
     return {code: services.directory.slug_for_code(code)}
 
 
-def _fresh_session(services: Services, who: Pseudonym, opened: Opened) -> Session:
+def _fresh_session(who: Pseudonym, cached: CachedProfile | None) -> Session:
     """A new session: the cached profile if the worker is enrolled, else a blank one."""
-    cached = services.profiles.found(opened.profile, opened.built)
     if cached is None:
         return Session(profile=Profile(country=who.country))
     return Session(
@@ -208,26 +215,41 @@ def _zone(services: Services, session: Session) -> ZoneInfo:
     return ZoneInfo(name or zone_for_country(session.profile.country))
 
 
-def _kept_profile(services: Services, who: Pseudonym, result: Step) -> Kept:
+def _kept_profile(
+    services: Services,
+    who: Pseudonym,
+    result: Step,
+    cached: CachedProfile | None,
+    seed: int | None,
+    moved: Moved,
+) -> Kept:
     """The profile this step changed, cached for the worker's next sessions (no hop reads the
     database), in the same commit as its events; a STOP's goes at once (the drain deletes the
-    stored one)."""
+    stored one). A worker moving to a new key's pseudonym has theirs written there."""
     key = services.profiles.key(who.value)
     if result.of(OptedOut):
         return Kept(key, "del")
     changed = any(isinstance(event, Enrolled | LanguageChanged) for event in result.events)
-    if not changed or result.session is None:
-        return Kept()
-    profile = result.session.profile
-    if profile.enrolled and profile.language and profile.workplace:
-        return Kept(key, "set", profile_json(profile.language, profile.workplace))
-    return Kept()
+    if changed and result.session is not None:
+        profile = result.session.profile
+        if profile.enrolled and profile.language and profile.workplace:
+            return Kept(key, "set", profile_json(profile.language, profile.workplace, seed))
+    return moved.profile(services, who, cached, seed)
 
 
-def _events(inbound: Inbound, who: Pseudonym, events: tuple[Event, ...], now: datetime) -> str:
-    """The events to keep, as the event log's entry ('' if none)."""
+def _events(
+    inbound: Inbound,
+    who: Pseudonym,
+    events: tuple[Event, ...],
+    now: datetime,
+    moved: Moved,
+    seed: int | None = None,
+) -> str:
+    """The events to keep, as the event log's entry ('' if none). A move to a new key's
+    pseudonym goes first, so the drain moves the stored profile and answers before it writes
+    what this request changed."""
     request = digest(inbound.provider, who.value, inbound.message_id)
-    kept = []
+    kept = [] if moved.earlier is None else [moved.event(now, seed)]
     for index, event in enumerate(events):
         if not event.persist:
             continue
@@ -246,3 +268,46 @@ def _events(inbound: Inbound, who: Pseudonym, events: tuple[Event, ...], now: da
             "events": kept,
         }
     )
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A worker's first request since a key rotation, whose state the hop found under the
+    previous key's pseudonym (``earlier``; None for everyone else): its commit moves the
+    session and cached profile to the new pseudonym and deletes them there, and its event tells
+    the drain to move the stored profile and the latest answers (docs/PRIVACY.md)."""
+
+    earlier: Earlier | None = None
+
+    @classmethod
+    def of(cls, who: Pseudonym, opened: Opened) -> Moved:
+        if opened.moved is None or opened.moved >= len(who.earlier):
+            return cls()
+        key_id, pseudonym = who.earlier[opened.moved]
+        return cls(Earlier(key_id, pseudonym))
+
+    @property
+    def seed(self) -> int | None:
+        """The daily rotation's seed the worker had before (their first pseudonym's)."""
+        return None if self.earlier is None else int(self.earlier.pseudonym[:8], 16)
+
+    def profile(
+        self, services: Services, who: Pseudonym, cached: CachedProfile | None, seed: int | None
+    ) -> Kept:
+        """The cached profile written under the new pseudonym, as found ('' if no move)."""
+        if self.earlier is None or cached is None:
+            return Kept()
+        value = profile_json(cached.language, cached.workplace, seed)
+        return Kept(services.profiles.key(who.value), "set", value)
+
+    def event(self, now: datetime, seed: int | None) -> dict:
+        """The event log's record of the move (read by store/jobs.py)."""
+        assert self.earlier is not None
+        return {
+            "kind": "migrated",
+            "from": self.earlier.pseudonym,
+            "from_key": self.earlier.key_id,
+            "seed": self.seed if seed is None else seed,
+            "at": now.isoformat(),
+            "event_id": "",
+        }

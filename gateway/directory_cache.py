@@ -5,11 +5,14 @@ them there is gateway/directory_mirror.py.
 
 Redis keys (none holds a phone number, SPEC §6):
 
-    wv:keyring              the live pseudonym keys as JSON ``[[id, status, base64], ...]``,
-                            still AES-GCM under the master key (identity.KeyRing decrypts them)
+    wv:keyring              the live pseudonym keys as JSON ``[[id, status, base64,
+                            activates_at], ...]`` (epoch seconds), still AES-GCM under the
+                            master key (identity.KeyRing decrypts them); a destroyed key is
+                            gone from it
     wv:directory            a hash: ``code:<code>`` -> slug, ``zone:<slug>`` -> IANA zone,
                             ``callback:<HMAC of the number>`` -> slug
-    wv:profile:<pseudonym>  an enrolled worker: JSON ``{"language", "workplace"}``, no TTL
+    wv:profile:<pseudonym>  an enrolled worker: JSON ``{"language", "workplace"}`` (and
+                            ``"seed"`` once they moved across a key rotation), no TTL
     wv:cache:built          the marker: when the cache was last rebuilt from the database
     wv:cache:generation     bumped by every write of the ring or the directory
 
@@ -76,6 +79,7 @@ def number_digest(master_key: bytes) -> Callable[[str], str]:
 class CachedProfile:
     language: str
     workplace: str  # slug
+    seed: int | None = None  # the rotation seed kept across a key rotation (None: the pseudonym's)
 
 
 class ProfileCache:
@@ -105,14 +109,20 @@ class ProfileCache:
         return PROFILE_KEY.format(pseudonym)
 
 
-def profile_json(language: str, workplace: str) -> str:
-    return json.dumps({"language": language, "workplace": workplace}, separators=(",", ":"))
+def profile_json(language: str, workplace: str, seed: int | None = None) -> str:
+    data: dict[str, str | int] = {"language": language, "workplace": workplace}
+    if seed is not None:
+        data["seed"] = seed
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _profile(raw: bytes | str) -> CachedProfile | None:
     try:
         data = json.loads(raw)
-        return CachedProfile(str(data["language"]), str(data["workplace"]))
+        seed = data.get("seed")
+        return CachedProfile(
+            str(data["language"]), str(data["workplace"]), seed if isinstance(seed, int) else None
+        )
     except (ValueError, TypeError, KeyError):
         log.warning("a cached profile is unreadable: taken as no profile")
         return None

@@ -67,7 +67,8 @@ end
 return added
 """
 
-KeyBlobs = list[tuple[int, str, bytes]]  # (id, status, ciphertext), newest first
+# (id, status, ciphertext, activates_at as epoch seconds), newest first
+KeyBlobs = list[tuple[int, str, bytes, float]]
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,11 @@ class Mirror:
         def read() -> KeyBlobs:
             with self.database.session() as session:
                 keys = stored_keys.live_keys(session)
-                return [(k.id, k.status, k.secret) for k in keys if k.secret is not None]
+                return [
+                    (k.id, k.status, k.secret, _epoch(k.activates_at or k.created_at))
+                    for k in keys
+                    if k.secret is not None
+                ]
 
         def write(pipe: Any, ring: KeyBlobs) -> None:
             pipe.set(KEYRING_KEY, _ring_json(ring))
@@ -195,14 +200,26 @@ class Mirror:
 
 def _ring_json(ring: KeyBlobs) -> str:
     return json.dumps(
-        [[kid, status, base64.b64encode(blob).decode()] for kid, status, blob in ring]
+        [
+            [kid, status, base64.b64encode(blob).decode(), activates]
+            for kid, status, blob, activates in ring
+        ]
     )
 
 
 def _ring_from_json(raw: bytes | str) -> KeyBlobs:
-    return [
-        (int(kid), str(status), base64.b64decode(blob)) for kid, status, blob in json.loads(raw)
-    ]
+    """The ring as written by ``_ring_json`` (an entry without its time, written before keys
+    had one, took over when it was made)."""
+    ring = []
+    for entry in json.loads(raw):
+        kid, status, blob = entry[:3]
+        activates = float(entry[3]) if len(entry) > 3 else float("-inf")
+        ring.append((int(kid), str(status), base64.b64decode(blob), activates))
+    return ring
+
+
+def _epoch(moment: datetime) -> float:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:

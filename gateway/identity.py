@@ -7,6 +7,7 @@ and is pseudonymised the same way, the id standing in for the number. The ring i
 kept in the database, each key AES-GCM encrypted under the master key, mirrored into Redis as
 that same ciphertext (gateway/directory_cache.py: a hop reads no database), and cached here
 decrypted for at most ``KEY_CACHE_SECONDS`` so key changes reach every process within that time.
+A rotation's key takes over at the same instant in every process (``KeyRing.in_force``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberMat
 
 from .crypto import Crypto
 
-KEY_CACHE_SECONDS = 5.0
-CURRENT, PREVIOUS = "current", "previous"  # a key's status (store/keyring.py)
+KEY_CACHE_SECONDS = 2.0  # a process's copy of the ring is never older (SPEC §6 asks 5 s)
 KEY_PURPOSE = "pseudonym-key"
 CHANNEL_PREFIXES = ("whatsapp:", "tel:", "sms:")
 REDACTED = "[number removed]"
@@ -230,40 +230,72 @@ class Key:
     id: int
     secret: bytes
     status: str
+    activates_at: float = float("-inf")  # epoch seconds: when it takes over (store/keyring.py)
 
 
-KeyLoader = Callable[[], list[tuple[int, str, bytes]]]  # (id, status, ciphertext), newest first
+# (id, status, ciphertext, activates_at epoch seconds or None), newest first; a loader may also
+# give the older 3-tuples (then the key took over when it was made).
+KeyLoader = Callable[[], list[tuple]]
 
 
 class KeyRing:
     """Decrypted live keys, loaded again (from Redis, in the app) at most every
-    KEY_CACHE_SECONDS."""
+    KEY_CACHE_SECONDS, so a rotation or a destruction reaches every process within that time.
+
+    Which key is in force is decided on the wall clock, not by the stored status: a rotation
+    makes its key LEAD_SECONDS ahead of taking over (store/keyring.py), every process holds it
+    by then, and all of them change keys at its ``activates_at``."""
 
     def __init__(
-        self, load: KeyLoader, crypto: Crypto, clock: Callable[[], float] = time.monotonic
+        self,
+        load: KeyLoader,
+        crypto: Crypto,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ):
         self._load = load
         self._crypto = crypto
         self._clock = clock
+        self._wall = wall
         self._keys: list[Key] = []
+        self._blobs: list[tuple] = []
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
 
     def keys(self) -> list[Key]:
+        """Every key this process holds: in force, previous, and one about to take over."""
         with self._lock:
             if self._clock() - self._loaded_at >= KEY_CACHE_SECONDS or not self._keys:
-                self._keys = [
-                    Key(kid, self._crypto.decrypt(blob, KEY_PURPOSE, context(kid)), status)
-                    for kid, status, blob in self._load()
-                ]
+                blobs = [tuple(entry) for entry in self._load()]
+                if blobs != self._blobs or not self._keys:  # decrypt only what changed
+                    self._keys = [self._key(entry) for entry in blobs]
+                    self._blobs = blobs
                 self._loaded_at = self._clock()
             return list(self._keys)
 
+    def _key(self, entry: tuple) -> Key:
+        kid, status, blob = entry[:3]
+        activates = entry[3] if len(entry) > 3 and entry[3] is not None else float("-inf")
+        secret = self._crypto.decrypt(blob, KEY_PURPOSE, context(kid))
+        return Key(kid, secret, status, float(activates))
+
+    def in_force(self) -> tuple[Key, list[Key]]:
+        """The key new pseudonyms are made under now, and the earlier keys still alive (newest
+        first). A key whose time has not come yet is neither."""
+        now, keys = self._wall(), self.keys()
+        started = sorted(
+            (key for key in keys if key.activates_at <= now),
+            key=lambda key: (key.activates_at, key.id),
+            reverse=True,
+        )
+        if not started or not any(key.status == "current" for key in keys):
+            raise LookupError(
+                "the pseudonym key ring has no current key: run 'workervoice db upgrade'"
+            )
+        return started[0], started[1:]
+
     def current(self) -> Key:
-        for key in self.keys():
-            if key.status == CURRENT:
-                return key
-        raise LookupError("the pseudonym key ring has no current key: run 'workervoice db upgrade'")
+        return self.in_force()[0]
 
 
 def context(key_id: int) -> bytes:
@@ -290,17 +322,8 @@ class Identity:
         return self._pseudonym(phonenumbers.format_number(number, PhoneNumberFormat.E164), country)
 
     def _pseudonym(self, identifier: str, country: str | None) -> Pseudonym:
-        keys = self.ring.keys()
-        current = next((key for key in keys if key.status == CURRENT), None)
-        if current is None:
-            raise LookupError(
-                "the pseudonym key ring has no current key: run 'workervoice db upgrade'"
-            )
-        earlier = tuple(
-            (key.id, _hmac(key.secret, identifier))
-            for key in keys
-            if key.status == PREVIOUS and key.id != current.id
-        )
+        current, older = self.ring.in_force()
+        earlier = tuple((key.id, _hmac(key.secret, identifier)) for key in older)
         return Pseudonym(
             value=_hmac(current.secret, identifier),
             key_id=current.id,

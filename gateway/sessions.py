@@ -21,7 +21,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import LockError
 
-from .directory_cache import BUILT_KEY
+from .directory_cache import BUILT_KEY, PROFILE_KEY
 from .engine.session import Session
 from .outbox import OUTBOX_ARMED, OUTBOX_KEY
 from .persistence import ARMED_KEY, ARMED_SECONDS, STREAM_KEY
@@ -46,8 +46,14 @@ if cached then return {'reply', cached} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
 local dialog = false
 if ARGV[3] == '1' then dialog = redis.call('GET', KEYS[4]) end
-return {'open', redis.call('GET', KEYS[3]), dialog, redis.call('GET', KEYS[5]),
-        redis.call('EXISTS', KEYS[6])}
+local session, profile, moved = redis.call('GET', KEYS[3]), redis.call('GET', KEYS[5]), 0
+if not session and not profile then
+  for i = 7, #KEYS, 2 do
+    session, profile = redis.call('GET', KEYS[i]), redis.call('GET', KEYS[i + 1])
+    if session or profile then moved = (i - 5) / 2; break end
+  end
+end
+return {'open', session, dialog, profile, redis.call('EXISTS', KEYS[6]), moved}
 """
 _COMMIT = """
 if ARGV[2] == '' then redis.call('DEL', KEYS[2])
@@ -66,6 +72,7 @@ if ARGV[14] ~= '' then
   redis.call('XADD', KEYS[9], '*', 'batch', ARGV[14])
   if redis.call('SET', KEYS[10], '1', 'NX', 'EX', ARGV[13]) then armed = armed + 2 end
 end
+for i = 11, #KEYS do redis.call('DEL', KEYS[i]) end
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return armed
 """
@@ -91,6 +98,22 @@ class Opened:
     dialog: Dialog | None = None
     profile: bytes | None = None  # the cached profile, raw (gateway/directory_cache.py)
     built: bool = True  # the cache's marker is there (else it is being rebuilt)
+    # Found under an earlier key's pseudonym instead (``Earlier``, by position; None: not):
+    # the worker's first request since a rotation, whose commit moves them.
+    moved: int | None = None
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """Where a worker's state was kept under a previous key's pseudonym (grace migration)."""
+
+    key_id: int
+    pseudonym: str
+
+    @property
+    def keys(self) -> list[str]:
+        """What the hop reads there and its commit deletes once moved: session, profile."""
+        return [SESSION_KEY.format(self.pseudonym), PROFILE_KEY.format(self.pseudonym)]
 
 
 @dataclass(frozen=True)
@@ -150,9 +173,16 @@ class SessionStore:
         raw = self.redis.get(SESSION_KEY.format(pseudonym))
         return Session.from_json(raw) if raw else None
 
-    def open(self, reply_to: Reply, dialog: tuple[str, str] | None, profile_key: str) -> Opened:
+    def open(
+        self,
+        reply_to: Reply,
+        dialog: tuple[str, str] | None,
+        profile_key: str,
+        earlier: Sequence[Earlier] = (),
+    ) -> Opened:
         """The hop's first round trip: the cached reply if this request is a retry; else the
-        worker's lock taken, with their session, the dialog's state and their cached profile.
+        worker's lock taken, with their session, the dialog's state and their cached profile,
+        looked for under the ``earlier`` pseudonyms (newest first) when there is neither.
         Waits while another request from the worker holds the lock (LockError after
         LOCK_SECONDS)."""
         token = secrets.token_hex(8)
@@ -166,6 +196,8 @@ class SessionStore:
             profile_key,
             BUILT_KEY,
         ]
+        for before in earlier:
+            keys.extend(before.keys)
         args: list[str | int] = [token, LOCK_SECONDS * 1000, 1 if dialog else 0]
         waited, deadline = 0, time.monotonic() + LOCK_SECONDS
         while True:
@@ -173,7 +205,7 @@ class SessionStore:
             if reply[0] == b"reply":
                 return Opened(reply=_text(reply[1]), token=None)
             if reply[0] == b"open":
-                _, session, state, profile, built = reply
+                _, session, state, profile, built, moved = reply
                 return Opened(
                     reply=None,
                     token=token,
@@ -181,6 +213,7 @@ class SessionStore:
                     dialog=_dialog(provider, session_id, state) if dialog else None,
                     profile=profile,
                     built=bool(built),
+                    moved=int(moved) - 1 if moved else None,
                 )
             if time.monotonic() >= deadline:
                 raise LockError("another request from this worker held the lock too long")
@@ -203,13 +236,15 @@ class SessionStore:
         profile: Kept = Kept(),
         events: str = "",
         outbox: str = "",
+        moved_from: Earlier | None = None,
     ) -> Armed:
         """The hop's last round trip, all at once (one Lua call): the session saved (or deleted
         when over), the reply cached under the provider's message id, the dialog's state saved
         (it expires DIALOG_SECONDS after its last request), on opt-out the day-long 'forgotten'
         mark, the cached profile changed, the events appended to the event log and a reply to
-        send by API to the outbox (gateway/outbox.py), each with its drainer slot 0 armed, and
-        the lock given back. Which drains this call armed (the caller queues them)."""
+        send by API to the outbox (gateway/outbox.py), each with its drainer slot 0 armed, the
+        worker's state under an earlier pseudonym deleted once moved (``moved_from``), and the
+        lock given back. Which drains this call armed (the caller queues them)."""
         state = (
             json.dumps(dialog.state, ensure_ascii=False, separators=(",", ":")) if dialog else ""
         )
@@ -225,6 +260,8 @@ class SessionStore:
             OUTBOX_KEY,
             OUTBOX_ARMED.format(0),
         ]
+        if moved_from is not None:
+            keys.extend(moved_from.keys)
         args: list[str | int] = [
             token,
             session.to_json() if session is not None else "",

@@ -1,17 +1,50 @@
-"""The pseudonym key ring as stored: key material encrypted under the master key."""
+"""The pseudonym key ring as stored: key material encrypted under the master key, rotated and
+destroyed here (SPEC §2, §6; docs/PRIVACY.md).
+
+A rotation makes a new key that takes over ``LEAD_SECONDS`` later, so that every process has
+read it by then (their copy of the ring is never older than identity.KEY_CACHE_SECONDS) and they
+all change keys at the same instant: no two requests of one worker, one on either side of the
+change, can be read under different keys by processes that disagree about which is current.
+The key it replaces becomes ``previous`` and retires at that instant; once it has been retired
+for the grace period it is destroyed: its material is overwritten with NULL, and everything kept
+under its pseudonyms that could help reach a worker goes with it (profiles that never moved, the
+marks of those that did). Answers stay: nothing can link them to a number any more.
+
+Every change is a conditional UPDATE on the row's status, so two clocks (or a clock and an
+administrator) doing the same thing at once do it once: the loser's statement matches no row.
+A partial unique index keeps the ring to one current key whatever races.
+"""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from .models import PseudonymKey
+from .models import MigratedPseudonym, PseudonymKey, Worker
 
 CURRENT, PREVIOUS, DESTROYED = "current", "previous", "destroyed"
+LEAD_SECONDS = 4.0  # from a rotation to the new key taking over (> identity.KEY_CACHE_SECONDS)
+
+Encrypt = Callable[[bytes, int], bytes]  # (secret, key id) -> ciphertext bound to that id
+
+
+@dataclass(frozen=True)
+class Rotated:
+    new: int  # the new key's id
+    old: int  # the key it replaces
+    activates_at: datetime
+
+
+@dataclass(frozen=True)
+class Destroyed:
+    key_id: int
+    profiles: int  # profiles left under its pseudonyms (workers who did not come back)
+    pseudonyms: tuple[str, ...]  # whose Redis entries go too (sessions, cached profiles)
 
 
 def live_keys(session: Session) -> list[PseudonymKey]:
@@ -20,7 +53,12 @@ def live_keys(session: Session) -> list[PseudonymKey]:
     return list(session.scalars(query.order_by(PseudonymKey.id.desc())))
 
 
-def ensure_current(session: Session, encrypt: Callable[[bytes, int], bytes]) -> PseudonymKey:
+def every_key(session: Session) -> list[PseudonymKey]:
+    """The whole ring, destroyed keys included (``salts status``), oldest first."""
+    return list(session.scalars(select(PseudonymKey).order_by(PseudonymKey.id)))
+
+
+def ensure_current(session: Session, encrypt: Encrypt) -> PseudonymKey:
     """The current key, creating the first one if the ring is empty.
 
     ``encrypt(secret: bytes, key_id: int) -> bytes`` seals the key material; the id is bound
@@ -29,8 +67,78 @@ def ensure_current(session: Session, encrypt: Callable[[bytes, int], bytes]) -> 
     current = session.scalar(select(PseudonymKey).where(PseudonymKey.status == CURRENT))
     if current is not None:
         return current
-    key = PseudonymKey(status=CURRENT, secret=b"", created_at=datetime.now(UTC))
+    now = datetime.now(UTC)
+    key = PseudonymKey(status=CURRENT, secret=b"", created_at=now, activates_at=now)
     session.add(key)
     session.flush()
     key.secret = encrypt(secrets.token_bytes(32), key.id)
     return key
+
+
+def rotation_due(session: Session, now: datetime, period_days: int) -> bool:
+    """Whether the current key has been in force for the rotation period."""
+    current = session.scalar(select(PseudonymKey).where(PseudonymKey.status == CURRENT))
+    if current is None:
+        return False
+    started = _utc(current.activates_at or current.created_at)
+    return now >= started + timedelta(days=period_days)
+
+
+def rotate(session: Session, encrypt: Encrypt, now: datetime) -> Rotated | None:
+    """Retire the current key and make its successor, taking over LEAD_SECONDS from now.
+    None if another rotation got there first (its key is the current one now). The caller
+    commits; the commit is what every process reads the ring from."""
+    current = session.scalar(select(PseudonymKey).where(PseudonymKey.status == CURRENT))
+    if current is None:
+        return None
+    takes_over = now + timedelta(seconds=LEAD_SECONDS)
+    retired = session.execute(
+        update(PseudonymKey)
+        .where(PseudonymKey.id == current.id, PseudonymKey.status == CURRENT)
+        .values(status=PREVIOUS, retired_at=takes_over)
+        .execution_options(synchronize_session=False)
+    )
+    if retired.rowcount != 1:
+        return None
+    key = PseudonymKey(status=CURRENT, secret=b"", created_at=now, activates_at=takes_over)
+    session.add(key)
+    session.flush()  # the partial unique index refuses a second current key (IntegrityError)
+    key.secret = encrypt(secrets.token_bytes(32), key.id)
+    return Rotated(new=key.id, old=current.id, activates_at=takes_over)
+
+
+def destroy_due(session: Session, now: datetime, grace_days: int) -> list[Destroyed]:
+    """Destroy every previous key retired for the grace period by ``now`` (grace 0: as soon as
+    it retires). The caller commits, then clears Redis of what each destruction names."""
+    limit = now - timedelta(days=grace_days)
+    due = session.scalars(
+        select(PseudonymKey.id).where(
+            PseudonymKey.status == PREVIOUS, PseudonymKey.retired_at <= limit
+        )
+    ).all()
+    return [done for key_id in due if (done := destroy(session, key_id, now)) is not None]
+
+
+def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
+    """Destroy one previous key now: its material gone, the destruction's time recorded (no
+    secret), and the profiles and migration marks of its period deleted. None if it was not
+    a previous key (already destroyed by someone else, or still current)."""
+    gone = session.execute(
+        update(PseudonymKey)
+        .where(PseudonymKey.id == key_id, PseudonymKey.status == PREVIOUS)
+        .values(status=DESTROYED, secret=None, destroyed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if gone.rowcount != 1:
+        return None
+    left = session.scalars(select(Worker.pseudonym).where(Worker.key_id == key_id)).all()
+    moved = session.scalars(
+        select(MigratedPseudonym.pseudonym).where(MigratedPseudonym.key_id == key_id)
+    ).all()
+    session.execute(delete(Worker).where(Worker.key_id == key_id))
+    session.execute(delete(MigratedPseudonym).where(MigratedPseudonym.key_id == key_id))
+    return Destroyed(key_id, len(left), tuple(left) + tuple(moved))
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     DateTime,
     Float,
@@ -17,6 +18,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -102,11 +105,23 @@ class PseudonymKey(Base):
     """One key of the pseudonym key ring, AES-GCM encrypted under the master key."""
 
     __tablename__ = "pseudonym_keys"
+    __table_args__ = (  # at most one current key, however many rotations race
+        Index(
+            "uq_pseudonym_keys_one_current",
+            "status",
+            unique=True,
+            postgresql_where=text("status = 'current'"),
+            sqlite_where=text("status = 'current'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     status: Mapped[str] = mapped_column(String(16))  # current | previous | destroyed
     secret: Mapped[bytes | None] = mapped_column(LargeBinary)  # None once destroyed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When it takes over from the key before it: a few seconds after it is made, so that every
+    # process holds it by then and they all change keys at the same instant (store/keyring.py).
+    activates_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -122,6 +137,9 @@ class Worker(Base):
     workplace_id: Mapped[int] = mapped_column(ForeignKey("workplaces.id", ondelete="CASCADE"))
     consented_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The daily question rotation's seed, kept when the profile moves to a new key's pseudonym
+    # (None: the pseudonym's own, identity.Pseudonym.seed).
+    seed: Mapped[int | None] = mapped_column(Integer)
 
 
 class Answer(Base):
@@ -153,3 +171,19 @@ class Answer(Base):
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     event_id: Mapped[str] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(16))
+    # Left under a retired key's pseudonym when its worker came back after the rotation (their
+    # latest answer to the question moved on): counted only in windows ending before the key
+    # retired (aggregator/indicators.py, docs/PRIVACY.md).
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class MigratedPseudonym(Base):
+    """A retired key's pseudonym whose worker came back during the grace period (never the new
+    pseudonym: nothing here links the two). A late answer under it is written superseded.
+    Deleted with its key."""
+
+    __tablename__ = "migrated_pseudonyms"
+
+    pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer, index=True)
+    migrated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -18,7 +18,7 @@ from gateway import create_app, directory_cache, directory_mirror
 from gateway.cli import main
 from gateway.crypto import Crypto
 from gateway.directory_cache import CACHE_SECONDS, DirectoryView, number_digest
-from gateway.identity import KEY_PURPOSE, Identity, KeyRing, context
+from gateway.identity import KEY_CACHE_SECONDS, KEY_PURPOSE, Identity, KeyRing, context
 from gateway.queues import PERSIST
 from gateway.services import Services
 from store import directory
@@ -143,14 +143,14 @@ def test_a_key_change_reaches_another_processs_ring_within_five_seconds(migrated
             session.flush()
             new.secret = crypto.encrypt(b"n" * 32, KEY_PURPOSE, context(new.id))
         stored = json.loads(writer.redis.get(directory_cache.KEYRING_KEY))
-        assert [(kid, status) for kid, status, _ in stored] == [
+        assert [(kid, status) for kid, status, _, _ in stored] == [
             (new.id, "current"),
             (first.id, "previous"),
         ]
         assert b"n" * 32 not in dump_redis(writer)  # only ciphertext is in Redis
         assert base64.b64decode(stored[0][2]) == new.secret
         with statements(reader) as seen:
-            clock.now += CACHE_SECONDS - 0.1
+            clock.now += KEY_CACHE_SECONDS - 0.1
             assert ring.current().id == first.id
             clock.now += 0.1
             assert ring.current().id == new.id and ring.current().secret == b"n" * 32

@@ -1,0 +1,100 @@
+"""``workervoice salts status | rotate`` and ``workervoice clock`` (SPEC §2, §8): the pseudonym
+key ring seen and rotated by an operator, and the process that rotates and destroys keys on
+schedule (gateway/keys.py)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import click
+from flask.cli import with_appcontext
+
+from store import keyring as stored_keys
+
+from .cli import main, services
+from .keys import KeyKeeper, run_clock
+
+
+@main.group()
+def salts() -> None:
+    """The pseudonym key ring (the HMAC keys pseudonyms are made under)."""
+
+
+@salts.command("status")
+@with_appcontext
+def salts_status() -> None:
+    """Each key: its id, status, when it was made, took over, retired and was destroyed."""
+    svc = services()
+    with svc.db.session() as session:
+        keys = stored_keys.every_key(session)
+    if not keys:
+        raise click.ClickException("the key ring is empty: run 'workervoice db upgrade'")
+    period, grace = svc.config.salt_period_days, svc.config.salt_grace_days
+    click.echo(f"rotation every {period} day(s); a previous key survives {grace} day(s)")
+    click.echo(
+        f"{'id':>4}  {'status':<10} {'created':<20} {'took over':<20} "
+        f"{'retired':<20} {'destroyed':<20}"
+    )
+    for key in keys:
+        click.echo(
+            f"{key.id:>4}  {key.status:<10} {_when(key.created_at):<20} "
+            f"{_when(key.activates_at or key.created_at):<20} {_when(key.retired_at):<20} "
+            f"{_when(key.destroyed_at):<20}"
+        )
+    for key in keys:
+        if key.status == stored_keys.CURRENT:
+            due = _utc(key.activates_at or key.created_at) + timedelta(days=period)
+            click.echo(f"next rotation: {_when(due)}")
+        elif key.status == stored_keys.PREVIOUS and key.retired_at is not None:
+            click.echo(
+                f"key {key.id} destroyed at: {_when(_utc(key.retired_at) + timedelta(days=grace))}"
+            )
+
+
+@salts.command("rotate")
+@with_appcontext
+def salts_rotate() -> None:
+    """Rotate now: a new key takes over in a few seconds, in every process at once. With
+    WORKERVOICE_SALT_GRACE_DAYS=0 the old key is destroyed as it retires (this waits for it)."""
+    svc = services()
+    keeper = KeyKeeper(svc)
+    rotated = keeper.rotate(svc.now())
+    if rotated is None:
+        raise click.ClickException("no current key to rotate: run 'workervoice db upgrade'")
+    click.echo(
+        f"key {rotated.new} made; it takes over from key {rotated.old} at "
+        f"{_when(rotated.activates_at)}"
+    )
+    grace = svc.config.salt_grace_days
+    if grace:
+        ends = rotated.activates_at + timedelta(days=grace)
+        click.echo(f"key {rotated.old} is destroyed after its grace period, at {_when(ends)}")
+        return
+    time.sleep(max(0.0, (rotated.activates_at - svc.now()).total_seconds()))
+    destroyed = keeper.destroy_due(max(svc.now(), rotated.activates_at))
+    for done in destroyed:
+        click.echo(
+            f"key {done.key_id} destroyed ({done.profiles} profile(s) of workers who had not "
+            "come back deleted with it)"
+        )
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="one tick, then exit")
+@with_appcontext
+def clock(once) -> None:
+    """Run the clock (the Procfile's clock process): rotates the pseudonym key every
+    WORKERVOICE_SALT_PERIOD_DAYS and destroys a previous key after its grace period. Safe to
+    run more than once at a time."""
+    run_clock(services(), once=once)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return _utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
