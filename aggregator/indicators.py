@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, and_, func, not_, select
 from sqlalchemy.orm import Session
 
 from gateway.engine.model import NUMBER, Flow, FlowSet, Question
-from store.models import Answer, Workplace
+from store.models import Answer, PseudonymKey, Workplace
 
 WINDOW_DAYS = (7, 30, 90)
 
@@ -65,10 +65,12 @@ def latest_answers(session: Session, workplace_id: int, win: Window) -> Sequence
             )
             .label("rank"),
         )
+        .join(PseudonymKey, PseudonymKey.id == Answer.key_id)
         .where(
             Answer.workplace_id == workplace_id,
             Answer.answered_at >= win.start.astimezone(UTC),
             Answer.answered_at < win.end.astimezone(UTC),
+            *_under_the_key_in_force(win.end.astimezone(UTC)),
         )
         .subquery()
     )
@@ -80,6 +82,18 @@ def latest_answers(session: Session, workplace_id: int, win: Window) -> Sequence
         ranked.c.value_number,
     ).where(ranked.c.rank == 1)
     return session.execute(query).all()
+
+
+def _under_the_key_in_force(end: datetime) -> tuple:
+    """Each worker counted once, under the pseudonym of the key in force at the window's end
+    (store/migration.py): answers left behind at a grace migration only in windows ending
+    before their key retired; answers carried to the new key's pseudonym only in windows
+    ending after it took over."""
+    took_over = func.coalesce(PseudonymKey.activates_at, PseudonymKey.created_at)
+    return (
+        not_(and_(Answer.superseded.is_(True), PseudonymKey.retired_at < end)),
+        not_(and_(Answer.carried.is_(True), took_over >= end)),
+    )
 
 
 def figure(measure: str, positive: tuple[str, ...], rows: list, k: int) -> dict:

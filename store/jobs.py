@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from . import migration
 from .models import Answer, Worker, Workplace
 from .profiles import forget as profiles_forget
 
@@ -63,6 +64,18 @@ def write_batches(
                 at = _received(batch)
                 if batch["pseudonym"] not in stopped or stopped[batch["pseudonym"]] < at:
                     stopped[batch["pseudonym"]] = at
+    for batch in batches:  # moves across a key rotation first: later events build on them
+        for event in batch["events"]:
+            if event["kind"] == "migrated":
+                migration.move(
+                    session,
+                    event["from"],
+                    batch["pseudonym"],
+                    batch["key_id"],
+                    int(event["from_key"]),
+                    event.get("seed"),
+                    _instant(event["at"]),
+                )
     answers: dict[tuple, dict] = {}
     profiles: dict[str, dict] = {}
     languages: list[tuple[str, datetime, str]] = []
@@ -89,6 +102,7 @@ def write_batches(
             elif kind == "opted_out":
                 forgotten.append((batch["pseudonym"], _received(batch)))
     counts["answers"] = _upsert_answers(session, sorted(answers.items()))
+    migration.supersede_late(session, (row["pseudonym"] for row in answers.values()))
     counts["profiles"] = _upsert_profiles(session, sorted(profiles.items()))
     for pseudonym, at, language in languages:  # rare: one statement each
         session.execute(

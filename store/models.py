@@ -175,6 +175,9 @@ class Answer(Base):
     # latest answer to the question moved on): counted only in windows ending before the key
     # retired (aggregator/indicators.py, docs/PRIVACY.md).
     superseded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Moved to the new key's pseudonym at a grace migration (the latest answer to its question
+    # then): counted only in windows ending after that key took over.
+    carried: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class MigratedPseudonym(Base):

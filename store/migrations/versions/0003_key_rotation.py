@@ -39,6 +39,10 @@ def upgrade() -> None:
         "answers",
         sa.Column("superseded", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
+    op.add_column(
+        "answers",
+        sa.Column("carried", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
     op.create_table(
         "migrated_pseudonyms",
         sa.Column("pseudonym", sa.String(length=64), nullable=False),
@@ -54,6 +58,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_migrated_pseudonyms_key_id"), table_name="migrated_pseudonyms")
     op.drop_table("migrated_pseudonyms")
+    op.drop_column("answers", "carried")
     op.drop_column("answers", "superseded")
     op.drop_column("workers", "seed")
     op.drop_index("uq_pseudonym_keys_one_current", table_name="pseudonym_keys")
