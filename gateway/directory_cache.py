@@ -11,8 +11,7 @@ Redis keys (none holds a phone number, SPEC §6):
                             gone from it
     wv:directory            a hash: ``code:<code>`` -> slug, ``zone:<slug>`` -> IANA zone,
                             ``callback:<HMAC of the number>`` -> slug
-    wv:profile:<pseudonym>  an enrolled worker: JSON ``{"language", "workplace"}`` (and
-                            ``"seed"`` once they moved across a key rotation), no TTL
+    wv:profile:<pseudonym>  an enrolled worker: JSON ``{"language", "workplace"}``, no TTL
     wv:cache:built          the marker: when the cache was last rebuilt from the database
     wv:cache:generation     bumped by every write of the ring or the directory
 
@@ -79,7 +78,6 @@ def number_digest(master_key: bytes) -> Callable[[str], str]:
 class CachedProfile:
     language: str
     workplace: str  # slug
-    seed: int | None = None  # the rotation seed kept across a key rotation (None: the pseudonym's)
 
 
 class ProfileCache:
@@ -109,20 +107,14 @@ class ProfileCache:
         return PROFILE_KEY.format(pseudonym)
 
 
-def profile_json(language: str, workplace: str, seed: int | None = None) -> str:
-    data: dict[str, str | int] = {"language": language, "workplace": workplace}
-    if seed is not None:
-        data["seed"] = seed
-    return json.dumps(data, separators=(",", ":"))
+def profile_json(language: str, workplace: str) -> str:
+    return json.dumps({"language": language, "workplace": workplace}, separators=(",", ":"))
 
 
 def _profile(raw: bytes | str) -> CachedProfile | None:
     try:
         data = json.loads(raw)
-        seed = data.get("seed")
-        return CachedProfile(
-            str(data["language"]), str(data["workplace"]), seed if isinstance(seed, int) else None
-        )
+        return CachedProfile(str(data["language"]), str(data["workplace"]))
     except (ValueError, TypeError, KeyError):
         log.warning("a cached profile is unreadable: taken as no profile")
         return None

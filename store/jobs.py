@@ -73,7 +73,6 @@ def write_batches(
                     batch["pseudonym"],
                     batch["key_id"],
                     int(event["from_key"]),
-                    event.get("seed"),
                     _instant(event["at"]),
                 )
     answers: dict[tuple, dict] = {}

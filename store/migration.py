@@ -1,8 +1,11 @@
 """Grace migration in the database: a worker's first request after a key rotation moved them
 to the new key's pseudonym (gateway/conversation.Moved); the drain moves what is stored.
 
-- The profile moves (a newer one already under the new pseudonym wins), with the daily
-  rotation's seed.
+- The profile moves (a newer one already under the new pseudonym wins): language, workplace,
+  consent, and nothing else. Nothing derived from the old pseudonym goes with it (the daily
+  rotation's seed was its first 8 hex digits: kept, it linked the old answers to the new
+  pseudonym for anyone with the master key, after the old key's destruction too); the daily
+  rotation starts again from the new pseudonym's own seed.
 - The latest answer to each question moves; every older one stays under the old pseudonym,
   marked superseded, and counts only in windows that end before the old key retired
   (aggregator/indicators.py). So a window counts each worker once, under the key in force at
@@ -33,11 +36,10 @@ def move(
     new: str,
     new_key: int,
     old_key: int,
-    seed: int | None,
     at: datetime,
 ) -> int:
     """Move one worker from ``old`` to ``new``; how many answers moved."""
-    _move_profile(session, old, new, new_key, seed)
+    _move_profile(session, old, new, new_key)
     moved = _move_latest_answers(session, old, new, new_key)
     session.execute(
         update(Answer)
@@ -68,7 +70,7 @@ def supersede_late(session: Session, pseudonyms: Iterable[str]) -> None:
         )
 
 
-def _move_profile(session: Session, old: str, new: str, new_key: int, seed: int | None) -> None:
+def _move_profile(session: Session, old: str, new: str, new_key: int) -> None:
     before = session.get(Worker, old)
     if before is None:
         return
@@ -82,11 +84,8 @@ def _move_profile(session: Session, old: str, new: str, new_key: int, seed: int 
                 workplace_id=before.workplace_id,
                 consented_at=before.consented_at,
                 updated_at=before.updated_at,
-                seed=before.seed if before.seed is not None else seed,
             )
         )
-    elif after.seed is None:
-        after.seed = before.seed if before.seed is not None else seed
     session.delete(before)
     session.flush()
 

@@ -14,16 +14,15 @@ from .models import Worker, Workplace
 BATCH_ROWS = 5000  # rows fetched at a time when every profile is read
 
 
-def every_profile(session: Session) -> Iterator[tuple[str, str, str, int | None]]:
-    """(pseudonym, language, workplace slug, rotation seed) of every enrolled worker, fetched in
-    batches."""
+def every_profile(session: Session) -> Iterator[tuple[str, str, str]]:
+    """(pseudonym, language, workplace slug) of every enrolled worker, fetched in batches."""
     query = (
-        select(Worker.pseudonym, Worker.language, Workplace.slug, Worker.seed)
+        select(Worker.pseudonym, Worker.language, Workplace.slug)
         .join(Workplace, Workplace.id == Worker.workplace_id)
         .execution_options(yield_per=BATCH_ROWS)
     )
     for row in session.execute(query):
-        yield row.pseudonym, row.language, row.slug, row.seed
+        yield row.pseudonym, row.language, row.slug
 
 
 def forget(session: Session, pseudonym: str, before: datetime) -> None:
