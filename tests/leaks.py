@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import pickle
+import re
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -136,11 +137,10 @@ def dump_redis(services: Services) -> bytes:
 
 
 def flatten(value: Any) -> bytes:
-    """Any nesting of str, bytes, dicts and sequences as bytes: each bytes value as stored and,
-    if it is a pickle (RQ's job data, its results), the repr of what it holds (a number kept as
-    an int or inside an object would not appear in the pickle's bytes as digits)."""
+    """Any nesting of str, bytes, dicts and sequences as bytes: each bytes value as stored and
+    what it may also be read as (``readable``)."""
     if isinstance(value, bytes):
-        return value + b"\n" + _unpickled(value)
+        return value + b"\n" + readable(value)
     if isinstance(value, str):
         return value.encode("utf-8", "replace")
     if isinstance(value, dict):
@@ -150,13 +150,33 @@ def flatten(value: Any) -> bytes:
     return repr(value).encode("utf-8", "replace")
 
 
-def _unpickled(value: bytes) -> bytes:
-    if not value.startswith(b"\x80"):  # every pickle protocol >= 2 starts with PROTO
-        return b""
-    try:
-        return repr(pickle.loads(value)).encode("utf-8", "replace")  # noqa: S301 - our own
-    except Exception:  # not a pickle after all, or of a class this process cannot import
-        return b""
+_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9_-]{4})+(?:[A-Za-z0-9+/_-]{2,3}=?=?)?")
+
+
+def readable(value: bytes, depth: int = 0) -> bytes:
+    """What stored bytes say besides themselves: a pickle read back as text (RQ's job data; a
+    number held as an int or inside an object has no digits in a pickle's bytes), and base64
+    decoded, then decompressed and unpickled too (RQ's results stream keeps a job's return
+    value and its exception that way)."""
+    said = []
+    if value.startswith(b"\x80"):  # every pickle protocol >= 2 starts with PROTO
+        try:
+            said.append(repr(pickle.loads(value)).encode("utf-8", "replace"))  # noqa: S301
+        except Exception:  # not a pickle after all, or of a class this process cannot import
+            pass
+    if depth < 2 and len(value) >= 8 and _BASE64.fullmatch(value.strip()):
+        try:
+            decoded = base64.b64decode(value.strip() + b"==", altchars=_altchars(value))
+        except ValueError:
+            decoded = b""
+        if decoded:
+            opened = _open(decoded)
+            said += [opened, readable(opened, depth + 1)]
+    return b"\n".join(said)
+
+
+def _altchars(value: bytes) -> bytes:
+    return b"-_" if b"-" in value or b"_" in value else b"+/"
 
 
 def find_number(address: str, *haystacks: Any) -> list[str]:
@@ -175,16 +195,20 @@ def numbers_in(addresses: Iterable[str], places: dict[str, Any]) -> list[tuple[s
     return sorted(found)
 
 
+def kept(services: Services, logs: dict[str, str]) -> dict[str, Any]:
+    """Every place a number could be kept, by name: each table, each Redis key, each log."""
+    return {
+        **{f"database {table}": rows for table, rows in db_dump(services).items()},
+        **{f"redis {key!r}": value for key, value in redis_dump(services.redis).items()},
+        **{f"log {name}": text for name, text in logs.items()},
+    }
+
+
 def assert_no_numbers(addresses: list[str], services: Services, logs: str) -> None:
     """No number, in any format, in the database, Redis or the logs; none of them empty."""
-    database, stored = db_dump(services), redis_dump(services.redis)
-    assert any(database.values()), "the database dump is empty: nothing was checked"
-    assert stored, "the Redis dump is empty: nothing was checked"
+    places = kept(services, {"logs": logs})
+    assert any(v for k, v in places.items() if k.startswith("database ")), "empty database"
+    assert any(k.startswith("redis ") for k in places), "the Redis dump is empty"
     assert logs, "no logs were captured: nothing was checked"
-    places = {
-        **{f"database {table}": rows for table, rows in database.items()},
-        **{f"redis {key!r}": value for key, value in stored.items()},
-        "logs": logs,
-    }
     found = numbers_in(addresses, places)
     assert not found, f"phone numbers kept: {found[:20]}"

@@ -68,6 +68,10 @@ class FakeAfricasTalking:
         self.sent: dict[str, list[str]] = defaultdict(list)
         self.requests = 0
         self.lock = threading.Condition()
+        self.failing: set[str] = set()  # recipients answered with a 500, as an outage would
+        self.open = threading.Event()  # cleared: requests are held until it is set again
+        self.open.set()
+        self.held = 0  # requests held so far
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,6 +80,14 @@ class FakeAfricasTalking:
                 form = parse_qs(self.rfile.read(length).decode())
                 ok = self.path == "/version1/messaging" and self.headers.get("apiKey") == "at-key"
                 recipients = form.get("to", [""])[0].split(",")
+                if not outer.open.is_set():
+                    with outer.lock:
+                        outer.held += 1
+                        outer.lock.notify_all()
+                    outer.open.wait(60)
+                if outer.failing & set(recipients):
+                    self.send_error(500)
+                    return
                 body = {
                     "SMSMessageData": {
                         "Message": "Sent to 1/1",
@@ -150,6 +162,7 @@ class Processes:
             "gunicorn",
             [
                 gunicorn,
+                *("-c", "python:gateway.gunicorn_conf"),  # as the Procfile: its logs redacted
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
@@ -176,6 +189,23 @@ class Processes:
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError("gunicorn did not become healthy: " + self.log_text()[-2000:])
+
+    def run(self, name: str, args: list[str], **environ: str) -> str:
+        """One ``workervoice`` command (the CLI, ``clock --once``) in this environment, its
+        output appended to ``<name>.log`` with the other processes' logs; its output."""
+        workervoice = shutil.which("workervoice", path=str(BIN)) or "workervoice"
+        done = subprocess.run(
+            [workervoice, *args],
+            env={**self.environ, **environ},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        output = done.stdout + done.stderr
+        with (self.logs / f"{name}.log").open("ab") as log:
+            log.write(output)
+        assert done.returncode == 0, output.decode(errors="replace")
+        return output.decode(errors="replace")
 
     def stop(self) -> None:
         for child in self.children:
