@@ -27,6 +27,18 @@ BIN = Path(sys.executable).parent
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # as the Procfile: no query string
 
 
+def flows_without_rotation(tmp: Path) -> Path:
+    """A copy of flows/ in ``tmp`` whose check-in asks every question every time (its daily
+    rotation, ``sample``, taken out: the rotation has tests of its own)."""
+    from ..conftest import ROOT
+
+    flows = tmp / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    checkin = flows / "checkin.yaml"
+    checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
+    return flows
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

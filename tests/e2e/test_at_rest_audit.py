@@ -38,12 +38,18 @@ from gateway.services import Services
 from store import directory
 from store.models import Answer, PseudonymKey
 
-from ..conftest import ROOT, USED, _clean, environ_for
+from ..conftest import USED, _clean, environ_for
 from ..leaks import flatten, kept, number_forms, numbers_in
 from ..linkage import link, stolen
 from ..support import add_workplace
 from . import at_rest_journeys as journeys
-from .processes import FakeAfricasTalking, Processes, free_port, private_redis
+from .processes import (
+    FakeAfricasTalking,
+    Processes,
+    flows_without_rotation,
+    free_port,
+    private_redis,
+)
 
 
 @dataclass
@@ -82,10 +88,7 @@ def suite_redis(config: Config, tmp: Path) -> Iterator[str]:
 def audited(tmp_path_factory, migrated) -> Iterator[Audited]:
     tmp = tmp_path_factory.mktemp("at-rest")
     with suite_redis(migrated, tmp) as redis_url:
-        flows = tmp / "flows"
-        shutil.copytree(ROOT / "flows", flows)
-        checkin = flows / "checkin.yaml"  # every question every time: answers to supersede
-        checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
+        flows = flows_without_rotation(tmp)  # every question every time: answers to supersede
         fake_at = FakeAfricasTalking()
         environ = environ_for(
             tmp,

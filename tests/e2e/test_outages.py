@@ -15,7 +15,6 @@ brings long_hours_days, which "1" also answers).
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -45,7 +44,14 @@ from store.models import Answer
 from ..conftest import AT_TOKEN, ROOT, environ_for
 from ..leaks import assert_no_numbers
 from ..support import add_workplace, message_id
-from .processes import FakeAfricasTalking, Processes, TcpProxy, free_port, post_sms
+from .processes import (
+    FakeAfricasTalking,
+    Processes,
+    TcpProxy,
+    flows_without_rotation,
+    free_port,
+    post_sms,
+)
 
 OUTAGE_SECONDS = 10.0
 RECOVERY_SECONDS = 30.0  # every answer given in the outage is stored this soon after it
@@ -53,14 +59,6 @@ STORED_WITHIN_SECONDS = 10.0  # an answer is stored this soon after its hop, pro
 
 
 # -- the stack --------------------------------------------------------------------------------
-def flows_without_rotation(tmp_path: Path) -> Path:
-    flows = tmp_path / "flows"
-    shutil.copytree(ROOT / "flows", flows)
-    checkin = flows / "checkin.yaml"
-    checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
-    return flows
-
-
 @dataclass(frozen=True)
 class Script:
     """The check-in as a worker answering "1" to everything reads it, in English."""

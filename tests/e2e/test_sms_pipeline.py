@@ -11,7 +11,6 @@ six answer every question and the figures are exact; the rotation has its own te
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from ..support import (
     add_workplace,
     message_id,
 )
-from .processes import FakeAfricasTalking, Processes, post_sms
+from .processes import FakeAfricasTalking, Processes, flows_without_rotation, post_sms
 
 # question -> answer of workers 1..6 (option value, or number)
 ANSWERS = {
@@ -99,10 +98,7 @@ def tell_with_numbers(conversation: Conversation) -> None:
 @pytest.fixture
 def stack(tmp_path, app, redis_url):
     """gunicorn + RQ worker on the suite's database, and Services seeing what they see."""
-    flows = tmp_path / "flows"
-    shutil.copytree(ROOT / "flows", flows)
-    checkin = flows / "checkin.yaml"
-    checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
+    flows = flows_without_rotation(tmp_path)
     (flows / "feedback.yaml").write_text(FEEDBACK_FLOW)
     fake_at = FakeAfricasTalking()
     environ = environ_for(
