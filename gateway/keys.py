@@ -92,7 +92,7 @@ class KeyKeeper:
 
 def forget(redis: Redis, pseudonyms: Iterable[str]) -> int:
     """Delete every Redis entry kept under these pseudonyms; how many keys went."""
-    gone, batch = 0, []
+    gone, batch = 0, list[str]()
     for pseudonym in pseudonyms:
         batch.extend(pattern.format(pseudonym) for pattern in _PER_PSEUDONYM)
         if len(batch) >= REDIS_BATCH:

@@ -102,7 +102,6 @@ def write_batches(
             elif kind == "opted_out":
                 forgotten.append((batch["pseudonym"], _received(batch)))
     counts["answers"] = _upsert_answers(session, sorted(answers.items()))
-    migration.supersede_late(session, (row["pseudonym"] for row in answers.values()))
     counts["profiles"] = _upsert_profiles(session, sorted(profiles.items()))
     for pseudonym, at, language in languages:  # rare: one statement each
         session.execute(

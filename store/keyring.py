@@ -8,7 +8,8 @@ change, can be read under different keys by processes that disagree about which 
 The key it replaces becomes ``previous`` and retires at that instant; once it has been retired
 for the grace period it is destroyed: its material is overwritten with NULL, and everything kept
 under its pseudonyms that could help reach a worker goes with it (profiles that never moved, the
-marks of those that did). Answers stay: nothing can link them to a number any more.
+notes linking those that did to their new pseudonyms, whose latest answers move with them:
+store/migration.settle). The other answers stay: nothing can link them to a number any more.
 
 Every change is a conditional UPDATE on the row's status, so two clocks (or a clock and an
 administrator) doing the same thing at once do it once: the loser's statement matches no row.
@@ -22,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
+from . import migration
 from .models import MigratedPseudonym, PseudonymKey, Worker
 
 CURRENT, PREVIOUS, DESTROYED = "current", "previous", "destroyed"
@@ -92,7 +94,7 @@ def rotate(session: Session, encrypt: Encrypt, now: datetime) -> Rotated | None:
     if current is None:
         return None
     takes_over = now + timedelta(seconds=LEAD_SECONDS)
-    retired = session.execute(
+    retired: CursorResult = session.execute(  # type: ignore[assignment]
         update(PseudonymKey)
         .where(PseudonymKey.id == current.id, PseudonymKey.status == CURRENT)
         .values(status=PREVIOUS, retired_at=takes_over)
@@ -121,9 +123,10 @@ def destroy_due(session: Session, now: datetime, grace_days: int) -> list[Destro
 
 def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
     """Destroy one previous key now: its material gone, the destruction's time recorded (no
-    secret), and the profiles and migration marks of its period deleted. None if it was not
+    secret), the profiles of its period deleted, and its returning workers' latest answers
+    settled under their new pseudonyms. None if it was not
     a previous key (already destroyed by someone else, or still current)."""
-    gone = session.execute(
+    gone: CursorResult = session.execute(  # type: ignore[assignment]
         update(PseudonymKey)
         .where(PseudonymKey.id == key_id, PseudonymKey.status == PREVIOUS)
         .values(status=DESTROYED, secret=None, destroyed_at=now)
@@ -136,7 +139,7 @@ def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
         select(MigratedPseudonym.pseudonym).where(MigratedPseudonym.key_id == key_id)
     ).all()
     session.execute(delete(Worker).where(Worker.key_id == key_id))
-    session.execute(delete(MigratedPseudonym).where(MigratedPseudonym.key_id == key_id))
+    migration.settle(session, key_id)  # returning workers' latest answers go with them
     return Destroyed(key_id, len(left), tuple(left) + tuple(moved))
 
 

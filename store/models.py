@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -139,7 +140,7 @@ class Worker(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The daily question rotation's seed, kept when the profile moves to a new key's pseudonym
     # (None: the pseudonym's own, identity.Pseudonym.seed).
-    seed: Mapped[int | None] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # 32 bits, unsigned
 
 
 class Answer(Base):
@@ -171,22 +172,26 @@ class Answer(Base):
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     event_id: Mapped[str] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(16))
-    # Left under a retired key's pseudonym when its worker came back after the rotation (their
-    # latest answer to the question moved on): counted only in windows ending before the key
-    # retired (aggregator/indicators.py, docs/PRIVACY.md).
+    # Left under a destroyed key's pseudonym whose worker had come back after the rotation
+    # (their latest answer to the question moved on): counted only in windows ending before the
+    # key retired (aggregator/indicators.py, docs/PRIVACY.md).
     superseded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # Moved to the new key's pseudonym at a grace migration (the latest answer to its question
-    # then): counted only in windows ending after that key took over.
+    # Moved to the new key's pseudonym when the old key was destroyed (the worker's latest
+    # answer to its question in that period): counted only in windows ending after the new key
+    # took over.
     carried: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class MigratedPseudonym(Base):
-    """A retired key's pseudonym whose worker came back during the grace period (never the new
-    pseudonym: nothing here links the two). A late answer under it is written superseded.
-    Deleted with its key."""
+    """A retired key's pseudonym whose worker came back during the grace period, and the new
+    pseudonym they came back under: while the old key lives, the figures count the two as one
+    respondent (aggregator/indicators.py). Deleted with the old key, when the worker's latest
+    answers move across for good (store/migration.py): after that nothing links the two."""
 
     __tablename__ = "migrated_pseudonyms"
 
     pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
     key_id: Mapped[int] = mapped_column(Integer, index=True)
+    moved_to: Mapped[str] = mapped_column(String(64))
+    moved_to_key: Mapped[int] = mapped_column(Integer)
     migrated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
