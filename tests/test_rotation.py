@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 
 from aggregator.indicators import Window, indicators, latest_answers
 from gateway import identity, persistence
-from gateway.directory_cache import KEYRING_KEY
+from gateway.directory_cache import KEYRING_KEY, CachedProfile
 from gateway.identity import KEY_PURPOSE, context
 from gateway.keys import KeyKeeper
 from gateway.services import Services
@@ -25,10 +25,14 @@ from gateway.sessions import SESSION_KEY
 from store import jobs, keyring
 from store.models import Answer, MigratedPseudonym, PseudonymKey, Worker, Workplace
 
+from .channels.test_at_ussd import UssdPhone
+from .channels.test_at_voice import Phone as AtCall
+from .channels.test_twilio_voice import Phone as TwilioCall
+from .conftest import AT_TOKEN
 from .conftest import _clean as clean
-from .hops import cached, statements, work
+from .hops import CHANNELS, add_callback_workplace, cached, statements, walk, work
 from .leaks import dump_redis
-from .support import SmsWorker, add_workplace
+from .support import SmsWorker, add_workplace, at_sms_form, post_at_sms
 
 PHONE = "+8801711283946"
 OTHERS = ("+8801711283952", "+8801711283953", "+8801711283954")
@@ -446,3 +450,37 @@ def test_a_worker_who_answers_either_side_of_a_rotation_counts_once_and_no_figur
         (na, "overtime_forced", True),
         (nb, "long_hours", True),
     }
+
+
+def first_contact(channel: str, client, phone: str) -> None:
+    """The worker's first request after the rotation, on their channel."""
+    if channel == "at-ussd":
+        UssdPhone(client, phone, session_id="ATUid_again").dial()
+    elif channel == "twilio-voice":
+        TwilioCall(client, phone, sid="CA" + "9" * 32).dial()
+    elif channel == "at-voice":
+        AtCall(client, phone, session="ATVId_again").post(f"?token={AT_TOKEN}")
+    elif channel == "at-sms":
+        assert post_at_sms(client, at_sms_form(phone, "hello")).status_code == 200
+    else:
+        SmsWorker(client, f"whatsapp:{phone}" if channel == "whatsapp" else phone).send("hello")
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_worker_is_moved_on_every_channel(app, client, services, queues, quick, channel):
+    add_callback_workplace(services)
+    phone = walk(channel, client, services)
+    old = services.identity.pseudonymise(phone).value
+    work(app, queues)
+    rotate_and_take_over(services)
+
+    first_contact(channel, client, phone)
+
+    new = services.identity.pseudonymise(phone).value
+    assert cached(services, phone) == CachedProfile("en", "dhaka-knit", int(old[:8], 16))
+    assert services.profiles.load(old) is None
+    work(app, queues)
+    with services.db.session() as session:
+        assert session.get(Worker, old) is None
+        assert session.get(Worker, new).workplace_id is not None
+        assert session.get(MigratedPseudonym, old).moved_to == new
