@@ -338,7 +338,7 @@ def _write(services, entries: Sequence[Entry]) -> dict:
     pseudonyms = sorted({batch["pseudonym"] for batch in batches})
     stopped = services.sessions.forgotten_since(pseudonyms)
     with services.db.session() as session:
-        counts = write_batches(session, batches, stopped)
+        counts = write_batches(session, batches, stopped, services.vault.reseal)
     log.info("persisted events", extra={"counts": counts, "entries": len(entries)})
     return counts
 

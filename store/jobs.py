@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from . import migration
+from . import migration, vault
 from .models import Answer, Worker, Workplace
 from .profiles import forget as profiles_forget
 
@@ -46,13 +46,17 @@ def write_events(session: Session, batch: dict, stopped_at: datetime | None = No
 
 
 def write_batches(
-    session: Session, batches: Iterable[dict], stopped: Mapping[str, datetime] | None = None
+    session: Session,
+    batches: Iterable[dict],
+    stopped: Mapping[str, datetime] | None = None,
+    reseal: vault.Reseal | None = None,
 ) -> dict:
-    """Write many requests' events: answers, enrolments, language changes, opt-outs.
+    """Write many requests' events: answers, enrolments, language changes, opt-outs (which
+    delete the profile and the vault's contact).
 
     ``stopped`` maps a pseudonym to when that worker last opted out, if lately: an enrolment
     from a request that arrived before it is not written, so an entry drained late cannot bring
-    the worker back.
+    the worker back. ``reseal`` seals a vault contact for a migrating worker's new pseudonym.
     """
     batches = list(batches)
     stopped = dict(stopped or {})
@@ -75,6 +79,7 @@ def write_batches(
                     int(event["from_key"]),
                     event.get("seed"),
                     _instant(event["at"]),
+                    reseal,
                 )
     answers: dict[tuple, dict] = {}
     profiles: dict[str, dict] = {}
@@ -112,6 +117,7 @@ def write_batches(
         )
     for pseudonym, sent in forgotten:
         profiles_forget(session, pseudonym, before=sent)
+        vault.forget(session, pseudonym, before=sent)
         counts["forgotten"] += 1
     return counts
 

@@ -25,12 +25,14 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from . import vault
 from .models import MigratedPseudonym, PseudonymKey, Worker
 
 CURRENT, PREVIOUS, DESTROYED = "current", "previous", "destroyed"
 LEAD_SECONDS = 4.0  # from a rotation to the new key taking over (> identity.KEY_CACHE_SECONDS)
 
-Encrypt = Callable[[bytes, int], bytes]  # (secret, key id) -> ciphertext bound to that id
+# (secret, key id) -> (ciphertext bound to that id, id of the master key it is under)
+Encrypt = Callable[[bytes, int], tuple[bytes, str]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Destroyed:
     key_id: int
     profiles: int  # profiles left under its pseudonyms (workers who did not come back)
     pseudonyms: tuple[str, ...]  # whose Redis entries go too (sessions, cached profiles)
+    contacts: int = 0  # contacts in the vault deleted with it
 
 
 def live_keys(session: Session) -> list[PseudonymKey]:
@@ -61,8 +64,8 @@ def every_key(session: Session) -> list[PseudonymKey]:
 def ensure_current(session: Session, encrypt: Encrypt) -> PseudonymKey:
     """The current key, creating the first one if the ring is empty.
 
-    ``encrypt(secret: bytes, key_id: int) -> bytes`` seals the key material; the id is bound
-    into the ciphertext so a row cannot be swapped for another.
+    ``encrypt(secret: bytes, key_id: int) -> (bytes, master key id)`` seals the key material;
+    the id is bound into the ciphertext so a row cannot be swapped for another.
     """
     current = session.scalar(select(PseudonymKey).where(PseudonymKey.status == CURRENT))
     if current is not None:
@@ -71,7 +74,7 @@ def ensure_current(session: Session, encrypt: Encrypt) -> PseudonymKey:
     key = PseudonymKey(status=CURRENT, secret=b"", created_at=now, activates_at=now)
     session.add(key)
     session.flush()
-    key.secret = encrypt(secrets.token_bytes(32), key.id)
+    key.secret, key.master_key_id = encrypt(secrets.token_bytes(32), key.id)
     return key
 
 
@@ -103,7 +106,7 @@ def rotate(session: Session, encrypt: Encrypt, now: datetime) -> Rotated | None:
     key = PseudonymKey(status=CURRENT, secret=b"", created_at=now, activates_at=takes_over)
     session.add(key)
     session.flush()  # the partial unique index refuses a second current key (IntegrityError)
-    key.secret = encrypt(secrets.token_bytes(32), key.id)
+    key.secret, key.master_key_id = encrypt(secrets.token_bytes(32), key.id)
     return Rotated(new=key.id, old=current.id, activates_at=takes_over)
 
 
@@ -137,8 +140,26 @@ def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
     ).all()
     session.execute(delete(Worker).where(Worker.key_id == key_id))
     session.execute(delete(MigratedPseudonym).where(MigratedPseudonym.key_id == key_id))
-    return Destroyed(key_id, len(left), tuple(left) + tuple(moved))
+    contacts = vault.destroy_period(session, key_id)
+    return Destroyed(key_id, len(left), tuple(left) + tuple(moved), contacts)
 
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def under_master_keys_other_than(
+    session: Session, master_key_id: str, limit: int
+) -> list[PseudonymKey]:
+    """Up to ``limit`` live keys whose material is not yet under the master key
+    ``master_key_id`` (or names no master key), in id order: a master rotation's next batch."""
+    query = (
+        select(PseudonymKey)
+        .where(
+            PseudonymKey.secret.is_not(None),
+            (PseudonymKey.master_key_id != master_key_id) | PseudonymKey.master_key_id.is_(None),
+        )
+        .order_by(PseudonymKey.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))

@@ -7,6 +7,8 @@ to the new key's pseudonym (gateway/conversation.Moved); the drain moves what is
   marked superseded, and counts only in windows that end before the old key retired
   (aggregator/indicators.py). So a window counts each worker once, under the key in force at
   its end, and once the old key is destroyed nothing links what stayed behind to the worker.
+- The contact in the vault, if the worker opted in to one, moves, resealed for the new
+  pseudonym (store/vault.py).
 - The old pseudonym is noted (never the new one), so that an answer under it drained late is
   written superseded too. The note goes with the old key.
 
@@ -21,6 +23,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from . import vault
 from .models import Answer, MigratedPseudonym, Worker
 
 PER_QUESTION = ("workplace_id", "flow_id", "question_id")
@@ -35,9 +38,12 @@ def move(
     old_key: int,
     seed: int | None,
     at: datetime,
+    reseal: vault.Reseal | None = None,
 ) -> int:
-    """Move one worker from ``old`` to ``new``; how many answers moved."""
+    """Move one worker from ``old`` to ``new``; how many answers moved. ``reseal`` seals a
+    vault contact for the new pseudonym (gateway/vault.ContactVault.reseal)."""
     _move_profile(session, old, new, new_key, seed)
+    vault.move(session, old, new, new_key, reseal)
     moved = _move_latest_answers(session, old, new, new_key)
     session.execute(
         update(Answer)
