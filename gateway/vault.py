@@ -68,9 +68,7 @@ class ContactVault:
         blob = self.crypto.encrypt(number.encode(), PURPOSE, _context(new))
         return blob, self.crypto.master_key_id
 
-    def keep(
-        self, address: str, pseudonym: str, key_id: int, purposes: Iterable[str]
-    ) -> None:
+    def keep(self, address: str, pseudonym: str, key_id: int, purposes: Iterable[str]) -> None:
         """Store the worker's number for what they agreed to (a subset of PURPOSES), replacing
         what they had. ``address`` is the number they are pseudonymised from."""
         chosen = sorted(set(purposes))
@@ -80,7 +78,12 @@ class ContactVault:
         sealed = self.seal(address, pseudonym)
         with self.database.session() as session:
             stored.keep(
-                session, pseudonym, key_id, sealed.ciphertext, sealed.master_key_id, chosen,
+                session,
+                pseudonym,
+                key_id,
+                sealed.ciphertext,
+                sealed.master_key_id,
+                chosen,
                 at=self.clock(),
             )
 

@@ -146,20 +146,3 @@ def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def under_master_keys_other_than(
-    session: Session, master_key_id: str, limit: int
-) -> list[PseudonymKey]:
-    """Up to ``limit`` live keys whose material is not yet under the master key
-    ``master_key_id`` (or names no master key), in id order: a master rotation's next batch."""
-    query = (
-        select(PseudonymKey)
-        .where(
-            PseudonymKey.secret.is_not(None),
-            (PseudonymKey.master_key_id != master_key_id) | PseudonymKey.master_key_id.is_(None),
-        )
-        .order_by(PseudonymKey.id)
-        .limit(limit)
-    )
-    return list(session.scalars(query))

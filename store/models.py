@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -142,7 +143,7 @@ class Worker(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The daily question rotation's seed, kept when the profile moves to a new key's pseudonym
     # (None: the pseudonym's own, identity.Pseudonym.seed).
-    seed: Mapped[int | None] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # 32 bits unsigned: int4 overflows
 
 
 class Answer(Base):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from .models import Contact
@@ -88,22 +88,6 @@ def move(session: Session, old: str, new: str, new_key_id: int, reseal: Reseal |
 def destroy_period(session: Session, key_id: int) -> int:
     """Delete every contact kept under the key ``key_id``'s pseudonyms; how many went."""
     gone = session.execute(
-        delete(Contact)
-        .where(Contact.key_id == key_id)
-        .execution_options(synchronize_session=False)
+        delete(Contact).where(Contact.key_id == key_id).execution_options(synchronize_session=False)
     )
     return gone.rowcount
-
-
-def under_master_keys_other_than(
-    session: Session, master_key_id: str, limit: int
-) -> list[Contact]:
-    """Up to ``limit`` contacts not yet under the master key ``master_key_id`` (a rotation's
-    next batch), in pseudonym order."""
-    query = (
-        select(Contact)
-        .where(Contact.master_key_id != master_key_id)
-        .order_by(Contact.pseudonym)
-        .limit(limit)
-    )
-    return list(session.scalars(query))

@@ -1,5 +1,7 @@
 """Contact vault: workers' numbers as AES-GCM ciphertext for those who opted in, and which
-master key encrypts each pseudonym key (for ``keys rotate-master``)
+master key encrypts each pseudonym key (for ``keys rotate-master``); workers' rotation seeds
+widened to 64 bits on PostgreSQL (a seed is 32 bits unsigned, more than int4 holds, so a grace
+migration's profile insert failed there)
 
 Revision ID: 0004_vault
 Revises: 0003
@@ -22,9 +24,7 @@ def upgrade() -> None:
     """The column is added in place (no batch mode: SQLite would rebuild pseudonym_keys, which
     workers and contacts refer to). Existing keys name no master key yet: the first
     ``keys rotate-master`` (or nothing, as long as the key stays) finds out which opens them."""
-    op.add_column(
-        "pseudonym_keys", sa.Column("master_key_id", sa.String(length=16), nullable=True)
-    )
+    op.add_column("pseudonym_keys", sa.Column("master_key_id", sa.String(length=16), nullable=True))
     op.create_table(
         "contacts",
         sa.Column("pseudonym", sa.String(length=64), nullable=False),
@@ -41,13 +41,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pseudonym", name=op.f("pk_contacts")),
     )
     op.create_index(op.f("ix_contacts_key_id"), "contacts", ["key_id"], unique=False)
-    op.create_index(
-        op.f("ix_contacts_master_key_id"), "contacts", ["master_key_id"], unique=False
-    )
+    op.create_index(op.f("ix_contacts_master_key_id"), "contacts", ["master_key_id"], unique=False)
 
 
 def downgrade() -> None:
-    """The vault's ciphertext goes with the table: downgrading forgets every stored contact."""
+    """The vault's ciphertext goes with the table: downgrading forgets every stored contact.
+    A seed int4 cannot hold is dropped (that worker's daily questions start a new rotation)."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("UPDATE workers SET seed = NULL WHERE seed > 2147483647")
+        op.alter_column(
+            "workers",
+            "seed",
+            type_=sa.Integer(),
+            existing_type=sa.BigInteger(),
+            existing_nullable=True,
+        )
     op.drop_index(op.f("ix_contacts_master_key_id"), table_name="contacts")
     op.drop_index(op.f("ix_contacts_key_id"), table_name="contacts")
     op.drop_table("contacts")
