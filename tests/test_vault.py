@@ -27,7 +27,16 @@ from .vaults import NEW_KEY, OLD_KEY, ring_restored
 
 PHONE = "+8801711000123"
 OTHER_PHONE = "+8801711000456"
-WELCOME = "Choose your language"
+
+
+def known(reply: str) -> bool:
+    """The reply is the enrolled (English-speaking) worker's flow going on, not the language
+    menu an unknown Bangladeshi number is greeted with (Bengali first)."""
+    return bool(reply) and "বাংলা" not in reply and "Choose your language" not in reply
+
+
+def unknown(reply: str) -> bool:
+    return "বাংলা" in reply and "English" in reply
 
 
 @pytest.fixture
@@ -173,7 +182,7 @@ def test_a_returning_worker_s_contact_moves_resealed_and_the_rest_go_with_their_
         old_who, gone_who = keep(services, PHONE), keep(services, OTHER_PHONE)
         old_key = contacts(services)[old_who].key_id
         rotated_in_force(services)
-        assert WELCOME not in returning.send("1")  # found under the previous key's pseudonym
+        assert known(returning.send("1"))  # found under the previous key's pseudonym
         run_jobs(app)
         new = services.identity.pseudonymise(PHONE)
         assert new.value != old_who and new.key_id != old_key
