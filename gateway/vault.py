@@ -11,11 +11,18 @@ pseudonym in the database (store/vault.py holds the rows and their lifecycle).
 - A job that must reach a worker later carries the pseudonym as the vault reference and calls
   ``number_for`` when it runs; the number is never in its payload, Redis or a log line.
 
-The hops never call this (they run no SQL): the vault is written and read by jobs and the CLI.
+How a number gets in: a worker answers "agree" to a flow's contact question (``type:
+contact``). The hop, which has the number and runs no SQL, seals it into the event log's entry
+as a token that expires (``seal_intake``: AES-GCM, purpose ``contact-intake``,
+INTAKE_TTL_SECONDS); the drain opens it and seals it for the vault under the pseudonym
+(``admit``), and store/jobs.py keeps it. A token whose drain came too late is dropped, never
+opened: the worker is asked again next time they are asked.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,13 +30,19 @@ from datetime import datetime
 from store import vault as stored
 from store.db import Database
 
-from .crypto import Crypto
-from .identity import e164
+from .crypto import Crypto, CryptoError
+from .engine.events import ContactAgreed
+from .engine.model import CONTACT_PURPOSES
+from .identity import InvalidAddress, e164
+
+log = logging.getLogger(__name__)
 
 PURPOSE = "contact-vault"
-# What a worker may agree to be contacted for.
-CALLBACKS, REMINDERS, PRIZE_DRAWS, FEEDBACK = "callbacks", "reminders", "prize_draws", "feedback"
-PURPOSES = frozenset({CALLBACKS, REMINDERS, PRIZE_DRAWS, FEEDBACK})
+INTAKE_PURPOSE = "contact-intake"  # the hop's token in the event log, opened by the drain only
+# Longer than any drain waits (an outage of the database keeps entries in the log); an entry
+# kept for inspection (gateway/persistence.DEAD_KEY) holds a token that no longer opens.
+INTAKE_TTL_SECONDS = 7 * 86400
+PURPOSES = frozenset(CONTACT_PURPOSES)  # what a worker may agree to be contacted for
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,36 @@ class ContactVault:
         number = self.open(ciphertext, old, master_key_id)
         blob = self.crypto.encrypt(number.encode(), PURPOSE, _context(new))
         return blob, self.crypto.master_key_id
+
+    def seal_intake(self, address: str) -> str | None:
+        """The hop's token for a worker who agreed to be contacted: their number, sealed to
+        expire (None if the address is no phone number, e.g. a WhatsApp username)."""
+        try:
+            number = e164(address)
+        except InvalidAddress:
+            return None
+        return self.crypto.seal(number, INTAKE_PURPOSE, INTAKE_TTL_SECONDS)
+
+    def admit(self, batches: list[dict]) -> None:
+        """The drain's step before the database: each agreement's token (``sealed``) replaced
+        by the vault's ciphertext for the entry's pseudonym (``ciphertext``, base64, and
+        ``master_key_id``), or by nothing when it no longer opens (store/jobs.py then keeps no
+        contact)."""
+        for batch in batches:
+            for event in batch["events"]:
+                if event.get("kind") != ContactAgreed.kind:
+                    continue
+                token = event.pop("sealed", None)
+                try:
+                    number = self.crypto.unseal(token, INTAKE_PURPOSE) if token else None
+                except CryptoError:
+                    number = None
+                if number is None:
+                    log.warning("a contact agreement came without a number that opens: not kept")
+                    continue
+                sealed = self.seal(number, batch["pseudonym"])
+                event["ciphertext"] = base64.b64encode(sealed.ciphertext).decode()
+                event["master_key_id"] = sealed.master_key_id
 
     def keep(self, address: str, pseudonym: str, key_id: int, purposes: Iterable[str]) -> None:
         """Store the worker's number for what they agreed to (a subset of PURPOSES), replacing

@@ -32,16 +32,20 @@ def keep(
     purposes: Sequence[str],
     at: datetime | None = None,
 ) -> Contact:
-    """Store the worker's contact, replacing the one they had (a new opt-in, a changed number)."""
+    """Store the worker's contact, replacing the one they had (a new opt-in, a changed number),
+    unless that one was kept later than ``at`` (a retried older agreement changes nothing)."""
+    at = at or datetime.now(UTC)
     contact = session.get(Contact, pseudonym)
     if contact is None:
         contact = Contact(pseudonym=pseudonym)
         session.add(contact)
+    elif _utc(contact.created_at) > _utc(at):
+        return contact
     contact.key_id = key_id
     contact.ciphertext = ciphertext
     contact.master_key_id = master_key_id
     contact.purposes = sorted(set(purposes))
-    contact.created_at = at or datetime.now(UTC)
+    contact.created_at = at
     session.flush()
     return contact
 
@@ -91,3 +95,7 @@ def destroy_period(session: Session, key_id: int) -> int:
         delete(Contact).where(Contact.key_id == key_id).execution_options(synchronize_session=False)
     )
     return gone.rowcount
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
