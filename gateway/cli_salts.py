@@ -84,7 +84,7 @@ def salts_rotate() -> None:
     for done in destroyed:
         click.echo(
             f"key {done.key_id} destroyed ({done.profiles} profile(s) of workers who had not "
-            "come back deleted with it)"
+            f"come back and {done.contacts} contact(s) deleted with it)"
         )
 
 

@@ -70,7 +70,11 @@ class KeyKeeper:
         for done in destroyed:
             log.info(
                 "pseudonym key destroyed",
-                extra={"key": done.key_id, "profiles_deleted": done.profiles},
+                extra={
+                    "key": done.key_id,
+                    "profiles_deleted": done.profiles,
+                    "contacts_deleted": done.contacts,
+                },
             )
         return destroyed
 

@@ -42,6 +42,14 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_contacts_key_id"), "contacts", ["key_id"], unique=False)
     op.create_index(op.f("ix_contacts_master_key_id"), "contacts", ["master_key_id"], unique=False)
+    if op.get_bind().dialect.name == "postgresql":  # SQLite's INTEGER holds 64 bits already
+        op.alter_column(
+            "workers",
+            "seed",
+            type_=sa.BigInteger(),
+            existing_type=sa.Integer(),
+            existing_nullable=True,
+        )
 
 
 def downgrade() -> None:
