@@ -145,8 +145,9 @@ class Mirror:
             for slug, code, zone, callback in entries:
                 fields["code:" + code] = slug
                 fields["zone:" + slug] = zone
-                for digest in self._digests if callback else ():
-                    fields["callback:" + digest(callback)] = slug
+                if callback:
+                    for digest in self._digests:
+                        fields["callback:" + digest(callback)] = slug
             return fields
 
         def write(pipe: Any, fields: dict[str, str]) -> None:
