@@ -9,6 +9,8 @@ At the worker's return (``move``):
   figures count the two as one respondent, in every window (aggregator/indicators.py), so a
   return moves no figure, however long ago the window ended. Anyone who could link them then
   holds the old key anyway.
+- the contact in the vault, if the worker opted in to one, moves, resealed for the new
+  pseudonym (store/vault.py);
 
 When the old key is destroyed (``settle``, from store/keyring.destroy):
 - the worker's latest answer to each question moves to the new pseudonym (``carried``); every
@@ -27,6 +29,7 @@ from datetime import datetime
 from sqlalchemy import Row, delete, select, update
 from sqlalchemy.orm import Session
 
+from . import vault
 from .models import Answer, MigratedPseudonym, Worker
 
 PER_QUESTION = ("workplace_id", "flow_id", "question_id")
@@ -41,9 +44,13 @@ def move(
     old_key: int,
     seed: int | None,
     at: datetime,
+    reseal: vault.Reseal | None = None,
 ) -> None:
-    """The worker under ``old`` came back as ``new``: their profile moves, the two are noted."""
+    """The worker under ``old`` came back as ``new``: their profile and vault contact move
+    (``reseal`` seals the contact for the new pseudonym: gateway/vault.ContactVault.reseal),
+    and the two are noted."""
     _move_profile(session, old, new, new_key, seed)
+    vault.move(session, old, new, new_key, reseal)
     if session.get(MigratedPseudonym, old) is None:
         session.add(
             MigratedPseudonym(

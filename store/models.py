@@ -125,6 +125,9 @@ class PseudonymKey(Base):
     activates_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Which master key ``secret`` is encrypted under (gateway/crypto.master_key_id; never the
+    # key). None: written before ids were recorded (``keys rotate-master`` finds out).
+    master_key_id: Mapped[str | None] = mapped_column(String(16))
 
 
 class Worker(Base):
@@ -195,3 +198,19 @@ class MigratedPseudonym(Base):
     moved_to: Mapped[str] = mapped_column(String(64))
     moved_to_key: Mapped[int] = mapped_column(Integer)
     migrated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Contact(Base):
+    """The contact vault: a worker who opted in to be contacted (callbacks, reminders, prize
+    draws, feedback) has their E.164 number here as AES-GCM ciphertext, bound to the pseudonym
+    (gateway/vault.py). Deleted on STOP, moved at a grace migration, destroyed with its key's
+    period (store/vault.py). The only column near a number, and it is ciphertext."""
+
+    __tablename__ = "contacts"
+
+    pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("pseudonym_keys.id"), index=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(16), index=True)
+    purposes: Mapped[list] = mapped_column(JSON)  # what the worker agreed to be contacted for
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select, update
 from aggregator.indicators import Window, indicators, latest_answers
 from gateway import identity, persistence
 from gateway.directory_cache import KEYRING_KEY, CachedProfile
-from gateway.identity import KEY_PURPOSE, context
+from gateway.identity import key_encrypter
 from gateway.keys import KeyKeeper
 from gateway.services import Services
 from gateway.sessions import SESSION_KEY
@@ -374,8 +374,7 @@ def test_a_worker_who_answers_either_side_of_a_rotation_counts_once_and_no_figur
             ],
         )
     with services.db.session() as session:
-        encrypt = lambda secret, kid: services.crypto.encrypt(secret, KEY_PURPOSE, context(kid))  # noqa: E731
-        k2 = keyring.rotate(session, encrypt, ROTATED).new
+        k2 = keyring.rotate(session, key_encrypter(services.crypto), ROTATED).new
     windows = {
         "before": (T0, ROTATED - timedelta(days=1)),
         "spanning": (T0, ROTATED + timedelta(days=3)),
