@@ -23,7 +23,7 @@ from sqlalchemy import Row, and_, func, not_, select
 from sqlalchemy.orm import Session
 
 from gateway.engine.model import NUMBER, Flow, FlowSet, Question
-from store.models import Answer, PseudonymKey, Workplace
+from store.models import Answer, MigratedPseudonym, PseudonymKey, Workplace
 
 WINDOW_DAYS = (7, 30, 90)
 
@@ -50,22 +50,29 @@ def window(cutoff: str, days: int, now: datetime, timezone: str) -> Window:
 
 
 def latest_answers(session: Session, workplace_id: int, win: Window) -> Sequence[Row]:
-    """(flow, question, pseudonym, text, number) of each respondent's latest answer per question."""
+    """(flow, question, pseudonym, text, number) of each respondent's latest answer per question.
+
+    A respondent is a worker as the key ring knows them: a worker who came back after a key
+    rotation is one respondent under their new pseudonym, while the old key lives through the
+    note of their return, and after it through the answers that moved (store/migration.py).
+    """
+    respondent = func.coalesce(MigratedPseudonym.moved_to, Answer.pseudonym)
     ranked = (
         select(
             Answer.flow_id,
             Answer.question_id,
-            Answer.pseudonym,
+            respondent.label("pseudonym"),
             Answer.value_text,
             Answer.value_number,
             func.row_number()
             .over(
-                partition_by=(Answer.flow_id, Answer.question_id, Answer.pseudonym),
+                partition_by=(Answer.flow_id, Answer.question_id, respondent),
                 order_by=(Answer.answered_at.desc(), Answer.id.desc()),
             )
             .label("rank"),
         )
         .join(PseudonymKey, PseudonymKey.id == Answer.key_id)
+        .outerjoin(MigratedPseudonym, MigratedPseudonym.pseudonym == Answer.pseudonym)
         .where(
             Answer.workplace_id == workplace_id,
             Answer.answered_at >= win.start.astimezone(UTC),
@@ -85,10 +92,10 @@ def latest_answers(session: Session, workplace_id: int, win: Window) -> Sequence
 
 
 def _under_the_key_in_force(end: datetime) -> tuple:
-    """Each worker counted once, under the pseudonym of the key in force at the window's end
-    (store/migration.py): answers left behind at a grace migration only in windows ending
-    before their key retired; answers carried to the new key's pseudonym only in windows
-    ending after it took over."""
+    """Once a key is destroyed, each worker who had come back counted once, under the
+    pseudonym of the key in force at the window's end (store/migration.settle): the answers
+    left behind only in windows ending before their key retired, those that moved to the new
+    pseudonym only in windows ending after it took over."""
     took_over = func.coalesce(PseudonymKey.activates_at, PseudonymKey.created_at)
     return (
         not_(and_(Answer.superseded.is_(True), PseudonymKey.retired_at < end)),

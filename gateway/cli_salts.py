@@ -1,6 +1,7 @@
-"""``workervoice salts status | rotate`` and ``workervoice clock`` (SPEC §2, §8): the pseudonym
-key ring seen and rotated by an operator, and the process that rotates and destroys keys on
-schedule (gateway/keys.py)."""
+"""``workervoice salts status | rotate``, ``workervoice keys rotate-master`` and ``workervoice
+clock`` (SPEC §2, §8): the pseudonym key ring seen and rotated by an operator, the master key
+replaced under everything stored (gateway/master_rotation.py), and the process that rotates
+and destroys keys on schedule (gateway/keys.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ from store import keyring as stored_keys
 
 from .cli import main, services
 from .keys import KeyKeeper, run_clock
+from .master_rotation import (
+    BATCH_SIZE,
+    SEALED_TTL_SECONDS,
+    Progress,
+    RotationRefused,
+    rotate_master,
+)
 
 
 @main.group()
@@ -76,7 +84,45 @@ def salts_rotate() -> None:
     for done in destroyed:
         click.echo(
             f"key {done.key_id} destroyed ({done.profiles} profile(s) of workers who had not "
-            "come back deleted with it)"
+            f"come back and {done.contacts} contact(s) deleted with it)"
+        )
+
+
+@main.group()
+def keys() -> None:
+    """The master key (WORKERVOICE_MASTER_KEY) that encrypts the key ring and the contact vault."""
+
+
+@keys.command("rotate-master")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=BATCH_SIZE,
+    show_default=True,
+    help="rows re-encrypted per commit",
+)
+@with_appcontext
+def keys_rotate_master(batch_size: int) -> None:
+    """Re-encrypt the key ring and the contact vault under WORKERVOICE_MASTER_KEY, reading what
+    is still under WORKERVOICE_MASTER_KEY_PREVIOUS. Every process must have been restarted with
+    both first; the service keeps answering meanwhile. Run it again if it is interrupted: it
+    carries on with what is left."""
+    svc = services()
+
+    def report(progress: Progress) -> None:
+        click.echo(f"{progress.table.name}: {progress.done}/{progress.total} re-encrypted")
+
+    try:
+        rotated = rotate_master(svc, batch_size, report)
+    except RotationRefused as refused:
+        raise click.ClickException(str(refused)) from None
+    done = ", ".join(f"{count} {name}" for name, count in rotated.done.items())
+    click.echo(f"done: {done} re-encrypted; all is under master key {rotated.master_key_id}")
+    if svc.config.master_key_previous is not None:
+        click.echo(
+            "keep WORKERVOICE_MASTER_KEY_PREVIOUS set for "
+            f"{SEALED_TTL_SECONDS // 60} more minutes (replies and callbacks queued before may "
+            "be sealed under it), then remove it and restart every process"
         )
 
 

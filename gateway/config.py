@@ -57,6 +57,8 @@ class Config:
     mail_from: str
     instance_dir: Path
     session_ttl: int = SESSION_TTL_SECONDS
+    # The master key being replaced, while ``keys rotate-master`` runs (gateway/crypto.py).
+    master_key_previous: bytes | None = None
 
     @property
     def production(self) -> bool:
@@ -94,11 +96,18 @@ class _Reader:
         k = self.integer("WORKERVOICE_MIN_RESPONDENTS", 10)
         if k < MIN_K:
             raise ConfigError(f"WORKERVOICE_MIN_RESPONDENTS: must be at least {MIN_K}, not {k}")
+        master_key = self.master_key(secrets_, production)
+        previous = self.previous_master_key()
+        if previous == master_key:
+            raise ConfigError(
+                "WORKERVOICE_MASTER_KEY_PREVIOUS: is WORKERVOICE_MASTER_KEY itself "
+                "(it names the key being replaced)"
+            )
         return Config(
             env=env,
             database_url=self.database_url(instance),
             redis_url=self.redis_url(),
-            master_key=self.master_key(secrets_, production),
+            master_key=master_key,
             public_url=self.url("WORKERVOICE_PUBLIC_URL", "http://localhost:5000").rstrip("/"),
             flows_dir=Path(self.get("WORKERVOICE_FLOWS_DIR") or "flows").resolve(),
             locales_dir=Path(self.get("WORKERVOICE_LOCALES_DIR") or "locales").resolve(),
@@ -116,6 +125,7 @@ class _Reader:
             smtp_url=self.smtp_url(),
             mail_from=self.get("WORKERVOICE_MAIL_FROM") or "WorkerVoice <reports@localhost>",
             instance_dir=instance,
+            master_key_previous=previous,
         )
 
     def integer(self, name: str, default: int, minimum: int | None = None) -> int:
@@ -229,13 +239,23 @@ class _Reader:
             )
         if raw is None:  # secrets_ only returns None in production, handled above
             raise ConfigError("WORKERVOICE_MASTER_KEY: required")
-        try:
-            key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        except (ValueError, TypeError):
-            key = b""
-        if len(key) != 32:
-            raise ConfigError("WORKERVOICE_MASTER_KEY: must be url-safe base64 of exactly 32 bytes")
-        return key
+        return _key("WORKERVOICE_MASTER_KEY", raw)
+
+    def previous_master_key(self) -> bytes | None:
+        """The master key a rotation replaces (optional; set only while one is under way)."""
+        raw = self.get("WORKERVOICE_MASTER_KEY_PREVIOUS")
+        return None if raw is None else _key("WORKERVOICE_MASTER_KEY_PREVIOUS", raw)
+
+
+def _key(name: str, raw: str) -> bytes:
+    """32 bytes from url-safe base64 (padding optional), or one line naming the variable."""
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (ValueError, TypeError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{name}: must be url-safe base64 of exactly 32 bytes")
+    return key
 
 
 class _InstanceSecrets:

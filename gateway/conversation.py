@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from .directory_cache import CachedProfile, profile_json
 from .engine import runtime
 from .engine.definition import FlowSet
-from .engine.events import Enrolled, Event, LanguageChanged, OptedOut, Step
+from .engine.events import ContactAgreed, Enrolled, Event, LanguageChanged, OptedOut, Step
 from .engine.inputs import HangUp, Input
 from .engine.session import Profile, Session
 from .engine.texts import Texts
@@ -130,7 +130,7 @@ def _converse(
             dialog=_kept(inbound, dialog),
             token=opened.token or "",
             profile=moved.profile(services, who, cached),
-            events=_events(inbound, who, (), services.now(), moved),
+            events=_events(services, inbound, who, (), services.now(), moved),
             moved_from=moved.earlier,
         )
         return Handled(reply, None), Armed()
@@ -165,7 +165,7 @@ def _converse(
         dialog=_kept(inbound, dialog),
         token=opened.token or "",
         profile=_kept_profile(services, who, result, cached, moved),
-        events=_events(inbound, who, result.events, now, moved),
+        events=_events(services, inbound, who, result.events, now, moved),
         outbox=_to_send(inbound, reply),
         moved_from=moved.earlier,
     )
@@ -236,6 +236,7 @@ def _kept_profile(
 
 
 def _events(
+    services: Services,
     inbound: Inbound,
     who: Pseudonym,
     events: tuple[Event, ...],
@@ -244,13 +245,16 @@ def _events(
 ) -> str:
     """The events to keep, as the event log's entry ('' if none). A move to a new key's
     pseudonym goes first, so the drain moves the stored profile and answers before it writes
-    what this request changed."""
+    what this request changed. An agreement to be contacted carries the number sealed to
+    expire (gateway/vault.py), the only way a number enters the event log."""
     request = digest(inbound.provider, who.value, inbound.message_id)
     kept = [] if moved.earlier is None else [moved.event(now)]
     for index, event in enumerate(events):
         if not event.persist:
             continue
         data = event.to_dict()
+        if isinstance(event, ContactAgreed):
+            data["sealed"] = services.vault.seal_intake(inbound.address)
         # Fixed size whatever the provider's id: "<provider>:<40 hex>:<n>" fits its column.
         data["event_id"] = f"{inbound.provider}:{request}:{index}"
         kept.append(data)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import chain, islice
@@ -67,8 +67,9 @@ end
 return added
 """
 
-# (id, status, ciphertext, activates_at as epoch seconds), newest first
-KeyBlobs = list[tuple[int, str, bytes, float]]
+# (id, status, ciphertext, activates_at as epoch seconds, id of the master key the ciphertext is
+# under or None if not recorded), newest first
+KeyBlobs = list[tuple[int, str, bytes, float, str | None]]
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,18 @@ class Rebuilt:
 class Mirror:
     """Writes the database's ring, directory and profiles into Redis."""
 
-    def __init__(self, database: Database, redis: Redis, digest: Callable[[str], str]):
+    def __init__(
+        self,
+        database: Database,
+        redis: Redis,
+        digest: Callable[[str], str],
+        also: Sequence[Callable[[str], str]] = (),
+    ):
         self.database = database
         self.redis = redis
-        self._digest = digest
+        # Callback numbers are named under every master key held, so that processes not yet
+        # given the new key during a master rotation still find them.
+        self._digests = (digest, *also)
         self._fill = redis.register_script(_FILL_PROFILES)
 
     def key_blobs(self) -> KeyBlobs:
@@ -110,7 +119,13 @@ class Mirror:
             with self.database.session() as session:
                 keys = stored_keys.live_keys(session)
                 return [
-                    (k.id, k.status, k.secret, _epoch(k.activates_at or k.created_at))
+                    (
+                        k.id,
+                        k.status,
+                        k.secret,
+                        _epoch(k.activates_at or k.created_at),
+                        k.master_key_id,
+                    )
                     for k in keys
                     if k.secret is not None
                 ]
@@ -131,7 +146,8 @@ class Mirror:
                 fields["code:" + code] = slug
                 fields["zone:" + slug] = zone
                 if callback:
-                    fields["callback:" + self._digest(callback)] = slug
+                    for digest in self._digests:
+                        fields["callback:" + digest(callback)] = slug
             return fields
 
         def write(pipe: Any, fields: dict[str, str]) -> None:
@@ -201,20 +217,22 @@ class Mirror:
 def _ring_json(ring: KeyBlobs) -> str:
     return json.dumps(
         [
-            [kid, status, base64.b64encode(blob).decode(), activates]
-            for kid, status, blob, activates in ring
+            [kid, status, base64.b64encode(blob).decode(), activates, master_key_id]
+            for kid, status, blob, activates, master_key_id in ring
         ]
     )
 
 
 def _ring_from_json(raw: bytes | str) -> KeyBlobs:
     """The ring as written by ``_ring_json`` (an entry without its time, written before keys
-    had one, took over when it was made)."""
+    had one, took over when it was made; one without its master key id, written before
+    those were recorded, is tried under each master key held)."""
     ring = []
     for entry in json.loads(raw):
         kid, status, blob = entry[:3]
         activates = float(entry[3]) if len(entry) > 3 else float("-inf")
-        ring.append((int(kid), str(status), base64.b64decode(blob), activates))
+        master_key_id = str(entry[4]) if len(entry) > 4 and entry[4] is not None else None
+        ring.append((int(kid), str(status), base64.b64decode(blob), activates, master_key_id))
     return ring
 
 

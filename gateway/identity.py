@@ -234,8 +234,9 @@ class Key:
     activates_at: float = float("-inf")  # epoch seconds: when it takes over (store/keyring.py)
 
 
-# (id, status, ciphertext, activates_at epoch seconds or None), newest first; a loader may also
-# give the older 3-tuples (then the key took over when it was made).
+# (id, status, ciphertext, activates_at epoch seconds or None, master key id or None), newest
+# first; a loader may also give the older 3- and 4-tuples (then the key took over when it was
+# made, and the ciphertext is tried under each master key held).
 KeyLoader = Callable[[], list[tuple]]
 
 
@@ -277,7 +278,8 @@ class KeyRing:
     def _key(self, entry: tuple) -> Key:
         kid, status, blob = entry[:3]
         activates = entry[3] if len(entry) > 3 and entry[3] is not None else float("-inf")
-        secret = self._crypto.decrypt(blob, KEY_PURPOSE, context(kid))
+        master_key_id = entry[4] if len(entry) > 4 else None
+        secret = self._crypto.decrypt(blob, KEY_PURPOSE, context(kid), master_key_id)
         return Key(kid, secret, status, float(activates))
 
     def in_force(self) -> tuple[Key, list[Key]]:
@@ -301,6 +303,15 @@ class KeyRing:
 
 def context(key_id: int) -> bytes:
     return f"key:{key_id}".encode()
+
+
+def key_encrypter(crypto: Crypto) -> Callable[[bytes, int], tuple[bytes, str]]:
+    """How a new key's material is stored (store/keyring.Encrypt): under the current master key,
+    bound to the key's id, with that master key's id."""
+    return lambda secret, kid: (
+        crypto.encrypt(secret, KEY_PURPOSE, context(kid)),
+        crypto.master_key_id,
+    )
 
 
 class Identity:

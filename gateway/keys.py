@@ -24,7 +24,7 @@ from redis import Redis
 from store import keyring as stored_keys
 
 from .directory_cache import PROFILE_KEY
-from .identity import KEY_PURPOSE, context
+from .identity import key_encrypter
 from .sessions import CODE_TRIES_KEY, FORGOTTEN_KEY, LOCK_KEY, SESSION_KEY
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,10 @@ class KeyKeeper:
     def __init__(self, services):
         self.services = services
 
-    @property
-    def _encrypt(self) -> Callable[[bytes, int], bytes]:
-        crypto = self.services.crypto
-        return lambda secret, kid: crypto.encrypt(secret, KEY_PURPOSE, context(kid))
-
     def rotate(self, now: datetime) -> stored_keys.Rotated | None:
         """A rotation now (``salts rotate``, or the clock when one is due)."""
         with self.services.db.session() as session:
-            rotated = stored_keys.rotate(session, self._encrypt, now)
+            rotated = stored_keys.rotate(session, key_encrypter(self.services.crypto), now)
         if rotated is not None:
             log.info(
                 "pseudonym key rotated",
@@ -75,7 +70,11 @@ class KeyKeeper:
         for done in destroyed:
             log.info(
                 "pseudonym key destroyed",
-                extra={"key": done.key_id, "profiles_deleted": done.profiles},
+                extra={
+                    "key": done.key_id,
+                    "profiles_deleted": done.profiles,
+                    "contacts_deleted": done.contacts,
+                },
             )
         return destroyed
 
@@ -92,7 +91,7 @@ class KeyKeeper:
 
 def forget(redis: Redis, pseudonyms: Iterable[str]) -> int:
     """Delete every Redis entry kept under these pseudonyms; how many keys went."""
-    gone, batch = 0, []
+    gone, batch = 0, list[str]()
     for pseudonym in pseudonyms:
         batch.extend(pattern.format(pseudonym) for pattern in _PER_PSEUDONYM)
         if len(batch) >= REDIS_BATCH:

@@ -337,8 +337,9 @@ def _write(services, entries: Sequence[Entry]) -> dict:
     batches = [json.loads(fields[FIELD.encode()]) for _, fields in entries]
     pseudonyms = sorted({batch["pseudonym"] for batch in batches})
     stopped = services.sessions.forgotten_since(pseudonyms)
+    services.vault.admit(batches)  # contact agreements: the hop's token -> the vault's cipher
     with services.db.session() as session:
-        counts = write_batches(session, batches, stopped)
+        counts = write_batches(session, batches, stopped, services.vault.reseal)
     log.info("persisted events", extra={"counts": counts, "entries": len(entries)})
     return counts
 

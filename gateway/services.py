@@ -23,8 +23,9 @@ from .audio import AudioLibrary
 from .config import REPLY_CACHE_SECONDS, Config
 from .crypto import Crypto
 from .flows import FlowRegistry
-from .identity import KEY_PURPOSE, Identity, KeyRing, context
+from .identity import Identity, KeyRing, key_encrypter
 from .sessions import SessionStore
+from .vault import ContactVault
 
 EXTENSION = "workervoice"
 _fake_server = None  # one in-process Redis emulation per process (embedded default)
@@ -49,7 +50,7 @@ class Services:
 
     @cached_property
     def crypto(self) -> Crypto:
-        return Crypto(self.config.master_key)
+        return Crypto(self.config.master_key, self.config.master_key_previous)
 
     @cached_property
     def db(self) -> Database:
@@ -66,13 +67,18 @@ class Services:
     @cached_property
     def mirror(self) -> directory_mirror.Mirror:
         """Writes the database's keys, workplaces and profiles into Redis for the hops."""
-        return directory_mirror.Mirror(self.db, self.redis, self._number_digest)
+        return directory_mirror.Mirror(
+            self.db, self.redis, self._number_digest, also=self._previous_number_digest
+        )
 
     @cached_property
     def directory(self) -> directory_cache.DirectoryView:
         """Workplace codes, time zones and callback numbers, as the hops read them."""
         return directory_cache.DirectoryView(
-            self.redis, self._number_digest, unbuilt=self._queue_rebuild
+            self.redis,
+            self._number_digest,
+            unbuilt=self._queue_rebuild,
+            also=self._previous_number_digest,
         )
 
     @cached_property
@@ -87,6 +93,12 @@ class Services:
     @cached_property
     def _number_digest(self) -> Callable[[str], str]:
         return directory_cache.number_digest(self.config.master_key)
+
+    @cached_property
+    def _previous_number_digest(self) -> tuple[Callable[[str], str], ...]:
+        """The same under the master key being replaced, while a rotation is under way."""
+        previous = self.config.master_key_previous
+        return () if previous is None else (directory_cache.number_digest(previous),)
 
     @cached_property
     def redis(self) -> Redis:
@@ -121,15 +133,18 @@ class Services:
         return AudioLibrary(self.config.locales_dir, self.config.public_url)
 
     @cached_property
+    def vault(self) -> ContactVault:
+        """Contacts of workers who opted in, sealed under their pseudonyms (gateway/vault.py)."""
+        return ContactVault(self.crypto, self.db, self.now)
+
+    @cached_property
     def identity(self) -> Identity:
         return Identity(KeyRing(self.mirror.key_blobs, self.crypto))
 
     def ensure_key_ring(self) -> None:
         """Create the first key if there is none (it reaches Redis as the commit is made)."""
         with self.db.session() as session:
-            stored_keys.ensure_current(
-                session, lambda secret, kid: self.crypto.encrypt(secret, KEY_PURPOSE, context(kid))
-            )
+            stored_keys.ensure_current(session, key_encrypter(self.crypto))
 
     def now(self) -> datetime:
         return self.clock()

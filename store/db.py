@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import CursorResult, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import Executable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -77,3 +79,10 @@ def _engine(url: str) -> Engine:
     # statement per row: 1.4x faster on psycopg 3 than its pipelined executemany, measured.
     engine.dialect.use_insertmanyvalues_wo_returning = True
     return engine
+
+
+def rows_changed(session: Session, statement: Executable) -> int:
+    """Run an UPDATE or DELETE; how many rows it matched (a conditional statement's winner
+    sees 1, a concurrent loser 0)."""
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return cast(CursorResult, result).rowcount

@@ -1,16 +1,19 @@
 """Persisting what the engine decided, as the event log's drain (gateway/persistence.py) asks:
 many requests' events at once, in a few set-based statements. Safe to run twice (STYLE §7).
 
-An entry holds pseudonyms and answers, never a number. Answers are upserted on (worker,
-workplace, question, local day): a second run of the same batch writes the same rows, and a later
-answer the same day replaces the earlier one, never the other way round, whichever batch carries
-it. A profile likewise keeps its newest state: a retried enrolment or language change never
-undoes a later one. Rows are deduplicated within a batch (one statement may not touch a row
-twice) and sent in key order, so two drains writing at once cannot deadlock.
+An entry holds pseudonyms and answers, never a number in clear (a worker's agreement to be
+contacted arrives with the vault's ciphertext of it, gateway/vault.py). Answers are upserted on
+(worker, workplace, question, local day): a second run of the same batch writes the same rows,
+and a later answer the same day replaces the earlier one, never the other way round, whichever
+batch carries it. A profile likewise keeps its newest state: a retried enrolment or language
+change never undoes a later one; so does a contact. Rows are deduplicated within a batch (one
+statement may not touch a row twice) and sent in key order, so two drains writing at once
+cannot deadlock.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -20,13 +23,14 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from . import migration
+from . import migration, vault
 from .models import Answer, Worker, Workplace
 from .profiles import forget as profiles_forget
 
 log = logging.getLogger(__name__)
 
 
+CONTACT_EVENTS = ("contact_agreed", "contact_declined")
 ANSWER_KEY = ("pseudonym", "workplace_id", "flow_id", "question_id", "answered_on")
 ANSWER_CHANGES = (
     "flow_version",
@@ -46,13 +50,17 @@ def write_events(session: Session, batch: dict, stopped_at: datetime | None = No
 
 
 def write_batches(
-    session: Session, batches: Iterable[dict], stopped: Mapping[str, datetime] | None = None
+    session: Session,
+    batches: Iterable[dict],
+    stopped: Mapping[str, datetime] | None = None,
+    reseal: vault.Reseal | None = None,
 ) -> dict:
-    """Write many requests' events: answers, enrolments, language changes, opt-outs.
+    """Write many requests' events: answers, enrolments, language changes, opt-outs (which
+    delete the profile and the vault's contact).
 
     ``stopped`` maps a pseudonym to when that worker last opted out, if lately: an enrolment
     from a request that arrived before it is not written, so an entry drained late cannot bring
-    the worker back.
+    the worker back. ``reseal`` seals a vault contact for a migrating worker's new pseudonym.
     """
     batches = list(batches)
     stopped = dict(stopped or {})
@@ -74,11 +82,13 @@ def write_batches(
                     batch["key_id"],
                     int(event["from_key"]),
                     _instant(event["at"]),
+                    reseal,
                 )
     answers: dict[tuple, dict] = {}
     profiles: dict[str, dict] = {}
     languages: list[tuple[str, datetime, str]] = []
     forgotten: list[tuple[str, datetime]] = []
+    contacts: list[tuple[datetime, dict, dict]] = []
     for batch in batches:
         stop = stopped.get(batch["pseudonym"])
         stopped_later = (
@@ -100,8 +110,9 @@ def write_batches(
                 languages.append((batch["pseudonym"], at, event["language"]))
             elif kind == "opted_out":
                 forgotten.append((batch["pseudonym"], _received(batch)))
+            elif kind in CONTACT_EVENTS and not stopped_later:
+                contacts.append((_instant(event["at"]), batch, event))
     counts["answers"] = _upsert_answers(session, sorted(answers.items()))
-    migration.supersede_late(session, (row["pseudonym"] for row in answers.values()))
     counts["profiles"] = _upsert_profiles(session, sorted(profiles.items()))
     for pseudonym, at, language in languages:  # rare: one statement each
         session.execute(
@@ -109,10 +120,30 @@ def write_batches(
             .where(Worker.pseudonym == pseudonym, Worker.updated_at <= at)
             .values(language=language, updated_at=at)
         )
+    for at, batch, event in sorted(contacts, key=lambda item: item[0]):  # the latest wins
+        _contact(session, at, batch, event)
     for pseudonym, sent in forgotten:
         profiles_forget(session, pseudonym, before=sent)
+        vault.forget(session, pseudonym, before=sent)
         counts["forgotten"] += 1
     return counts
+
+
+def _contact(session: Session, at: datetime, batch: dict, event: dict) -> None:
+    """A worker agreed to be contacted (the vault's ciphertext, made by the drain from the
+    hop's sealed number: gateway/vault.ContactVault.admit) or declined (any contact goes)."""
+    if event["kind"] == "contact_declined":
+        vault.forget(session, batch["pseudonym"], before=at)
+    elif event.get("ciphertext"):  # none: the hop's token had expired or held no number
+        vault.keep(
+            session,
+            batch["pseudonym"],
+            batch["key_id"],
+            base64.b64decode(event["ciphertext"]),
+            event["master_key_id"],
+            event["purposes"],
+            at=at,
+        )
 
 
 def _keep_latest(rows: dict, key, row: dict, stamp: str) -> None:

@@ -8,7 +8,8 @@ change, can be read under different keys by processes that disagree about which 
 The key it replaces becomes ``previous`` and retires at that instant; once it has been retired
 for the grace period it is destroyed: its material is overwritten with NULL, and everything kept
 under its pseudonyms that could help reach a worker goes with it (profiles that never moved, the
-marks of those that did). Answers stay: nothing can link them to a number any more.
+notes linking those that did to their new pseudonyms, whose latest answers move with them:
+store/migration.settle). The other answers stay: nothing can link them to a number any more.
 
 Every change is a conditional UPDATE on the row's status, so two clocks (or a clock and an
 administrator) doing the same thing at once do it once: the loser's statement matches no row.
@@ -25,12 +26,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from . import migration, vault
+from .db import rows_changed
 from .models import MigratedPseudonym, PseudonymKey, Worker
 
 CURRENT, PREVIOUS, DESTROYED = "current", "previous", "destroyed"
 LEAD_SECONDS = 4.0  # from a rotation to the new key taking over (> identity.KEY_CACHE_SECONDS)
 
-Encrypt = Callable[[bytes, int], bytes]  # (secret, key id) -> ciphertext bound to that id
+# (secret, key id) -> (ciphertext bound to that id, id of the master key it is under)
+Encrypt = Callable[[bytes, int], tuple[bytes, str]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Destroyed:
     key_id: int
     profiles: int  # profiles left under its pseudonyms (workers who did not come back)
     pseudonyms: tuple[str, ...]  # whose Redis entries go too (sessions, cached profiles)
+    contacts: int = 0  # contacts in the vault deleted with it
 
 
 def live_keys(session: Session) -> list[PseudonymKey]:
@@ -61,8 +66,8 @@ def every_key(session: Session) -> list[PseudonymKey]:
 def ensure_current(session: Session, encrypt: Encrypt) -> PseudonymKey:
     """The current key, creating the first one if the ring is empty.
 
-    ``encrypt(secret: bytes, key_id: int) -> bytes`` seals the key material; the id is bound
-    into the ciphertext so a row cannot be swapped for another.
+    ``encrypt(secret: bytes, key_id: int) -> (bytes, master key id)`` seals the key material;
+    the id is bound into the ciphertext so a row cannot be swapped for another.
     """
     current = session.scalar(select(PseudonymKey).where(PseudonymKey.status == CURRENT))
     if current is not None:
@@ -71,7 +76,7 @@ def ensure_current(session: Session, encrypt: Encrypt) -> PseudonymKey:
     key = PseudonymKey(status=CURRENT, secret=b"", created_at=now, activates_at=now)
     session.add(key)
     session.flush()
-    key.secret = encrypt(secrets.token_bytes(32), key.id)
+    key.secret, key.master_key_id = encrypt(secrets.token_bytes(32), key.id)
     return key
 
 
@@ -92,18 +97,18 @@ def rotate(session: Session, encrypt: Encrypt, now: datetime) -> Rotated | None:
     if current is None:
         return None
     takes_over = now + timedelta(seconds=LEAD_SECONDS)
-    retired = session.execute(
+    retired = rows_changed(
+        session,
         update(PseudonymKey)
         .where(PseudonymKey.id == current.id, PseudonymKey.status == CURRENT)
-        .values(status=PREVIOUS, retired_at=takes_over)
-        .execution_options(synchronize_session=False)
+        .values(status=PREVIOUS, retired_at=takes_over),
     )
-    if retired.rowcount != 1:
+    if retired != 1:
         return None
     key = PseudonymKey(status=CURRENT, secret=b"", created_at=now, activates_at=takes_over)
     session.add(key)
     session.flush()  # the partial unique index refuses a second current key (IntegrityError)
-    key.secret = encrypt(secrets.token_bytes(32), key.id)
+    key.secret, key.master_key_id = encrypt(secrets.token_bytes(32), key.id)
     return Rotated(new=key.id, old=current.id, activates_at=takes_over)
 
 
@@ -121,23 +126,25 @@ def destroy_due(session: Session, now: datetime, grace_days: int) -> list[Destro
 
 def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
     """Destroy one previous key now: its material gone, the destruction's time recorded (no
-    secret), and the profiles and migration marks of its period deleted. None if it was not
+    secret), the profiles of its period deleted, and its returning workers' latest answers
+    settled under their new pseudonyms. None if it was not
     a previous key (already destroyed by someone else, or still current)."""
-    gone = session.execute(
+    gone = rows_changed(
+        session,
         update(PseudonymKey)
         .where(PseudonymKey.id == key_id, PseudonymKey.status == PREVIOUS)
-        .values(status=DESTROYED, secret=None, destroyed_at=now)
-        .execution_options(synchronize_session=False)
+        .values(status=DESTROYED, secret=None, destroyed_at=now),
     )
-    if gone.rowcount != 1:
+    if gone != 1:
         return None
     left = session.scalars(select(Worker.pseudonym).where(Worker.key_id == key_id)).all()
     moved = session.scalars(
         select(MigratedPseudonym.pseudonym).where(MigratedPseudonym.key_id == key_id)
     ).all()
     session.execute(delete(Worker).where(Worker.key_id == key_id))
-    session.execute(delete(MigratedPseudonym).where(MigratedPseudonym.key_id == key_id))
-    return Destroyed(key_id, len(left), tuple(left) + tuple(moved))
+    contacts = vault.destroy_period(session, key_id)
+    migration.settle(session, key_id)  # returning workers' latest answers go with them
+    return Destroyed(key_id, len(left), tuple(left) + tuple(moved), contacts)
 
 
 def _utc(moment: datetime) -> datetime:

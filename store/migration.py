@@ -1,29 +1,38 @@
 """Grace migration in the database: a worker's first request after a key rotation moved them
-to the new key's pseudonym (gateway/conversation.Moved); the drain moves what is stored.
+to the new key's pseudonym (gateway/conversation.Moved); the drain moves what is stored, in two
+steps (docs/PRIVACY.md: why).
 
-- The profile moves (a newer one already under the new pseudonym wins): language, workplace,
-  consent, and nothing else. Nothing derived from the old pseudonym goes with it (the daily
-  rotation's seed was its first 8 hex digits: kept, it linked the old answers to the new
-  pseudonym for anyone with the master key, after the old key's destruction too); the daily
-  rotation starts again from the new pseudonym's own seed.
-- The latest answer to each question moves; every older one stays under the old pseudonym,
-  marked superseded, and counts only in windows that end before the old key retired
-  (aggregator/indicators.py). So a window counts each worker once, under the key in force at
-  its end, and once the old key is destroyed nothing links what stayed behind to the worker.
-- The old pseudonym is noted (never the new one), so that an answer under it drained late is
-  written superseded too. The note goes with the old key.
+At the worker's return (``move``):
+- the profile moves (a newer one already under the new pseudonym wins): language, workplace,
+  consent, and nothing else. Nothing derived from the old pseudonym goes with it: the daily
+  rotation's seed was its first 8 hex digits, and kept on the new profile it linked the answers
+  left under the old key to the worker for anyone with the master key, after the old key's
+  destruction too; the rotation starts again from the new pseudonym's own seed;
+- the old pseudonym is noted with the new one (MigratedPseudonym). While the old key lives the
+  figures count the two as one respondent, in every window (aggregator/indicators.py), so a
+  return moves no figure, however long ago the window ended. Anyone who could link them then
+  holds the old key anyway.
+- the contact in the vault, if the worker opted in to one, moves, resealed for the new
+  pseudonym (store/vault.py);
 
-Safe to run twice: a second run finds nothing left to move under the old pseudonym.
+When the old key is destroyed (``settle``, from store/keyring.destroy):
+- the worker's latest answer to each question moves to the new pseudonym (``carried``); every
+  older one stays under the old pseudonym (``superseded``), counted only in windows ending
+  before the old key retired;
+- the note is deleted. From then on nothing links what stayed behind to the worker, and a
+  window that spans the rotation counts the worker once, as it did the moment before.
+
+Both are safe to run twice: a second run finds nothing left to move.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, delete, select, update
 from sqlalchemy.orm import Session
 
+from . import vault
 from .models import Answer, MigratedPseudonym, Worker
 
 PER_QUESTION = ("workplace_id", "flow_id", "question_id")
@@ -37,37 +46,38 @@ def move(
     new_key: int,
     old_key: int,
     at: datetime,
-) -> int:
-    """Move one worker from ``old`` to ``new``; how many answers moved."""
+    reseal: vault.Reseal | None = None,
+) -> None:
+    """The worker under ``old`` came back as ``new``: their profile and vault contact move
+    (``reseal`` seals the contact for the new pseudonym: gateway/vault.ContactVault.reseal),
+    and the two are noted."""
     _move_profile(session, old, new, new_key)
-    moved = _move_latest_answers(session, old, new, new_key)
-    session.execute(
-        update(Answer)
-        .where(Answer.pseudonym == old, Answer.superseded.is_(False))
-        .values(superseded=True)
-        .execution_options(synchronize_session=False)
-    )
+    vault.move(session, old, new, new_key, reseal)
     if session.get(MigratedPseudonym, old) is None:
-        session.add(MigratedPseudonym(pseudonym=old, key_id=old_key, migrated_at=at))
+        session.add(
+            MigratedPseudonym(
+                pseudonym=old, key_id=old_key, moved_to=new, moved_to_key=new_key, migrated_at=at
+            )
+        )
         session.flush()
-    return moved
 
 
-def supersede_late(session: Session, pseudonyms: Iterable[str]) -> None:
-    """Answers just written under pseudonyms whose workers have moved on count as superseded."""
-    candidates = sorted(set(pseudonyms))
-    if not candidates:
-        return
-    moved_on = session.scalars(
-        select(MigratedPseudonym.pseudonym).where(MigratedPseudonym.pseudonym.in_(candidates))
-    ).all()
-    if moved_on:
+def settle(session: Session, key_id: int) -> int:
+    """Before key ``key_id`` is destroyed: each worker who came back takes their latest answers
+    with them, the rest stay behind superseded, and the notes go; how many answers moved."""
+    moved = 0
+    for note in session.scalars(
+        select(MigratedPseudonym).where(MigratedPseudonym.key_id == key_id)
+    ).all():
+        moved += _move_latest_answers(session, note.pseudonym, note.moved_to, note.moved_to_key)
         session.execute(
             update(Answer)
-            .where(Answer.pseudonym.in_(moved_on), Answer.superseded.is_(False))
+            .where(Answer.pseudonym == note.pseudonym, Answer.superseded.is_(False))
             .values(superseded=True)
             .execution_options(synchronize_session=False)
         )
+    session.execute(delete(MigratedPseudonym).where(MigratedPseudonym.key_id == key_id))
+    return moved
 
 
 def _move_profile(session: Session, old: str, new: str, new_key: int) -> None:
@@ -96,7 +106,7 @@ def _move_latest_answers(session: Session, old: str, new: str, new_key: int) -> 
             Answer.pseudonym == old, Answer.superseded.is_(False)
         )
     ).all()
-    latest: dict[tuple, tuple] = {}
+    latest: dict[tuple, Row] = {}
     for row in rows:
         question = tuple(getattr(row, c) for c in PER_QUESTION)
         if question not in latest or (latest[question].answered_at, latest[question].id) < (

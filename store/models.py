@@ -124,6 +124,9 @@ class PseudonymKey(Base):
     activates_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Which master key ``secret`` is encrypted under (gateway/crypto.master_key_id; never the
+    # key). None: written before ids were recorded (``keys rotate-master`` finds out).
+    master_key_id: Mapped[str | None] = mapped_column(String(16))
 
 
 class Worker(Base):
@@ -168,22 +171,42 @@ class Answer(Base):
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     event_id: Mapped[str] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(16))
-    # Left under a retired key's pseudonym when its worker came back after the rotation (their
-    # latest answer to the question moved on): counted only in windows ending before the key
-    # retired (aggregator/indicators.py, docs/PRIVACY.md).
+    # Left under a destroyed key's pseudonym whose worker had come back after the rotation
+    # (their latest answer to the question moved on): counted only in windows ending before the
+    # key retired (aggregator/indicators.py, docs/PRIVACY.md).
     superseded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # Moved to the new key's pseudonym at a grace migration (the latest answer to its question
-    # then): counted only in windows ending after that key took over.
+    # Moved to the new key's pseudonym when the old key was destroyed (the worker's latest
+    # answer to its question in that period): counted only in windows ending after the new key
+    # took over.
     carried: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class MigratedPseudonym(Base):
-    """A retired key's pseudonym whose worker came back during the grace period (never the new
-    pseudonym: nothing here links the two). A late answer under it is written superseded.
-    Deleted with its key."""
+    """A retired key's pseudonym whose worker came back during the grace period, and the new
+    pseudonym they came back under: while the old key lives, the figures count the two as one
+    respondent (aggregator/indicators.py). Deleted with the old key, when the worker's latest
+    answers move across for good (store/migration.py): after that nothing links the two."""
 
     __tablename__ = "migrated_pseudonyms"
 
     pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
     key_id: Mapped[int] = mapped_column(Integer, index=True)
+    moved_to: Mapped[str] = mapped_column(String(64))
+    moved_to_key: Mapped[int] = mapped_column(Integer)
     migrated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Contact(Base):
+    """The contact vault: a worker who opted in to be contacted (callbacks, reminders, prize
+    draws, feedback) has their E.164 number here as AES-GCM ciphertext, bound to the pseudonym
+    (gateway/vault.py). Deleted on STOP, moved at a grace migration, destroyed with its key's
+    period (store/vault.py). The only column near a number, and it is ciphertext."""
+
+    __tablename__ = "contacts"
+
+    pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("pseudonym_keys.id"), index=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(16), index=True)
+    purposes: Mapped[list] = mapped_column(JSON)  # what the worker agreed to be contacted for
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -11,7 +11,8 @@ been pseudonymised from), and then follow whatever else the database joins a kno
   pseudonym (store/migration.py carried one across a rotation);
 - the request an answer came in (``event_id`` holds a digest of it): another answer from the
   same request, under another pseudonym, is the same worker;
-- a migration mark (``migrated_pseudonyms``) naming an old pseudonym next to a new one.
+- a migration mark (``migrated_pseudonyms``) naming an old pseudonym next to a new one;
+- the contact vault, opened with the master key: a contact names its pseudonym.
 
 Each link found makes more pseudonyms known, until nothing new is found.
 """
@@ -23,11 +24,12 @@ import hmac
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import Column, LargeBinary, MetaData, Table, create_engine, select
+from sqlalchemy import Column, LargeBinary, MetaData, Table, create_engine, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeEngine
 
+from gateway import vault
 from gateway.crypto import Crypto, CryptoError
 from gateway.identity import KEY_PURPOSE, context
 
@@ -87,6 +89,7 @@ def link(engine: Engine, master_key: bytes, numbers: list[str]) -> dict[str, Lin
     """For each number, the pseudonyms and answers (by id) the attacker ties to it."""
     keys = recoverable_keys(engine, master_key)
     answers, workers, marks = _rows(engine)
+    vaulted = opened_contacts(engine, master_key)
     under: dict[str, list[int]] = defaultdict(list)  # pseudonym -> answer ids
     by_request: dict[str, set[str]] = defaultdict(set)  # request digest -> pseudonyms
     requests_of: dict[str, set[str]] = defaultdict(set)  # pseudonym -> request digests
@@ -97,6 +100,11 @@ def link(engine: Engine, master_key: bytes, numbers: list[str]) -> dict[str, Lin
             requests_of[answer["pseudonym"]].add(request)
     stored = set(under) | {w["pseudonym"] for w in workers} | {m["pseudonym"] for m in marks}
     seeds = {w["pseudonym"]: w["seed"] for w in workers if w.get("seed") is not None}
+    noted: dict[str, set[str]] = defaultdict(set)  # a migration mark's old <-> new pseudonym
+    for mark in marks:
+        if mark.get("moved_to"):
+            noted[mark["pseudonym"]].add(mark["moved_to"])
+            noted[mark["moved_to"]].add(mark["pseudonym"])
 
     found: dict[str, Linked] = {}
     for number in numbers:
@@ -108,6 +116,10 @@ def link(engine: Engine, master_key: bytes, numbers: list[str]) -> dict[str, Lin
                 if pseudonym in stored and pseudonym not in linked.pseudonyms:
                     linked.pseudonyms[pseudonym] = f"HMAC of {form!r} under key {key_id}"
                     todo.append(pseudonym)
+        for pseudonym, contact in vaulted.items():
+            if contact in _identifiers(number) and pseudonym not in linked.pseudonyms:
+                linked.pseudonyms[pseudonym] = "the contact vault, opened"
+                todo.append(pseudonym)
         while todo:
             pseudonym = todo.pop()
             for answer_id in under.get(pseudonym, ()):
@@ -116,6 +128,7 @@ def link(engine: Engine, master_key: bytes, numbers: list[str]) -> dict[str, Lin
             if pseudonym in seeds:
                 prefix = f"{seeds[pseudonym]:08x}"
                 leads += [(p, f"seed of {pseudonym[:12]}") for p in stored if p.startswith(prefix)]
+            leads += [(p, f"migration mark of {pseudonym[:12]}") for p in noted[pseudonym]]
             for request in requests_of.get(pseudonym, ()):
                 leads += [(p, f"request {request[:12]}") for p in by_request[request]]
             for lead, how in leads:
@@ -124,6 +137,26 @@ def link(engine: Engine, master_key: bytes, numbers: list[str]) -> dict[str, Lin
                     todo.append(lead)
         found[number] = linked
     return found
+
+
+def opened_contacts(engine: Engine, master_key: bytes) -> dict[str, str]:
+    """The contact vault opened with the master key: pseudonym -> number, for every contact
+    stored (workers who agreed to be contacted; bound to their pseudonym)."""
+    if "contacts" not in inspect(engine).get_table_names():
+        return {}
+    crypto, opened = Crypto(master_key), {}
+    contacts = _table(engine, "contacts")
+    with engine.connect() as connection:
+        for pseudonym, blob in connection.execute(
+            select(contacts.c.pseudonym, contacts.c.ciphertext)
+        ):
+            try:
+                opened[pseudonym] = crypto.decrypt(
+                    bytes(blob), vault.PURPOSE, b"contact:" + pseudonym.encode()
+                ).decode()
+            except CryptoError:
+                continue
+    return opened
 
 
 def _identifiers(number: str) -> set[str]:

@@ -149,6 +149,9 @@ BAD = [
     ("WORKERVOICE_MASTER_KEY", base64.urlsafe_b64encode(bytes(31)).decode()),
     ("WORKERVOICE_MASTER_KEY", base64.urlsafe_b64encode(bytes(33)).decode()),
     ("WORKERVOICE_MASTER_KEY", "!" * 44),
+    ("WORKERVOICE_MASTER_KEY_PREVIOUS", "short"),
+    ("WORKERVOICE_MASTER_KEY_PREVIOUS", base64.urlsafe_b64encode(bytes(31)).decode()),
+    ("WORKERVOICE_MASTER_KEY_PREVIOUS", "!" * 44),
     ("WORKERVOICE_MIN_RESPONDENTS", "4"),
     ("WORKERVOICE_MIN_RESPONDENTS", "0"),
     ("WORKERVOICE_MIN_RESPONDENTS", "-10"),
@@ -284,3 +287,27 @@ def test_a_bad_value_stops_a_real_process_with_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "configuration error: WORKERVOICE_MIN_RESPONDENTS: must be at least 5, not 3"
     ]
+
+
+def test_the_previous_master_key_is_optional_and_read_like_the_master_key(env):
+    assert env(WORKERVOICE_MASTER_KEY=KEY).master_key_previous is None
+    previous = bytes(range(100, 132))
+    unpadded = base64.urlsafe_b64encode(previous).decode().rstrip("=")
+    config = env(WORKERVOICE_MASTER_KEY=KEY, WORKERVOICE_MASTER_KEY_PREVIOUS=unpadded)
+    assert config.master_key_previous == previous
+    assert config.master_key == bytes(range(32))
+
+
+def test_the_previous_master_key_cannot_be_the_master_key(env):
+    with pytest.raises(ConfigError) as caught:
+        env(WORKERVOICE_MASTER_KEY=KEY, WORKERVOICE_MASTER_KEY_PREVIOUS=KEY)
+    message = str(caught.value)
+    assert message.startswith("WORKERVOICE_MASTER_KEY_PREVIOUS: ") and "\n" not in message
+    assert KEY not in message
+
+
+def test_an_error_never_shows_the_previous_master_key(env):
+    bad = base64.urlsafe_b64encode(b"k" * 31).decode()
+    with pytest.raises(ConfigError) as caught:
+        env(WORKERVOICE_MASTER_KEY=KEY, WORKERVOICE_MASTER_KEY_PREVIOUS=bad)
+    assert bad not in str(caught.value)

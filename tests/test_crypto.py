@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 
 import pytest
 
-from gateway.crypto import Crypto, CryptoError
+from gateway.crypto import Crypto, CryptoError, master_key_id
 
 MASTER = bytes(range(32))
 NUMBER = "+8801711283946"
@@ -118,3 +119,44 @@ def test_error_never_holds_the_plaintext(crypto):
 def test_master_key_must_be_32_bytes(key):
     with pytest.raises(ValueError):
         Crypto(key)
+
+
+# -- two master keys during a rotation -------------------------------------------------------
+NEW = bytes(range(100, 132))
+
+
+def test_a_master_key_id_names_the_key_without_showing_it():
+    ident = master_key_id(MASTER)
+    assert re.fullmatch(r"[0-9a-f]{16}", ident)
+    assert ident == master_key_id(MASTER) != master_key_id(NEW)
+    assert ident not in (MASTER.hex(), hashlib.sha256(MASTER).hexdigest()[:16])
+    assert Crypto(MASTER).master_key_id == ident
+
+
+def test_with_a_previous_key_new_data_is_under_the_new_one_and_old_data_still_opens():
+    old, both, new = Crypto(MASTER), Crypto(NEW, MASTER), Crypto(NEW)
+    assert (both.master_key_id, both.previous_key_id) == (master_key_id(NEW), old.master_key_id)
+    blob = old.encrypt(b"secret", "pseudonym-key", b"key:1")
+    assert both.decrypt(blob, "pseudonym-key", b"key:1", old.master_key_id) == b"secret"
+    assert both.decrypt(blob, "pseudonym-key", b"key:1") == b"secret"  # no id: either key
+    fresh = both.encrypt(b"secret", "pseudonym-key", b"key:1")
+    assert new.decrypt(fresh, "pseudonym-key", b"key:1", new.master_key_id) == b"secret"
+    with pytest.raises(CryptoError):
+        old.decrypt(fresh, "pseudonym-key", b"key:1")
+    with pytest.raises(CryptoError):  # the row says which key: the other is not tried
+        both.decrypt(blob, "pseudonym-key", b"key:1", both.master_key_id)
+
+
+def test_data_under_a_master_key_not_held_is_refused_naming_the_variable():
+    blob = Crypto(MASTER).encrypt(b"secret", "pseudonym-key")
+    with pytest.raises(CryptoError, match="WORKERVOICE_MASTER_KEY_PREVIOUS"):
+        Crypto(NEW).decrypt(blob, "pseudonym-key", b"", master_key_id(MASTER))
+    assert not Crypto(NEW).holds(master_key_id(MASTER))
+    assert Crypto(NEW, MASTER).holds(master_key_id(MASTER))
+
+
+def test_a_token_sealed_under_the_previous_key_still_unseals(crypto):
+    token = crypto.seal(NUMBER, "job-recipient", 60, now=NOW)
+    assert Crypto(NEW, MASTER).unseal(token, "job-recipient", now=NOW + 1) == NUMBER
+    with pytest.raises(CryptoError):
+        Crypto(NEW).unseal(token, "job-recipient", now=NOW + 1)

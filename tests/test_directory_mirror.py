@@ -143,7 +143,7 @@ def test_a_key_change_reaches_another_processs_ring_within_five_seconds(migrated
             session.flush()
             new.secret = crypto.encrypt(b"n" * 32, KEY_PURPOSE, context(new.id))
         stored = json.loads(writer.redis.get(directory_cache.KEYRING_KEY))
-        assert [(kid, status) for kid, status, _, _ in stored] == [
+        assert [(kid, status) for kid, status, *_ in stored] == [
             (new.id, "current"),
             (first.id, "previous"),
         ]

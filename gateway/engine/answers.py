@@ -9,8 +9,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import words
-from .events import AnswerRecorded, Declined, Event, LanguageChanged
-from .model import CHOICE, CONSENT, ENROL_FLOW, LANGUAGE, NUMBER, TEXT, WORKPLACE, Flow, Question
+from .events import (
+    AnswerRecorded,
+    ContactAgreed,
+    ContactDeclined,
+    Declined,
+    Event,
+    LanguageChanged,
+)
+from .model import (
+    CHOICE,
+    CONSENT,
+    CONTACT,
+    ENROL_FLOW,
+    LANGUAGE,
+    NUMBER,
+    TEXT,
+    WORKPLACE,
+    Flow,
+    Question,
+)
 from .parsing import as_number_text, ascii_digits, parse_number, pick_option
 from .session import Profile, Session
 from .texts import language_name
@@ -79,6 +97,7 @@ class Answers:
             LANGUAGE: self.answer_language,
             CONSENT: self.answer_consent,
             WORKPLACE: self.answer_workplace,
+            CONTACT: self.answer_contact,
         }[question.type]
         handler(question, text)
 
@@ -184,6 +203,22 @@ class Answers:
             self.say(words.DECLINED)
             self.session_alive = False
             return
+        self.session.answers[question.id] = value
+        self.advance()
+
+    def answer_contact(self, question: Question, text: str) -> None:
+        """Whether the worker may be contacted later: not an answer to any figure, an event for
+        the contact vault (kept on agree, deleted on decline)."""
+        value = self.choose(question, text)
+        if value is None:
+            return
+        at = self.ctx.now.isoformat()
+        if value == "agree":
+            self.events.append(
+                ContactAgreed(question=question.id, purposes=question.purposes, at=at)
+            )
+        else:
+            self.events.append(ContactDeclined(question=question.id, at=at))
         self.session.answers[question.id] = value
         self.advance()
 

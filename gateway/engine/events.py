@@ -107,6 +107,28 @@ class OptedOut(Event):
 
 
 @dataclass(frozen=True)
+class ContactAgreed(Event):
+    """The worker agreed to be contacted for ``purposes``. The engine never sees the number:
+    the hop seals it into the event, the drain keeps it in the contact vault."""
+
+    kind: ClassVar[str] = "contact_agreed"
+    persist: ClassVar[bool] = True
+    question: str
+    purposes: tuple[str, ...]
+    at: str  # ISO 8601 UTC
+
+
+@dataclass(frozen=True)
+class ContactDeclined(Event):
+    """The worker did not agree (or no longer agrees): any contact kept for them goes."""
+
+    kind: ClassVar[str] = "contact_declined"
+    persist: ClassVar[bool] = True
+    question: str
+    at: str  # ISO 8601 UTC
+
+
+@dataclass(frozen=True)
 class Declined(Event):
     """The worker declined consent: nothing about them is kept."""
 

@@ -10,10 +10,14 @@ from dataclasses import dataclass, field
 
 CHOICE, NUMBER, TEXT, INFO = "choice", "number", "text", "info"
 LANGUAGE, CONSENT, WORKPLACE = "language", "consent", "workplace"
-QUESTION_TYPES = {CHOICE, NUMBER, TEXT, INFO, LANGUAGE, CONSENT, WORKPLACE}
+# May the service keep the worker's number to contact them later (the contact vault)?
+CONTACT = "contact"
+QUESTION_TYPES = {CHOICE, NUMBER, TEXT, INFO, LANGUAGE, CONSENT, WORKPLACE, CONTACT}
 ENROLMENT_TYPES = {LANGUAGE, CONSENT, WORKPLACE}
 ENROL_FLOW = "enrol"
-CONSENT_VALUES = ("agree", "decline")
+CONSENT_VALUES = ("agree", "decline")  # a contact question's options too
+# What a worker may agree to be contacted for (a contact question's ``purposes``).
+CONTACT_PURPOSES = ("callbacks", "reminders", "prize_draws", "feedback")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class Question:
     max: float | None = None
     only_if: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     indicator: Indicator | None = None
+    purposes: tuple[str, ...] = ()  # a contact question: what agreeing allows
     line: int = 0
     ask_line: int = 0  # where the ask text is (below ``ask: >-``), for findings about it
 

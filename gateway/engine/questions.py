@@ -15,6 +15,8 @@ from .model import (
     CHOICE,
     CONSENT,
     CONSENT_VALUES,
+    CONTACT,
+    CONTACT_PURPOSES,
     ENROL_FLOW,
     ENROLMENT_TYPES,
     INFO,
@@ -31,7 +33,17 @@ from .model import (
 from .parsing import as_number_text, parse_number
 from .yamlio import item_line, key_line, node_line, value_line
 
-QUESTION_KEYS = {"id", "ask", "type", "options", "min", "max", "only_if", "indicator"}
+QUESTION_KEYS = {
+    "id",
+    "ask",
+    "type",
+    "options",
+    "min",
+    "max",
+    "only_if",
+    "indicator",
+    "purposes",
+}
 INDICATOR_KEYS = {"label", "positive", "measure"}
 MEASURES = ("share", "mean")
 # Types whose answer is not picked from the file's options.
@@ -101,6 +113,7 @@ class QuestionReader:
             min=low,
             max=high,
             only_if=self.only_if(node, qid, earlier),
+            purposes=self.purposes(node, qid, qtype),
             line=line,
             ask_line=value_line(node, "ask"),
         )
@@ -120,16 +133,45 @@ class QuestionReader:
             return None
         if qtype in ENROLMENT_TYPES and self.flow_id != ENROL_FLOW:
             self.error(where, f"question '{qid}': type '{qtype}' belongs in enrol.yaml only")
-        if qtype in (CHOICE, CONSENT) and "options" not in node:
+        if qtype == CONTACT and self.flow_id == ENROL_FLOW:
+            self.error(where, f"question '{qid}': a contact question belongs after enrolment")
+        if qtype in (CHOICE, CONSENT, CONTACT) and "options" not in node:
             self.error(where, f"question '{qid}': a {qtype} needs 'options'")
         if qtype in WITHOUT_OPTIONS and "options" in node:
             self.error(key_line(node, "options"), f"question '{qid}': a {qtype} takes no options")
-        if qtype == CONSENT and options and {o.value for o in options} != set(CONSENT_VALUES):
+        agreeing = qtype in (CONSENT, CONTACT)
+        if agreeing and options and {o.value for o in options} != set(CONSENT_VALUES):
             self.error(
                 key_line(node, "options"),
-                f"question '{qid}': consent options must be 'agree' and 'decline'",
+                f"question '{qid}': {qtype} options must be 'agree' and 'decline'",
             )
         return str(qtype)
+
+    def purposes(self, node: CommentedMap, qid: str, qtype: str) -> tuple[str, ...]:
+        """What agreeing to a contact question allows: some of CONTACT_PURPOSES."""
+        raw = node.get("purposes")
+        if qtype != CONTACT:
+            if "purposes" in node:
+                self.error(
+                    key_line(node, "purposes"),
+                    f"question '{qid}': 'purposes' is for contact questions only",
+                )
+            return ()
+        known = ", ".join(CONTACT_PURPOSES)
+        if not isinstance(raw, CommentedSeq) or not raw:
+            line = key_line(node, "purposes") if "purposes" in node else node_line(node)
+            self.error(line, f"question '{qid}': a contact needs 'purposes', some of: {known}")
+            return ()
+        kept = []
+        for index, purpose in enumerate(raw):
+            if str(purpose) not in CONTACT_PURPOSES:
+                self.error(
+                    item_line(raw, index),
+                    f"question '{qid}': unknown purpose '{purpose}' (one of: {known})",
+                )
+            elif str(purpose) not in kept:
+                kept.append(str(purpose))
+        return tuple(kept)
 
     def options(self, node: CommentedMap) -> tuple[Option, ...]:
         raw = node.get("options")

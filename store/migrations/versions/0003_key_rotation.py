@@ -34,7 +34,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'current'"),
         sqlite_where=sa.text("status = 'current'"),
     )
-    op.add_column("workers", sa.Column("seed", sa.Integer(), nullable=True))
+    op.add_column("workers", sa.Column("seed", sa.BigInteger(), nullable=True))
     op.add_column(
         "answers",
         sa.Column("superseded", sa.Boolean(), nullable=False, server_default=sa.false()),
@@ -47,6 +47,8 @@ def upgrade() -> None:
         "migrated_pseudonyms",
         sa.Column("pseudonym", sa.String(length=64), nullable=False),
         sa.Column("key_id", sa.Integer(), nullable=False),
+        sa.Column("moved_to", sa.String(length=64), nullable=False),
+        sa.Column("moved_to_key", sa.Integer(), nullable=False),
         sa.Column("migrated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("pseudonym", name=op.f("pk_migrated_pseudonyms")),
     )

@@ -3,8 +3,8 @@ hex digits of the worker's old pseudonym, which linked the answers left under a 
 the worker's profile under the new one (SPEC §6). Dropping the column erases every seed carried
 so far; the rotation goes on from each pseudonym's own seed.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004_vault
 Create Date: 2026-12-02 15:30:00.000000
 
 """
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0003"
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004_vault"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -26,4 +26,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.add_column("workers", sa.Column("seed", sa.Integer(), nullable=True))
+    op.add_column("workers", sa.Column("seed", sa.BigInteger(), nullable=True))
