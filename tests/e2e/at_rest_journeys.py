@@ -132,6 +132,14 @@ def sms_checkin(world: World, address: str, first: str = "hello", retry_at: int 
     converse(lambda text, sid=None: world.sms(address, text, sid), first, retry_at)
 
 
+def opt_in(world: World, address: str) -> None:
+    """The worker agrees to be texted (tests/engine/test_contact.REMIND): their number goes to
+    the contact vault, sealed to their pseudonym."""
+    assert "May we text you" in world.sms(address, "REMIND")
+    assert "Morning or evening?" in world.sms(address, "1")
+    assert "Thank you." in world.sms(address, "1")
+
+
 def ussd_checkin(world: World, address: str, retry_at: int = 3) -> None:
     """Dial, read every page, answer each screen as ``reply_to`` says, until END; one hop is
     sent twice (AT retrying it)."""
@@ -236,7 +244,9 @@ def sms_workers_answer(world: World) -> None:
     of each of the first and last is delivered twice by its provider."""
     world.keys["first"] = key_ids(world.services)["current"]
     sms_checkin(world, TWILIO_SMS, retry_at=5)
+    opt_in(world, TWILIO_SMS)  # comes back in the grace period: the contact moves with them
     sms_checkin(world, WHATSAPP)
+    opt_in(world, WHATSAPP)  # does not: the contact goes with the first key
     sms_checkin(world, AT_SMS, retry_at=6)
 
 
@@ -427,6 +437,7 @@ def workers_answer_last(world: World) -> None:
     sms_checkin(world, WHATSAPP)
     voice_checkin(world, VOICE)
     sms_checkin(world, LATE)
+    opt_in(world, LATE)
     world.answered_last += [WHATSAPP, VOICE, LATE]
     wait_until(lambda: drained(world.services), "the event log drained")
 

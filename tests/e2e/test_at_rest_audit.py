@@ -36,11 +36,12 @@ from sqlalchemy.engine import Engine
 from gateway.config import Config
 from gateway.services import Services
 from store import directory
-from store.models import Answer, PseudonymKey
+from store.models import Answer, Contact, PseudonymKey
 
 from ..conftest import USED, _clean, environ_for
+from ..engine.test_contact import REMIND
 from ..leaks import flatten, kept, number_forms, numbers_in
-from ..linkage import link, stolen
+from ..linkage import link, opened_contacts, stolen
 from ..support import add_workplace
 from . import at_rest_journeys as journeys
 from .processes import (
@@ -89,6 +90,7 @@ def audited(tmp_path_factory, migrated) -> Iterator[Audited]:
     tmp = tmp_path_factory.mktemp("at-rest")
     with suite_redis(migrated, tmp) as redis_url:
         flows = flows_without_rotation(tmp)  # every question every time: answers to supersede
+        (flows / "remind.yaml").write_text(REMIND, encoding="utf-8")  # the contact vault
         fake_at = FakeAfricasTalking()
         environ = environ_for(
             tmp,
@@ -143,6 +145,7 @@ def test_no_number_is_kept_anywhere_after_every_journey(audited):
     for channel in ("'sms'", "'ussd'", "'voice'"):
         assert any(channel in row for row in answers), f"no {channel} answer was stored"
     assert any("'destroyed'" in row for row in places["database pseudonym_keys"])
+    assert places["database contacts"], "no contact in the vault"
     failed = _places(audited, "redis b'rq:failed:")
     assert any(failed.values()), "the killed drain is not in a failed-job registry"
     jobs = _places(audited, "redis b'rq:job:")
@@ -220,7 +223,8 @@ def test_no_answer_of_a_destroyed_key_can_be_linked_to_a_number(audited):
     """The attacker holds the database, the master key and every number: they link the current
     key's answers to their workers, and not one answer left under the destroyed key."""
     database = audited.database
-    linked = link(database, audited.services.config.master_key, journeys.NUMBERS)
+    master_key = audited.services.config.master_key
+    linked = link(database, master_key, journeys.NUMBERS)
     with database.connect() as connection:
         status = dict(connection.execute(select(PseudonymKey.id, PseudonymKey.status)).all())
         rows = connection.execute(
@@ -246,4 +250,9 @@ def test_no_answer_of_a_destroyed_key_can_be_linked_to_a_number(audited):
     assert now and now <= set(owners), "answers under the current key the attacker missed"
     for number in audited.world.answered_last:
         assert set(linked[number].answers) & now, f"{number}'s answers were not linked"
+    # The vault opens with the master key, by design: only the current key's contacts are left.
+    with database.connect() as connection:
+        vaulted = dict(connection.execute(select(Contact.pseudonym, Contact.key_id)).all())
+    assert set(opened_contacts(database, master_key).values()) == {journeys.LATE}
+    assert set(vaulted.values()) == {current}
     USED["e2e_linkage"] = f"{len(left)} destroyed-key answers unlinked, {len(now)} linked"
