@@ -39,6 +39,25 @@ def flows_without_rotation(tmp: Path) -> Path:
     return flows
 
 
+def stack_environ(
+    tmp: Path, flows: Path, at_api_url: str, redis_url: str, **more: str
+) -> dict[str, str]:
+    """The environment of a stack in production mode on ``flows``, sending AT SMS to the API
+    (stand-in) at ``at_api_url`` with the credentials the stand-in takes."""
+    from ..conftest import environ_for
+
+    return environ_for(
+        tmp,
+        WORKERVOICE_ENV="production",
+        WORKERVOICE_FLOWS_DIR=str(flows),
+        AT_USERNAME="workervoice",
+        AT_API_KEY="at-key",
+        WORKERVOICE_AT_API_URL=at_api_url,
+        REDIS_URL=redis_url,
+        **more,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

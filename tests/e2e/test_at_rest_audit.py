@@ -38,7 +38,7 @@ from gateway.services import Services
 from store import directory
 from store.models import Answer, Contact, PseudonymKey
 
-from ..conftest import USED, _clean, environ_for
+from ..conftest import USED, _clean
 from ..engine.test_contact import REMIND
 from ..leaks import flatten, kept, number_forms, numbers_in
 from ..linkage import link, opened_contacts, stolen
@@ -50,6 +50,7 @@ from .processes import (
     flows_without_rotation,
     free_port,
     private_redis,
+    stack_environ,
 )
 
 
@@ -92,17 +93,14 @@ def audited(tmp_path_factory, migrated) -> Iterator[Audited]:
         flows = flows_without_rotation(tmp)  # every question every time: answers to supersede
         (flows / "remind.yaml").write_text(REMIND, encoding="utf-8")  # the contact vault
         fake_at = FakeAfricasTalking()
-        environ = environ_for(
+        environ = stack_environ(
             tmp,
-            WORKERVOICE_ENV="production",
-            WORKERVOICE_FLOWS_DIR=str(flows),
-            AT_USERNAME="workervoice",
-            AT_API_KEY="at-key",
-            WORKERVOICE_AT_API_URL=fake_at.url,
+            flows,
+            fake_at.url,
+            redis_url,
             TWILIO_ACCOUNT_SID="AC" + "e" * 32,
             WORKERVOICE_TWILIO_API_URL=f"http://127.0.0.1:{free_port()}",  # nothing listens
             WORKERVOICE_SALT_GRACE_DAYS="14",
-            REDIS_URL=redis_url,
         )
         environ["DATABASE_URL"] = migrated.database_url
         services = Services(Config.from_env(environ))

@@ -41,7 +41,7 @@ from gateway.queues import GROUPS
 from gateway.services import EXTENSION, Services
 from store.models import Answer
 
-from ..conftest import AT_TOKEN, ROOT, environ_for
+from ..conftest import AT_TOKEN, ROOT
 from ..leaks import assert_no_numbers
 from ..support import add_workplace, message_id
 from .processes import (
@@ -51,6 +51,7 @@ from .processes import (
     flows_without_rotation,
     free_port,
     post_sms,
+    stack_environ,
 )
 
 OUTAGE_SECONDS = 10.0
@@ -85,15 +86,7 @@ def running_stack(
     """gunicorn + ``workervoice worker`` (the supervisor and its three workers) on
     ``stack_database_url``; and Services for the test, on ``database_url`` directly."""
     flows = flows_without_rotation(tmp_path)
-    environ = environ_for(
-        tmp_path,
-        WORKERVOICE_ENV="production",
-        WORKERVOICE_FLOWS_DIR=str(flows),
-        AT_USERNAME="workervoice",
-        AT_API_KEY="at-key",
-        WORKERVOICE_AT_API_URL=at_api_url,
-        REDIS_URL=redis_url,
-    )
+    environ = stack_environ(tmp_path, flows, at_api_url, redis_url)
     services = Services(Config.from_env({**environ, "DATABASE_URL": database_url}))
     services.redis.flushdb()
     logs = tmp_path / "logs"

@@ -24,14 +24,20 @@ from gateway.i18n import Texts
 from gateway.services import Services
 from store.models import Answer
 
-from ..conftest import AT_TOKEN, ROOT, USED, environ_for
+from ..conftest import AT_TOKEN, ROOT, USED
 from ..leaks import assert_no_numbers
 from ..support import (
     add_brand,
     add_workplace,
     message_id,
 )
-from .processes import FakeAfricasTalking, Processes, flows_without_rotation, post_sms
+from .processes import (
+    FakeAfricasTalking,
+    Processes,
+    flows_without_rotation,
+    post_sms,
+    stack_environ,
+)
 
 # question -> answer of workers 1..6 (option value, or number)
 ANSWERS = {
@@ -101,15 +107,7 @@ def stack(tmp_path, app, redis_url):
     flows = flows_without_rotation(tmp_path)
     (flows / "feedback.yaml").write_text(FEEDBACK_FLOW)
     fake_at = FakeAfricasTalking()
-    environ = environ_for(
-        tmp_path,
-        WORKERVOICE_ENV="production",
-        WORKERVOICE_FLOWS_DIR=str(flows),
-        AT_USERNAME="workervoice",
-        AT_API_KEY="at-key",
-        WORKERVOICE_AT_API_URL=fake_at.url,
-        REDIS_URL=redis_url,
-    )
+    environ = stack_environ(tmp_path, flows, fake_at.url, redis_url)
     environ["DATABASE_URL"] = app.extensions["workervoice"].config.database_url
     services = Services(Config.from_env(environ))
     services.redis.flushdb()
