@@ -1,7 +1,7 @@
 """The journeys the at-rest audit runs (issue 7, item 9), one function per step, in ``STEPS``'
 order, against real gunicorn and RQ workers (tests/e2e/processes.py).
 
-Every channel (Twilio SMS and WhatsApp, Africa's Talking SMS and USSD, Twilio Voice), and what
+Every channel (Twilio SMS and WhatsApp, Africa's Talking SMS and USSD, Twilio and AT Voice), and what
 goes wrong in production: provider retries, malformed requests, a callback whose provider is
 unreachable (its job raises and is retried), replies the SMS API refuses (retried from the
 outbox), a worker SIGKILLed in the middle of a drain (another worker takes the job over), and
@@ -43,7 +43,7 @@ from ..support import (
     twilio_sms_form,
 )
 from .processes import FakeAfricasTalking, Processes, post_sms
-from .test_voice_ussd_pipeline import ENROL, Handset, TwilioCall, menu_key
+from .test_voice_ussd_pipeline import ENROL, AtCall, Call, Handset, TwilioCall, menu_key
 from .test_voice_ussd_pipeline import Worker as Caller
 
 CODE = "4321"
@@ -57,7 +57,8 @@ CALLER = "+8801711000406"  # rings the callback number; the call back cannot be 
 REFUSED = "+254711000407"  # the AT SMS API answers 500 for this one's replies
 STRAY = "+8801711000408"  # only ever in malformed requests
 LATE = "+254711000409"  # first seen after the destruction
-NUMBERS = [TWILIO_SMS, WHATSAPP, AT_SMS, USSD, VOICE, CALLER, REFUSED, STRAY, LATE]
+AT_VOICE = "+254711000410"
+NUMBERS = [TWILIO_SMS, WHATSAPP, AT_SMS, USSD, VOICE, CALLER, REFUSED, STRAY, LATE, AT_VOICE]
 FINISHED = "Your answers are anonymous."
 ENROLLED = "you are enrolled"
 
@@ -157,10 +158,10 @@ def ussd_checkin(world: World, address: str, retry_at: int = 3) -> None:
     handset.ended()
 
 
-def voice_checkin(world: World, address: str) -> None:
-    """A Twilio call: English at the menu, then 1 at each option, the code, 3 for a number
-    (ended by #), until the call hangs up; the first turn is sent twice."""
-    call = TwilioCall(world.url, Caller(address, "en"))
+def voice_checkin(world: World, address: str, provider: type[Call] = TwilioCall) -> None:
+    """A call (Twilio's, or Africa's Talking's): English at the menu, then 1 at each option, the
+    code, 3 for a number (ended by #), until the call hangs up; the first turn is sent twice."""
+    call = provider(world.url, Caller(address, "en"))
     turn = call.press(menu_key(call.ring(), "en"))
     assert call.again().body == turn.body, "a retried turn was answered differently"
     pressed = 0
@@ -253,6 +254,7 @@ def sms_workers_answer(world: World) -> None:
 def ussd_and_voice_workers_answer(world: World) -> None:
     ussd_checkin(world, USSD)
     voice_checkin(world, VOICE)
+    voice_checkin(world, AT_VOICE, AtCall)
 
 
 def malformed_requests(world: World) -> None:
