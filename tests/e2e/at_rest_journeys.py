@@ -1,14 +1,15 @@
 """The journeys the at-rest audit runs (issue 7, item 9), one function per step, in ``STEPS``'
 order, against real gunicorn and RQ workers (tests/e2e/processes.py).
 
-Every channel (Twilio SMS and WhatsApp, Africa's Talking SMS and USSD, Twilio and AT Voice), and what
-goes wrong in production: provider retries, malformed requests, a callback whose provider is
-unreachable (its job raises and is retried), replies the SMS API refuses (retried from the
-outbox), a worker SIGKILLed in the middle of a drain (another worker takes the job over), and
-two key rotations: one with a grace period (``workervoice salts rotate``), in which two workers
-come back (their profiles and latest answers move; one leaves yesterday's answers behind), its
-old key then destroyed by the clock; and one with a grace period of 0 days, whose old key goes as
-the new one takes over. Workers answer before, between and after.
+Every channel (Twilio SMS and WhatsApp, Africa's Talking SMS and USSD, Twilio and AT Voice),
+and what goes wrong in production: provider retries, malformed requests, a callback whose
+provider is unreachable (its job raises and is retried), replies the SMS API refuses (retried
+from the outbox), a worker SIGKILLed in the middle of a drain (another worker takes the job
+over), workers opting in to the contact vault, and two key rotations: one with a grace period
+(``workervoice salts rotate``), in which two workers come back (their profiles and latest
+answers move; one leaves yesterday's answers behind), its old key then destroyed by the clock;
+and one with a grace period of 0 days, whose old key goes as the new one takes over. Workers
+answer before, between and after.
 """
 
 from __future__ import annotations
