@@ -598,7 +598,9 @@ def test_db_upgrade_is_idempotent(cli, services):
         assert "database is up to date" in result.stdout
     with services.db.session() as session:
         version = session.scalar(text("SELECT version_num FROM alembic_version"))
-        assert version == ScriptDirectory.from_config(services.db.alembic_config()).get_current_head()
+        assert (
+            version == ScriptDirectory.from_config(services.db.alembic_config()).get_current_head()
+        )
         keys = session.scalars(select(PseudonymKey.status)).all()
     assert keys.count("current") == 1
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import words
-from .events import AnswerRecorded, Declined, Event, LanguageChanged
+from .events import AnswerRecorded, Declined, Erased, Event, LanguageChanged, OptedOut
 from .model import CHOICE, CONSENT, ENROL_FLOW, LANGUAGE, NUMBER, TEXT, WORKPLACE, Flow, Question
 from .parsing import as_number_text, ascii_digits, parse_number, pick_option
 from .session import Profile, Session
@@ -23,6 +23,9 @@ LANGUAGE_PROMPT = "@language"  # pseudo question used by LANG outside enrolment
 RESUME_PROMPT = "@resume"  # pseudo question: the resume screen (1. Continue / 2. Start again)
 RESUME_OPTIONS = (words.CONTINUE, words.START_AGAIN)
 RESUME_VALUES = ("continue", "restart")
+ERASE_PROMPT = "@erase"  # pseudo question: DELETE's confirmation (1. Yes / 2. No)
+ERASE_OPTIONS = (words.YES, words.NO)
+ERASE_VALUES = ("erase", "keep")
 
 
 def code_digits(text: str) -> str | None:
@@ -69,6 +72,9 @@ class Answers:
         if qid == RESUME_PROMPT:
             self.answer_resume(text)
             return
+        if qid == ERASE_PROMPT:
+            self.answer_erase(text)
+            return
         if qid is None:
             raise RuntimeError("no question is pending")
         question = self.flow.question(qid)
@@ -91,6 +97,21 @@ class Answers:
             self.retry(RESUME_PROMPT, words.CHOOSE_NUMBER, count=len(names))
             return
         self.resume_choice(index == 0)
+
+    def answer_erase(self, text: str) -> None:
+        """DELETE's confirmation: its first option (by number or text, "1", "Yes", "হ্যাঁ")
+        erases; anything else keeps everything and goes back to the question pending before."""
+        lang = self.language
+        names = [(self.ctx.texts.service(lang, w), w) for w in ERASE_OPTIONS]
+        if pick_option(text, names) == 0:
+            self.events.extend((OptedOut(), Erased()))
+            self.say(words.ERASED)
+            self.session_alive = False
+            return
+        self.say(words.ERASE_KEPT)
+        self.session.current, self.session.resume = self.session.resume, None
+        if self.session.current is not None:
+            self.ask(self.session.current)
 
     def retry(self, question_id: str, msgid: str, **values: object) -> None:
         self.say(msgid, **values)
@@ -180,6 +201,8 @@ class Answers:
         if value is None:
             return
         if value == "decline":
+            if self.profile.enrolled:  # a new licence declined: forgotten as by STOP
+                self.events.append(OptedOut())
             self.events.append(Declined())
             self.say(words.DECLINED)
             self.session_alive = False

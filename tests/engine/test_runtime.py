@@ -8,7 +8,8 @@ and read back, as Redis would hold it, so nothing survives a step that is not in
 Scenario keys: ``flows`` (``test``: scenarios/flows/, ``real``: the repository's flows/),
 ``texts`` (``fake``: the dict below, ``real``: locales/ through gateway.i18n), ``session`` (the
 starting session as its JSON data; absent: no session), ``seed``, ``today``, ``workplaces`` (code
--> slug), ``channel`` and ``unsupported`` (question types the channel cannot take). A step gives
+-> slug), ``channel``, ``unsupported`` (question types the channel cannot take) and ``licence``
+(the licence version in force; default the first). A step gives
 its input as ``send`` (a message), ``dial`` (a new dialog, with the text that began it),
 ``silence`` (no input, with the number of times the question was already asked again for it),
 ``hang_up`` or ``resume`` (``continue`` or ``restart``); then ``reply``, ``events`` (``{kind:
@@ -175,6 +176,7 @@ def context(
     places: dict | None = None,
     channel: str = "sms",
     unsupported: frozenset[str] = frozenset(),
+    licence: str = "1",
 ) -> Context:
     places = {str(code): slug for code, slug in (places or {}).items()}
     return Context(
@@ -185,6 +187,7 @@ def context(
         workplaces=places,
         channel=channel,
         unsupported=unsupported,
+        licence=licence,
     )
 
 
@@ -281,6 +284,7 @@ def check_session(where: str, result: Step, then: Any) -> None:
         "tries": session.tries,
         "channel": session.channel,
         "resume": session.resume,
+        "licence": session.profile.licence,
     }
     for name, value in then.items():
         if name == "waiting":
@@ -306,6 +310,7 @@ def run_scenario(path: Path) -> None:
             scenario.get("workplaces"),
             channel=item.get("channel", scenario.get("channel", "sms")),
             unsupported=frozenset(scenario.get("unsupported", ())),
+            licence=str(item.get("licence", scenario.get("licence", "1"))),
         )
         result = step(flows, session, value, resolved(ctx, flows, session, value))
         assert rendered_reply(result.events) == expected_reply(item.get("reply")), where
