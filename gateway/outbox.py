@@ -69,14 +69,18 @@ class Reply:
     sealed: str
     text: str
     attempt: int = 0  # failures so far
+    # The worker's pseudonym (never the number): a STOP or DELETE removes their replies still
+    # waiting, in the stream or among the retries, at once (gateway/sessions.py).
+    who: str = ""
 
     def encode(self) -> str:
-        return json.dumps([self.provider, self.sealed, self.text, self.attempt], ensure_ascii=False)
+        data = [self.provider, self.sealed, self.text, self.attempt, self.who]
+        return json.dumps(data, ensure_ascii=False)
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Reply:
-        provider, sealed, text, attempt = json.loads(raw)
-        return cls(str(provider), str(sealed), str(text), int(attempt))
+        provider, sealed, text, attempt, *who = json.loads(raw)  # older entries: no ``who``
+        return cls(str(provider), str(sealed), str(text), int(attempt), str(who[0]) if who else "")
 
 
 class Outbox(EventLog):
@@ -86,11 +90,12 @@ class Outbox(EventLog):
         super().__init__(redis, queue, OUTBOX)
         self._refill = redis.register_script(_REFILL)
 
-    def add(self, provider: str, sealed: str, text: str) -> None:
-        """Append a reply (its recipient sealed), waking a drain if none is armed: one round
-        trip (the drain's queueing is a second only for the first reply of a burst)."""
+    def add(self, provider: str, sealed: str, text: str, who: str = "") -> None:
+        """Append a reply (its recipient sealed, ``who`` their pseudonym), waking a drain if none
+        is armed: one round trip (the drain's queueing is a second only for the first reply of
+        a burst)."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(OUTBOX_KEY, {FIELD: Reply(provider, sealed, text).encode()})
+            pipe.xadd(OUTBOX_KEY, {FIELD: Reply(provider, sealed, text, who=who).encode()})
             pipe.set(self.stream.armed.format(0), b"1", nx=True, ex=ARMED_SECONDS)
             _, armed = pipe.execute()
         if armed:
@@ -105,7 +110,7 @@ class Outbox(EventLog):
         return int(moved)  # type: ignore[arg-type]
 
     def retry_later(self, reply: Reply) -> None:
-        again = Reply(reply.provider, reply.sealed, reply.text, reply.attempt + 1)
+        again = Reply(reply.provider, reply.sealed, reply.text, reply.attempt + 1, reply.who)
         self.redis.zadd(RETRY_KEY, {again.encode(): time.time() + RETRY_SECONDS[reply.attempt]})
 
     def wake_for_retries(self) -> None:

@@ -7,8 +7,9 @@ all change keys at the same instant: no two requests of one worker, one on eithe
 change, can be read under different keys by processes that disagree about which is current.
 The key it replaces becomes ``previous`` and retires at that instant; once it has been retired
 for the grace period it is destroyed: its material is overwritten with NULL, and everything kept
-under its pseudonyms that could help reach a worker goes with it (profiles that never moved, the
-marks of those that did). Answers stay: nothing can link them to a number any more.
+under its pseudonyms that could help reach a worker goes with it (profiles and consent ledgers
+that never moved, the marks of those that did, the tombstones of STOP and DELETE). Answers
+stay: nothing can link them to a number any more.
 
 Every change is a conditional UPDATE on the row's status, so two clocks (or a clock and an
 administrator) doing the same thing at once do it once: the loser's statement matches no row.
@@ -25,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from .models import MigratedPseudonym, PseudonymKey, Worker
+from .models import Consent, MigratedPseudonym, PseudonymKey, Tombstone, Worker
 
 CURRENT, PREVIOUS, DESTROYED = "current", "previous", "destroyed"
 LEAD_SECONDS = 4.0  # from a rotation to the new key taking over (> identity.KEY_CACHE_SECONDS)
@@ -121,7 +122,8 @@ def destroy_due(session: Session, now: datetime, grace_days: int) -> list[Destro
 
 def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
     """Destroy one previous key now: its material gone, the destruction's time recorded (no
-    secret), and the profiles and migration marks of its period deleted. None if it was not
+    secret), and the profiles, consent ledger rows, tombstones and migration marks of its
+    period deleted. None if it was not
     a previous key (already destroyed by someone else, or still current)."""
     gone = session.execute(
         update(PseudonymKey)
@@ -137,6 +139,8 @@ def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
     ).all()
     session.execute(delete(Worker).where(Worker.key_id == key_id))
     session.execute(delete(MigratedPseudonym).where(MigratedPseudonym.key_id == key_id))
+    session.execute(delete(Consent).where(Consent.key_id == key_id))
+    session.execute(delete(Tombstone).where(Tombstone.key_id == key_id))
     return Destroyed(key_id, len(left), tuple(left) + tuple(moved))
 
 

@@ -2,7 +2,7 @@
 to the new key's pseudonym (gateway/conversation.Moved); the drain moves what is stored.
 
 - The profile moves (a newer one already under the new pseudonym wins), with the daily
-  rotation's seed.
+  rotation's seed, and the whole consent ledger with it (store/consents.py).
 - The latest answer to each question moves; every older one stays under the old pseudonym,
   marked superseded, and counts only in windows that end before the old key retired
   (aggregator/indicators.py). So a window counts each worker once, under the key in force at
@@ -21,6 +21,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from . import consents
 from .models import Answer, MigratedPseudonym, Worker
 
 PER_QUESTION = ("workplace_id", "flow_id", "question_id")
@@ -38,6 +39,7 @@ def move(
 ) -> int:
     """Move one worker from ``old`` to ``new``; how many answers moved."""
     _move_profile(session, old, new, new_key, seed)
+    consents.move(session, old, new, new_key)
     moved = _move_latest_answers(session, old, new, new_key)
     session.execute(
         update(Answer)
