@@ -26,7 +26,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .engine import words
-from .engine.answers import RESUME_OPTIONS, RESUME_PROMPT, RESUME_VALUES
+from .engine.answers import (
+    ERASE_OPTIONS,
+    ERASE_PROMPT,
+    ERASE_VALUES,
+    RESUME_OPTIONS,
+    RESUME_PROMPT,
+    RESUME_VALUES,
+)
 from .engine.events import Ask, Event, Say
 from .engine.model import INFO, LANGUAGE, NUMBER, WORKPLACE, FlowSet
 from .engine.runtime import FINISH
@@ -56,6 +63,8 @@ SPOKEN_SERVICE_WORDS = (
     words.KEY_NUMBER,
     words.KEY_CODE,
     words.NUMBER_WITHHELD,  # said in English: a withheld caller's language is unknown
+    words.ERASED,  # a DELETE sent by text may be confirmed in a call: its pending question
+    words.ERASE_KEPT,
 )
 
 
@@ -178,6 +187,16 @@ def _every(flows: FlowSet, texts: Texts, lang: str) -> Iterator[Utterance]:
             values=RESUME_VALUES,
         )
         yield from ask(resume, texts)
+    erase = Ask(
+        "",
+        ERASE_PROMPT,
+        "choice",
+        texts.service(lang, words.ERASE_CONFIRM),
+        options=tuple(texts.service(lang, w) for w in ERASE_OPTIONS),
+        language=lang,
+        values=ERASE_VALUES,
+    )
+    yield from ask(erase, texts)
     for msgid in SPOKEN_SERVICE_WORDS:
         text = texts.service(lang, msgid)
         yield Utterance(text, lang, service_clip(text))

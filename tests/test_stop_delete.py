@@ -255,3 +255,18 @@ def test_declining_at_enrolment_stores_nothing(app, client, services, workplace,
     assert ledger(services, phone) == []
     with services.db.session() as session:
         assert session.scalars(select(Tombstone)).all() == []
+
+
+def test_a_delete_sent_by_text_is_confirmed_in_a_call(app, client, services, workplace, queues):
+    """Voice takes keys only, so it has no DELETE of its own; but the confirmation a text asked
+    is the worker's pending question, and a call puts it (press 1 for Yes)."""
+    phone = walk("twilio-sms", client, services)
+    work(app, queues)
+    assert TEXTS.service("en", words.ERASE_CONFIRM) in SmsWorker(client, phone).send("DELETE")
+    call = TwilioCall(client, phone, sid="CA" + "7" * 32)
+    said = " ".join(e.text or "" for e in call.dial().iter("Say"))
+    assert TEXTS.service("en", words.ERASE_CONFIRM) in said and "Press 1 for Yes" in said
+    said = " ".join(e.text or "" for e in call.press("1").iter("Say"))
+    assert TEXTS.service("en", words.ERASED) in said
+    work(app, queues)
+    assert stored_answers(services, phone) == 0 and stored_profile(services, phone) is None
