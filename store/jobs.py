@@ -87,9 +87,11 @@ def write_batches(
     agreements: list[dict] = []
     languages: list[tuple[str, datetime, str]] = []
     for batch in live:
-        stop = stopped_at.get(batch["pseudonym"])
+        last_stop = stopped_at.get(batch["pseudonym"])
         stopped_later = (
-            stop is not None and batch.get("received_at") is not None and (_received(batch) <= stop)
+            last_stop is not None
+            and batch.get("received_at") is not None
+            and _received(batch) <= last_stop
         )
         for event in batch["events"]:
             kind = event["kind"]
