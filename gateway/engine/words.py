@@ -26,7 +26,7 @@ OPT_OUT_WORDS = frozenset(
 
 HELP = N_(
     "WorkerVoice: reply with the number of your answer. Send LANG to change language, "
-    "STOP to leave. Your phone number is never stored."
+    "STOP to leave, DELETE to erase your answers. Your phone number is never stored."
 )
 STOPPED = N_(
     "You have left WorkerVoice and your details are deleted. Send any message to join again."
