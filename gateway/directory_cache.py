@@ -18,10 +18,11 @@ Redis keys (none holds a phone number, SPEC §6):
     wv:cache:built          the marker: when the cache was last rebuilt from the database
     wv:cache:generation     bumped by every write of the ring or the directory
 
-Profiles are written by the hop that changes them (enrolment, LANG) and deleted by the hop that
-forgets them (STOP), under the worker's lock, next to the job that will persist the same change:
-the cache runs ahead of the database, never behind it. The persistence job does not write them:
-it runs late and out of order (retries), and could put back an older language. They have no
+Profiles are written by the hop that changes them (enrolment, LANG, consent to a new licence
+version) and deleted by the hop that forgets them (STOP, DELETE), under the worker's lock, next
+to the job that will persist the same change: the cache runs ahead of the database, never behind
+it. The persistence job does not write them: it runs late and out of order (retries), and could
+put back an older language. They have no
 TTL: the cache is the hops' only source, and a profile that expired would turn a worker who was
 silent for a while into a new one. A profile takes about 190 bytes of Redis memory, and Redis
 must not evict keys (``maxmemory-policy noeviction``, as RQ needs anyway).
