@@ -168,18 +168,19 @@ def _converse(
         token=opened.token or "",
         profile=_kept_profile(services, who, result, cached, seed, moved),
         events=_events(inbound, who, result.events, now, moved, seed),
-        outbox=_to_send(inbound, who, reply),
+        outbox=_to_send(inbound, who, reply, now),
         moved_from=moved.earlier,
         forget_earlier=[Earlier(key_id, pseudonym) for key_id, pseudonym in who.earlier],
     )
     return Handled(reply, result), armed
 
 
-def _to_send(inbound: Inbound, who: Pseudonym, reply: str) -> str:
+def _to_send(inbound: Inbound, who: Pseudonym, reply: str, now: datetime) -> str:
     """The outbox's entry for a reply that goes out by the provider's API ('' if none)."""
     if not inbound.sealed_sender or not reply:
         return ""
-    return OutboxReply(inbound.provider, inbound.sealed_sender, reply, who=who.value).encode()
+    sealed = inbound.sealed_sender
+    return OutboxReply(inbound.provider, sealed, reply, who=who.value, at=now.isoformat()).encode()
 
 
 def _kept(inbound: Inbound, dialog: Dialog) -> Dialog | None:

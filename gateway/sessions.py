@@ -271,7 +271,7 @@ class SessionStore:
         A STOP (``forgotten_at``) also deletes the worker's session and cached profile under
         each ``forget_earlier`` pseudonym (the same worker under a previous key) and marks them
         forgotten there too, and removes every reply to them still waiting in the outbox (its
-        stream and its retries; a reply already in a drain's hands may still go), before the
+        stream and its retries; a drain that read one already drops it: outbox.Reply), before the
         STOP's own confirmation is queued. That scans the outbox: STOP is rare, and the outbox
         is short when its drains keep up."""
         state = (

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from gateway import outbox
 from gateway.engine import words
 from gateway.engine.answers import ERASE_PROMPT
 from gateway.i18n import Texts
@@ -30,6 +31,9 @@ from .conftest import catalogs
 from .hops import PHONES, add_callback_workplace, cached, stored_answers, stored_profile, walk, work
 from .leaks import dump_database, dump_redis, number_forms
 from .support import SmsWorker, at_sms_form, post_at_sms
+from .test_outbox import at_services
+
+__all__ = ["at_services"]  # a fixture, used by name
 
 TEXTS = Texts.load(catalogs())
 CONSENT = (
@@ -270,3 +274,27 @@ def test_a_delete_sent_by_text_is_confirmed_in_a_call(app, client, services, wor
     assert TEXTS.service("en", words.ERASED) in said
     work(app, queues)
     assert stored_answers(services, phone) == 0 and stored_profile(services, phone) is None
+
+
+def test_a_reply_a_drain_read_before_the_stop_is_not_sent(app, at_services, fake_at, queues):
+    """STOP takes the worker's replies out of the outbox; one a drain had already read is
+    dropped when that drain comes to send it, and the STOP's confirmation still goes out."""
+    add_callback_workplace(at_services)
+    phone = PHONES["at-sms"]
+    send = texter("at-sms", app.test_client(), phone)
+    send("hello")
+    read_before = at_services.redis.xrange(OUTBOX_KEY)  # what a drain holds, not yet sent
+    assert len(read_before) == 1
+    send("STOP")
+    with app.app_context():
+        assert outbox._send(at_services, at_services.outbox, read_before) == {"dropped": 1}
+        assert fake_at.requests == []
+        outbox.send_waiting(0, 5.0)
+    assert [r["form"]["message"] for r in fake_at.requests] == [TEXTS.service("bn", words.STOPPED)]
+
+
+def test_an_outbox_entry_from_before_this_version_still_reads_and_is_sent():
+    older = Reply.decode('["at", "sealed", "text", 2]')
+    assert (older.who, older.at, older.attempt) == ("", "", 2)
+    stopped = {"": datetime.now(UTC)}
+    assert not older.left_before(stopped)  # nothing to tell whose it is: sent as before
