@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -138,8 +139,8 @@ class Worker(Base):
     consented_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The daily question rotation's seed, kept when the profile moves to a new key's pseudonym
-    # (None: the pseudonym's own, identity.Pseudonym.seed).
-    seed: Mapped[int | None] = mapped_column(Integer)
+    # (None: the pseudonym's own, identity.Pseudonym.seed). Up to 2**32 - 1: a BIGINT.
+    seed: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Answer(Base):

@@ -1,5 +1,5 @@
 """The consent ledger (what each worker agreed to: licence version, time, language, channel)
-and the tombstones of workers who sent STOP or DELETE
+and the tombstones of workers who sent STOP or DELETE; workers.seed widened to BIGINT
 
 Revision ID: 0004_consent
 Revises: 0003
@@ -46,9 +46,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pseudonym", name=op.f("pk_tombstones")),
     )
     op.create_index(op.f("ix_tombstones_key_id"), "tombstones", ["key_id"], unique=False)
+    # A rotation seed is a pseudonym's first 32 bits (gateway/conversation.Moved.seed): half of
+    # them do not fit PostgreSQL's INTEGER, whose DataError buried a returning worker's whole
+    # request in the dead-letter stream. SQLite's INTEGER holds 64 bits already.
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column(
+            "workers", "seed", type_=sa.BigInteger(), existing_type=sa.Integer(), nullable=True
+        )
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":  # a seed that no longer fits: the pseudonym's
+        op.execute("UPDATE workers SET seed = NULL WHERE seed > 2147483647")
+        op.alter_column(
+            "workers", "seed", type_=sa.Integer(), existing_type=sa.BigInteger(), nullable=True
+        )
     op.drop_index(op.f("ix_tombstones_key_id"), table_name="tombstones")
     op.drop_table("tombstones")
     op.drop_index(op.f("ix_consents_key_id"), table_name="consents")
