@@ -183,9 +183,13 @@ class _Run(Answers):
     def confirm_erase(self) -> None:
         """DELETE: ask for a confirmation first (answers.answer_erase), then return to the
         pending question if the worker keeps their answers. Anyone may ask, enrolled or not:
-        a worker who sent STOP before still has answers under their pseudonym."""
+        a worker who sent STOP before still has answers under their pseudonym. From LANG's
+        menu or the resume screen, it returns to the flow's question they stood before."""
+        current = self.session.current
+        if current in (LANGUAGE_PROMPT, RESUME_PROMPT):
+            current = self.session.resume
         if self.session.current != ERASE_PROMPT:
-            self.session.resume = self.session.current
+            self.session.resume = current
         self.session.current = ERASE_PROMPT
         self.ask(ERASE_PROMPT)
 

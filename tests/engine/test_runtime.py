@@ -584,3 +584,19 @@ def test_the_engine_stays_pure(path: Path) -> None:
                 or not isinstance(node.value, ast.Name)
                 or node.value.id not in {"datetime", "date"}
             ), f"{path.name}: reads the clock"
+
+
+@pytest.mark.parametrize("menu", ["@language", "@resume"])
+def test_delete_kept_from_a_service_menu_returns_to_the_flows_question(menu: str) -> None:
+    flows, texts = flows_named("test"), texts_named("fake")
+    first = step(flows, enrolled_session(), Message("CHECK"), context(texts))
+    session = first.session
+    assert session is not None and session.current == "long_hours"
+    session.current, session.resume = menu, "long_hours"
+    asked = step(flows, round_trip(session), Message("DELETE"), context(texts))
+    assert asked.session is not None and asked.session.current == "@erase"
+    kept = step(flows, round_trip(asked.session), Message("no"), context(texts))
+    assert [e.text for e in kept.of(Say)] == [words.ERASE_KEPT]
+    assert kept.session is not None and kept.session.current == "long_hours"
+    assert kept.waiting is not None and kept.waiting.question == "long_hours"
+    assert not kept.of(OptedOut)
