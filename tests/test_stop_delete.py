@@ -26,8 +26,9 @@ from store.keyring import LEAD_SECONDS
 from store.models import Tombstone, Worker
 
 from .channels.test_at_ussd import UssdPhone
+from .channels.test_at_voice import Phone as AtCall
 from .channels.test_twilio_voice import Phone as TwilioCall
-from .conftest import catalogs
+from .conftest import AT_TOKEN, catalogs
 from .hops import PHONES, add_callback_workplace, cached, stored_answers, stored_profile, walk, work
 from .leaks import dump_database, dump_redis, number_forms
 from .support import SmsWorker, at_sms_form, post_at_sms
@@ -213,6 +214,7 @@ def test_a_new_licence_is_asked_at_the_next_contact_on_every_channel(
     sms = walk("twilio-sms", client, services)
     ussd = walk("at-ussd", client, services)
     voice = walk("twilio-voice", client, services)
+    at_voice = walk("at-voice", client, services)
     work(app, queues)
     licence(services, monkeypatch, "2")
     worker = SmsWorker(client, sms)
@@ -226,8 +228,12 @@ def test_a_new_licence_is_asked_at_the_next_contact_on_every_channel(
     said = " ".join(e.text or "" for e in call.dial().iter("Say"))
     assert "Do you agree?" in said
     call.press("1")
+    at_call = AtCall(client, at_voice, session="ATVId_licence")
+    root = at_call.post(f"?token={AT_TOKEN}")
+    assert root is not None and "Do you agree?" in " ".join(e.text or "" for e in root.iter("Say"))
+    at_call.press("1")
     work(app, queues)
-    for phone in (sms, ussd, voice):
+    for phone in (sms, ussd, voice, at_voice):
         assert ledger(services, phone) == ["1", "2"]
         assert cached(services, phone).licence == "2"
     assert CONSENT not in worker.send("CHECK")  # asked once
