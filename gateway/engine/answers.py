@@ -6,17 +6,12 @@ then either records the answer and moves on (``advance``) or says what was wrong
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import words
-from .events import AnswerRecorded, Declined, Erased, Event, LanguageChanged, OptedOut
-from .model import CHOICE, CONSENT, ENROL_FLOW, LANGUAGE, NUMBER, TEXT, WORKPLACE, Flow, Question
+from .events import AnswerRecorded, Declined, LanguageChanged, OptedOut
+from .model import CHOICE, CONSENT, ENROL_FLOW, LANGUAGE, NUMBER, TEXT, WORKPLACE, Question
 from .parsing import as_number_text, ascii_digits, parse_number, pick_option
-from .session import Profile, Session
+from .parts import RunParts
 from .texts import language_name
-
-if TYPE_CHECKING:
-    from .runtime import Context
 
 WORKPLACE_TRIES = 3
 LANGUAGE_PROMPT = "@language"  # pseudo question used by LANG outside enrolment
@@ -26,6 +21,7 @@ RESUME_VALUES = ("continue", "restart")
 ERASE_PROMPT = "@erase"  # pseudo question: DELETE's confirmation (1. Yes / 2. No)
 ERASE_OPTIONS = (words.YES, words.NO)
 ERASE_VALUES = ("erase", "keep")
+PROMPTS = (LANGUAGE_PROMPT, RESUME_PROMPT, ERASE_PROMPT)  # the service's own pending questions
 
 
 def code_digits(text: str) -> str | None:
@@ -35,34 +31,8 @@ def code_digits(text: str) -> str | None:
     return code if code is not None and 4 <= len(code) <= 8 else None
 
 
-class Answers:
-    """The answer handlers of a run (runtime._Run), which provides what is declared here."""
-
-    session: Session
-    ctx: Context
-    events: list[Event]
-    session_alive: bool
-
-    if TYPE_CHECKING:
-
-        @property
-        def profile(self) -> Profile: ...
-
-        @property
-        def language(self) -> str: ...
-
-        @property
-        def flow(self) -> Flow: ...
-
-        def say(self, msgid: str, **values: object) -> None: ...
-
-        def ask(self, qid: str | None) -> None: ...
-
-        def advance(self) -> None: ...
-
-        def language_choices(self) -> list[str]: ...
-
-        def resume_choice(self, proceed: bool) -> None: ...
+class Answers(RunParts):
+    """The answer handlers of a run (runtime._Run), which provides what RunParts declares."""
 
     def answer(self, text: str) -> None:
         qid = self.session.current
@@ -97,21 +67,6 @@ class Answers:
             self.retry(RESUME_PROMPT, words.CHOOSE_NUMBER, count=len(names))
             return
         self.resume_choice(index == 0)
-
-    def answer_erase(self, text: str) -> None:
-        """DELETE's confirmation: its first option (by number or text, "1", "Yes", "হ্যাঁ")
-        erases; anything else keeps everything and goes back to the question pending before."""
-        lang = self.language
-        names = [(self.ctx.texts.service(lang, w), w) for w in ERASE_OPTIONS]
-        if pick_option(text, names) == 0:
-            self.events.extend((OptedOut(), Erased()))
-            self.say(words.ERASED)
-            self.session_alive = False
-            return
-        self.say(words.ERASE_KEPT)
-        self.session.current, self.session.resume = self.session.resume, None
-        if self.session.current is not None:
-            self.ask(self.session.current)
 
     def retry(self, question_id: str, msgid: str, **values: object) -> None:
         self.say(msgid, **values)

@@ -17,23 +17,22 @@ from .answers import (
     ERASE_PROMPT,
     ERASE_VALUES,
     LANGUAGE_PROMPT,
+    PROMPTS,
     RESUME_OPTIONS,
     RESUME_PROMPT,
     RESUME_VALUES,
     Answers,
     code_digits,
 )
+from .consent import FIRST_LICENCE, Consent
 from .events import Ask, Consented, Enrolled, Event, FlowFinished, OptedOut, Say, Step
 from .inputs import DialIn, HangUp, Input, Message, NoInput, ResumeChoice
 from .keywords import keyword_forms
-from .model import CONSENT, ENROL_FLOW, INFO, LANGUAGE, WORKPLACE, Flow, FlowSet, Question
+from .model import ENROL_FLOW, INFO, LANGUAGE, WORKPLACE, Flow, FlowSet, Question
 from .parsing import clean
 from .sampling import todays_plan
 from .session import Profile, Session
 from .texts import Texts, guess_language, language_name, languages_for
-
-FIRST_LICENCE = "1"  # what a profile kept before licence versions were recorded agreed to
-PROMPTS = (LANGUAGE_PROMPT, RESUME_PROMPT, ERASE_PROMPT)  # the service's own pending questions
 
 
 @dataclass(frozen=True)
@@ -88,9 +87,10 @@ NO_INPUT_REPEATS = 2  # voice: a question is asked again this often for silence,
 FINISH = "@finish"  # Say.question of a flow's finish text
 
 
-class _Run(Answers):
+class _Run(Consent, Answers):
     """One message's walk through the flows: keywords, starting, asking, finishing. Taking the
-    answer to the pending question is in answers.py."""
+    answer to the pending question is in answers.py; DELETE's confirmation and consent asked
+    again for a new licence in consent.py."""
 
     def __init__(self, flows: FlowSet, session: Session, ctx: Context):
         self.flows = flows
@@ -179,49 +179,6 @@ class _Run(Answers):
             self.confirm_erase()
             return self.done(self.session)
         return None
-
-    def confirm_erase(self) -> None:
-        """DELETE: ask for a confirmation first (answers.answer_erase), then return to the
-        pending question if the worker keeps their answers. Anyone may ask, enrolled or not:
-        a worker who sent STOP before still has answers under their pseudonym. From LANG's
-        menu or the resume screen, it returns to the flow's question they stood before."""
-        current = self.session.current
-        if current in (LANGUAGE_PROMPT, RESUME_PROMPT):
-            current = self.session.resume
-        if self.session.current != ERASE_PROMPT:
-            self.session.resume = current
-        self.session.current = ERASE_PROMPT
-        self.ask(ERASE_PROMPT)
-
-    # -- consent to a new licence ---------------------------------------------------------
-    def consent_question(self) -> Question | None:
-        return next((q for q in self.flows.enrol.questions if q.type == CONSENT), None)
-
-    def consent_outdated(self) -> bool:
-        """An enrolled worker who agreed to another licence version than the one in force, and
-        is not being asked already."""
-        if not self.profile.enrolled or self.session.current in PROMPTS:
-            return False  # the service's own question (DELETE's, LANG's) is answered first
-        if (self.profile.licence or FIRST_LICENCE) == self.ctx.licence:
-            return False
-        question = self.consent_question()
-        if question is None:  # an enrolment without consent has nothing to ask again
-            return False
-        asking = self.session.flow == ENROL_FLOW and self.session.current == question.id
-        return not asking
-
-    def consent_again(self) -> None:
-        """Put enrolment's consent question alone; the flow in progress (its answers already
-        recorded) is left. Agreeing starts the default flow (``finish``); declining forgets the
-        worker as STOP does (answers.answer_consent)."""
-        question = self.consent_question()
-        assert question is not None
-        enrol = self.flows.enrol
-        self.session.flow, self.session.version = enrol.id, enrol.version
-        self.session.answers, self.session.tries, self.session.resume = {}, 0, None
-        self.session.current = None
-        self.session.plan = [question.id]
-        self.advance()
 
     def dial_in(self, text: str) -> None:
         """A new dialog: start a flow, or offer to resume one left unfinished with answers
