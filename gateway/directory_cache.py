@@ -12,14 +12,17 @@ Redis keys (none holds a phone number, SPEC §6):
     wv:directory            a hash: ``code:<code>`` -> slug, ``zone:<slug>`` -> IANA zone,
                             ``callback:<HMAC of the number>`` -> slug
     wv:profile:<pseudonym>  an enrolled worker: JSON ``{"language", "workplace"}`` (and
-                            ``"seed"`` once they moved across a key rotation), no TTL
+                            ``"seed"`` once they moved across a key rotation, ``"licence"``:
+                            the licence version they last agreed to, absent for the first
+                            one), no TTL
     wv:cache:built          the marker: when the cache was last rebuilt from the database
     wv:cache:generation     bumped by every write of the ring or the directory
 
-Profiles are written by the hop that changes them (enrolment, LANG) and deleted by the hop that
-forgets them (STOP), under the worker's lock, next to the job that will persist the same change:
-the cache runs ahead of the database, never behind it. The persistence job does not write them:
-it runs late and out of order (retries), and could put back an older language. They have no
+Profiles are written by the hop that changes them (enrolment, LANG, consent to a new licence
+version) and deleted by the hop that forgets them (STOP, DELETE), under the worker's lock, next
+to the job that will persist the same change: the cache runs ahead of the database, never behind
+it. The persistence job does not write them: it runs late and out of order (retries), and could
+put back an older language. They have no
 TTL: the cache is the hops' only source, and a profile that expired would turn a worker who was
 silent for a while into a new one. A profile takes about 190 bytes of Redis memory, and Redis
 must not evict keys (``maxmemory-policy noeviction``, as RQ needs anyway).
@@ -80,6 +83,7 @@ class CachedProfile:
     language: str
     workplace: str  # slug
     seed: int | None = None  # the rotation seed kept across a key rotation (None: the pseudonym's)
+    licence: str | None = None  # the licence version last agreed to (None: the first one)
 
 
 class ProfileCache:
@@ -109,19 +113,26 @@ class ProfileCache:
         return PROFILE_KEY.format(pseudonym)
 
 
-def profile_json(language: str, workplace: str, seed: int | None = None) -> str:
+def profile_json(
+    language: str, workplace: str, seed: int | None = None, licence: str | None = None
+) -> str:
     data: dict[str, str | int] = {"language": language, "workplace": workplace}
     if seed is not None:
         data["seed"] = seed
+    if licence is not None:
+        data["licence"] = licence
     return json.dumps(data, separators=(",", ":"))
 
 
 def _profile(raw: bytes | str) -> CachedProfile | None:
     try:
         data = json.loads(raw)
-        seed = data.get("seed")
+        seed, licence = data.get("seed"), data.get("licence")
         return CachedProfile(
-            str(data["language"]), str(data["workplace"]), seed if isinstance(seed, int) else None
+            str(data["language"]),
+            str(data["workplace"]),
+            seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            licence if isinstance(licence, str) else None,
         )
     except (ValueError, TypeError, KeyError):
         log.warning("a cached profile is unreadable: taken as no profile")

@@ -163,9 +163,12 @@ class Mirror:
         seen = added = 0
         with self.database.session() as session:
             for batch in _batches(profiles.every_profile(session), PROFILE_BATCH):
-                keys = [PROFILE_KEY.format(p) for p, _, _, _ in batch]
-                marks = [FORGOTTEN_KEY.format(p) for p, _, _, _ in batch]
-                values = [profile_json(language, slug, seed) for _, language, slug, seed in batch]
+                keys = [PROFILE_KEY.format(p) for p, *_ in batch]
+                marks = [FORGOTTEN_KEY.format(p) for p, *_ in batch]
+                values = [
+                    profile_json(language, slug, seed, licence)
+                    for _, language, slug, seed, licence in batch
+                ]
                 added += int(self._fill(keys=keys + marks, args=values))
                 seen += len(batch)
         return seen, added

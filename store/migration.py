@@ -4,7 +4,7 @@ steps (docs/PRIVACY.md: why).
 
 At the worker's return (``move``):
 - the profile moves (a newer one already under the new pseudonym wins), with the daily
-  rotation's seed;
+  rotation's seed, and the whole consent ledger with it (store/consents.py);
 - the old pseudonym is noted with the new one (MigratedPseudonym). While the old key lives the
   figures count the two as one respondent, in every window (aggregator/indicators.py), so a
   return moves no figure, however long ago the window ended. Anyone who could link them then
@@ -29,7 +29,7 @@ from datetime import datetime
 from sqlalchemy import Row, delete, select, update
 from sqlalchemy.orm import Session
 
-from . import vault
+from . import consents, vault
 from .models import Answer, MigratedPseudonym, Worker
 
 PER_QUESTION = ("workplace_id", "flow_id", "question_id")
@@ -51,6 +51,7 @@ def move(
     and the two are noted."""
     _move_profile(session, old, new, new_key, seed)
     vault.move(session, old, new, new_key, reseal)
+    consents.move(session, old, new, new_key)
     if session.get(MigratedPseudonym, old) is None:
         session.add(
             MigratedPseudonym(
