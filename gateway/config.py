@@ -26,6 +26,7 @@ MIN_K = 5
 SESSION_TTL_SECONDS = 24 * 3600  # an unfinished flow is offered for resume this long
 REPLY_CACHE_SECONDS = 24 * 3600  # provider retries of one message are answered from this cache
 _PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")  # user:password@ up to the last @
+LICENCE_VERSION = re.compile(r"[A-Za-z0-9._-]{1,32}")  # stored with each consent (String(32))
 REDIS_DB_PATH = re.compile(r"/?|/\d+")  # redis://host:port, redis://host:port/ or .../<db number>
 
 
@@ -59,6 +60,9 @@ class Config:
     session_ttl: int = SESSION_TTL_SECONDS
     # The master key being replaced, while ``keys rotate-master`` runs (gateway/crypto.py).
     master_key_previous: bytes | None = None
+    # The licence (terms workers consent to) in force: a worker who agreed to another version
+    # is asked again at their next contact.
+    licence_version: str = "1"
 
     @property
     def production(self) -> bool:
@@ -126,7 +130,17 @@ class _Reader:
             mail_from=self.get("WORKERVOICE_MAIL_FROM") or "WorkerVoice <reports@localhost>",
             instance_dir=instance,
             master_key_previous=previous,
+            licence_version=self.licence_version(),
         )
+
+    def licence_version(self) -> str:
+        raw = self.get("WORKERVOICE_LICENCE_VERSION") or "1"
+        if not LICENCE_VERSION.fullmatch(raw):
+            raise ConfigError(
+                "WORKERVOICE_LICENCE_VERSION: must be 1 to 32 letters, digits, dots, dashes or "
+                f"underscores, not {raw[:40]!r}"
+            )
+        return raw
 
     def integer(self, name: str, default: int, minimum: int | None = None) -> int:
         raw = self.get(name)

@@ -25,7 +25,15 @@ from zoneinfo import ZoneInfo
 from .directory_cache import CachedProfile, profile_json
 from .engine import runtime
 from .engine.definition import FlowSet
-from .engine.events import ContactAgreed, Enrolled, Event, LanguageChanged, OptedOut, Step
+from .engine.events import (
+    Consented,
+    ContactAgreed,
+    Enrolled,
+    Event,
+    LanguageChanged,
+    OptedOut,
+    Step,
+)
 from .engine.inputs import HangUp, Input
 from .engine.session import Profile, Session
 from .engine.texts import Texts
@@ -147,6 +155,7 @@ def _converse(
         scrub=lambda text: scrub(text, who.country),
         channel=inbound.channel,
         unsupported=turn.unsupported,
+        licence=services.config.licence_version,
     )
     result = runtime.step(flows, session, turned.input, ctx)
     opted_out = bool(result.of(OptedOut))
@@ -166,17 +175,19 @@ def _converse(
         token=opened.token or "",
         profile=_kept_profile(services, who, result, cached, moved),
         events=_events(services, inbound, who, result.events, now, moved),
-        outbox=_to_send(inbound, reply),
+        outbox=_to_send(inbound, who, reply, now),
         moved_from=moved.earlier,
+        forget_earlier=[Earlier(key_id, pseudonym) for key_id, pseudonym in who.earlier],
     )
     return Handled(reply, result), armed
 
 
-def _to_send(inbound: Inbound, reply: str) -> str:
+def _to_send(inbound: Inbound, who: Pseudonym, reply: str, now: datetime) -> str:
     """The outbox's entry for a reply that goes out by the provider's API ('' if none)."""
     if not inbound.sealed_sender or not reply:
         return ""
-    return OutboxReply(inbound.provider, inbound.sealed_sender, reply).encode()
+    sealed = inbound.sealed_sender
+    return OutboxReply(inbound.provider, sealed, reply, who=who.value, at=now.isoformat()).encode()
 
 
 def _kept(inbound: Inbound, dialog: Dialog) -> Dialog | None:
@@ -202,7 +213,11 @@ def _fresh_session(who: Pseudonym, cached: CachedProfile | None) -> Session:
         return Session(profile=Profile(country=who.country))
     return Session(
         profile=Profile(
-            language=cached.language, workplace=cached.workplace, country=who.country, enrolled=True
+            language=cached.language,
+            workplace=cached.workplace,
+            country=who.country,
+            enrolled=True,
+            licence=cached.licence,
         )
     )
 
@@ -222,16 +237,19 @@ def _kept_profile(
     moved: Moved,
 ) -> Kept:
     """The profile this step changed, cached for the worker's next sessions (no hop reads the
-    database), in the same commit as its events; a STOP's goes at once (the drain deletes the
-    stored one). A worker moving to a new key's pseudonym has theirs written there."""
+    database), in the same commit as its events, with the licence version they agreed to; a
+    STOP's goes at once (the drain deletes the stored one). A worker moving to a new key's
+    pseudonym has theirs written there."""
     key = services.profiles.key(who.value)
     if result.of(OptedOut):
         return Kept(key, "del")
-    changed = any(isinstance(event, Enrolled | LanguageChanged) for event in result.events)
+    kinds = Enrolled | LanguageChanged | Consented
+    changed = any(isinstance(event, kinds) for event in result.events)
     if changed and result.session is not None:
         profile = result.session.profile
         if profile.enrolled and profile.language and profile.workplace:
-            return Kept(key, "set", profile_json(profile.language, profile.workplace))
+            value = profile_json(profile.language, profile.workplace, profile.licence)
+            return Kept(key, "set", value)
     return moved.profile(services, who, cached)
 
 
@@ -257,6 +275,8 @@ def _events(
             data["sealed"] = services.vault.seal_intake(inbound.address)
         # Fixed size whatever the provider's id: "<provider>:<40 hex>:<n>" fits its column.
         data["event_id"] = f"{inbound.provider}:{request}:{index}"
+        if isinstance(event, OptedOut):  # STOP and DELETE reach the worker's earlier pseudonyms
+            data["earlier"] = [[key_id, pseudonym] for key_id, pseudonym in who.earlier]
         kept.append(data)
     if not kept:
         return ""
@@ -291,7 +311,7 @@ class Moved:
         """The cached profile written under the new pseudonym, as found ('' if no move)."""
         if self.earlier is None or cached is None:
             return Kept()
-        value = profile_json(cached.language, cached.workplace)
+        value = profile_json(cached.language, cached.workplace, cached.licence)
         return Kept(services.profiles.key(who.value), "set", value)
 
     def event(self, now: datetime) -> dict:

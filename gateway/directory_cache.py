@@ -11,14 +11,17 @@ Redis keys (none holds a phone number, SPEC §6):
                             gone from it
     wv:directory            a hash: ``code:<code>`` -> slug, ``zone:<slug>`` -> IANA zone,
                             ``callback:<HMAC of the number>`` -> slug
-    wv:profile:<pseudonym>  an enrolled worker: JSON ``{"language", "workplace"}``, no TTL
+    wv:profile:<pseudonym>  an enrolled worker: JSON ``{"language", "workplace"}`` (and
+                            ``"licence"``: the licence version they last agreed to, absent for
+                            the first one), no TTL
     wv:cache:built          the marker: when the cache was last rebuilt from the database
     wv:cache:generation     bumped by every write of the ring or the directory
 
-Profiles are written by the hop that changes them (enrolment, LANG) and deleted by the hop that
-forgets them (STOP), under the worker's lock, next to the job that will persist the same change:
-the cache runs ahead of the database, never behind it. The persistence job does not write them:
-it runs late and out of order (retries), and could put back an older language. They have no
+Profiles are written by the hop that changes them (enrolment, LANG, consent to a new licence
+version) and deleted by the hop that forgets them (STOP, DELETE), under the worker's lock, next
+to the job that will persist the same change: the cache runs ahead of the database, never behind
+it. The persistence job does not write them: it runs late and out of order (retries), and could
+put back an older language. They have no
 TTL: the cache is the hops' only source, and a profile that expired would turn a worker who was
 silent for a while into a new one. A profile takes about 190 bytes of Redis memory, and Redis
 must not evict keys (``maxmemory-policy noeviction``, as RQ needs anyway).
@@ -78,6 +81,7 @@ def number_digest(master_key: bytes) -> Callable[[str], str]:
 class CachedProfile:
     language: str
     workplace: str  # slug
+    licence: str | None = None  # the licence version last agreed to (None: the first one)
 
 
 class ProfileCache:
@@ -107,14 +111,22 @@ class ProfileCache:
         return PROFILE_KEY.format(pseudonym)
 
 
-def profile_json(language: str, workplace: str) -> str:
-    return json.dumps({"language": language, "workplace": workplace}, separators=(",", ":"))
+def profile_json(language: str, workplace: str, licence: str | None = None) -> str:
+    data: dict[str, str | int] = {"language": language, "workplace": workplace}
+    if licence is not None:
+        data["licence"] = licence
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _profile(raw: bytes | str) -> CachedProfile | None:
     try:
         data = json.loads(raw)
-        return CachedProfile(str(data["language"]), str(data["workplace"]))
+        licence = data.get("licence")
+        return CachedProfile(
+            str(data["language"]),
+            str(data["workplace"]),
+            licence if isinstance(licence, str) else None,
+        )
     except (ValueError, TypeError, KeyError):
         log.warning("a cached profile is unreadable: taken as no profile")
         return None

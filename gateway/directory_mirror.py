@@ -163,9 +163,11 @@ class Mirror:
         seen = added = 0
         with self.database.session() as session:
             for batch in _batches(profiles.every_profile(session), PROFILE_BATCH):
-                keys = [PROFILE_KEY.format(p) for p, _, _ in batch]
-                marks = [FORGOTTEN_KEY.format(p) for p, _, _ in batch]
-                values = [profile_json(language, slug) for _, language, slug in batch]
+                keys = [PROFILE_KEY.format(p) for p, *_ in batch]
+                marks = [FORGOTTEN_KEY.format(p) for p, *_ in batch]
+                values = [
+                    profile_json(language, slug, licence) for _, language, slug, licence in batch
+                ]
                 added += int(self._fill(keys=keys + marks, args=values))
                 seen += len(batch)
         return seen, added

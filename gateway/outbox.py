@@ -23,6 +23,7 @@ Nothing here holds a number in clear: the stream, the retries and the log lines 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -30,6 +31,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 from redis import Redis
 from rq import Queue
@@ -69,14 +71,27 @@ class Reply:
     sealed: str
     text: str
     attempt: int = 0  # failures so far
+    # The worker's pseudonym (never the number) and when the hop queued the reply (ISO 8601): a
+    # STOP or DELETE removes their replies still waiting, in the stream or among the retries,
+    # at once (gateway/sessions.py), and a drain that read one before drops it unsent.
+    who: str = ""
+    at: str = ""
 
     def encode(self) -> str:
-        return json.dumps([self.provider, self.sealed, self.text, self.attempt], ensure_ascii=False)
+        data = [self.provider, self.sealed, self.text, self.attempt, self.who, self.at]
+        return json.dumps(data, ensure_ascii=False)
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Reply:
-        provider, sealed, text, attempt = json.loads(raw)
-        return cls(str(provider), str(sealed), str(text), int(attempt))
+        provider, sealed, text, attempt, *rest = json.loads(raw)  # older entries: no who, at
+        who, at = (*(str(part) for part in rest), "", "")[:2]
+        return cls(str(provider), str(sealed), str(text), int(attempt), who, at)
+
+    def left_before(self, forgotten: dict[str, datetime]) -> bool:
+        """Whether the worker sent STOP (or DELETE) after this reply was queued: it is not
+        sent. Their STOP's own confirmation, queued in the same commit, goes out."""
+        stop = forgotten.get(self.who) if self.who and self.at else None
+        return stop is not None and datetime.fromisoformat(self.at) < stop
 
 
 class Outbox(EventLog):
@@ -86,11 +101,12 @@ class Outbox(EventLog):
         super().__init__(redis, queue, OUTBOX)
         self._refill = redis.register_script(_REFILL)
 
-    def add(self, provider: str, sealed: str, text: str) -> None:
-        """Append a reply (its recipient sealed), waking a drain if none is armed: one round
-        trip (the drain's queueing is a second only for the first reply of a burst)."""
+    def add(self, provider: str, sealed: str, text: str, who: str = "") -> None:
+        """Append a reply (its recipient sealed, ``who`` their pseudonym), waking a drain if none
+        is armed: one round trip (the drain's queueing is a second only for the first reply of
+        a burst)."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(OUTBOX_KEY, {FIELD: Reply(provider, sealed, text).encode()})
+            pipe.xadd(OUTBOX_KEY, {FIELD: Reply(provider, sealed, text, who=who).encode()})
             pipe.set(self.stream.armed.format(0), b"1", nx=True, ex=ARMED_SECONDS)
             _, armed = pipe.execute()
         if armed:
@@ -105,7 +121,7 @@ class Outbox(EventLog):
         return int(moved)  # type: ignore[arg-type]
 
     def retry_later(self, reply: Reply) -> None:
-        again = Reply(reply.provider, reply.sealed, reply.text, reply.attempt + 1)
+        again = dataclasses.replace(reply, attempt=reply.attempt + 1)
         self.redis.zadd(RETRY_KEY, {again.encode(): time.time() + RETRY_SECONDS[reply.attempt]})
 
     def wake_for_retries(self) -> None:
@@ -162,10 +178,16 @@ def _send(services, outbox: Outbox, entries: Sequence[Entry]) -> dict:
     replies = [Reply.decode(fields[FIELD.encode()]) for _, fields in entries]
     senders = {p: sender_for(p, services.config) for p in {r.provider for r in replies}}
     outcome_of: dict[int, str] = {}
+    # Replies read before their worker's STOP removed them from the stream are not sent either.
+    forgotten = services.sessions.forgotten_since(sorted({r.who for r in replies if r.who}))
     # One worker's replies go out one after the other, in the order they came: only different
     # workers' replies are in flight at once.
     in_turn: dict[str, list[tuple[int, str]]] = {}
     for index, reply in enumerate(replies):
+        if reply.left_before(forgotten):
+            log.info("reply not sent: its worker has left since")
+            outcome_of[index] = "dropped"
+            continue
         number = _opened(services, reply)
         if number is None:
             outcome_of[index] = "dropped"

@@ -71,6 +71,8 @@ class Drained:
     answers: int = 0
     profiles: int = 0
     forgotten: int = 0
+    erased: int = 0
+    consents: int = 0
     dead: int = 0
     outages: int = 0  # tries the database refused
 
@@ -78,6 +80,8 @@ class Drained:
         self.answers += counts.get("answers", 0)
         self.profiles += counts.get("profiles", 0)
         self.forgotten += counts.get("forgotten", 0)
+        self.erased += counts.get("erased", 0)
+        self.consents += counts.get("consents", 0)
 
 
 def encode(batch: dict) -> str:

@@ -23,7 +23,7 @@ from redis.exceptions import LockError
 
 from .directory_cache import BUILT_KEY, PROFILE_KEY
 from .engine.session import Session
-from .outbox import OUTBOX_ARMED, OUTBOX_KEY
+from .outbox import OUTBOX_ARMED, OUTBOX_KEY, RETRY_KEY
 from .persistence import ARMED_KEY, ARMED_SECONDS, STREAM_KEY
 
 SESSION_KEY = "wv:session:{}"
@@ -63,6 +63,27 @@ if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7]) end
 if ARGV[8] ~= '' then redis.call('SET', KEYS[5], ARGV[8], 'EX', ARGV[9]) end
 if ARGV[10] == 'set' then redis.call('SET', KEYS[6], ARGV[11])
 elseif ARGV[10] == 'del' then redis.call('DEL', KEYS[6]) end
+local gone = tonumber(ARGV[15])
+for i = 12 + gone, #KEYS do redis.call('SET', KEYS[i], ARGV[8], 'EX', ARGV[9]) end
+if #ARGV > 15 then
+  local function theirs(entry)
+    for j = 16, #ARGV do
+      if string.find(entry, ARGV[j], 1, true) then return true end
+    end
+    return false
+  end
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[9], '-', '+')) do
+    local fields = entry[2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 'batch' and theirs(fields[f + 1]) then
+        redis.call('XDEL', KEYS[9], entry[1])
+      end
+    end
+  end
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[11], 0, -1)) do
+    if theirs(member) then redis.call('ZREM', KEYS[11], member) end
+  end
+end
 local armed = 0
 if ARGV[12] ~= '' then
   redis.call('XADD', KEYS[7], '*', 'batch', ARGV[12])
@@ -72,7 +93,7 @@ if ARGV[14] ~= '' then
   redis.call('XADD', KEYS[9], '*', 'batch', ARGV[14])
   if redis.call('SET', KEYS[10], '1', 'NX', 'EX', ARGV[13]) then armed = armed + 2 end
 end
-for i = 11, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 12, 11 + gone do redis.call('DEL', KEYS[i]) end
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return armed
 """
@@ -237,6 +258,7 @@ class SessionStore:
         events: str = "",
         outbox: str = "",
         moved_from: Earlier | None = None,
+        forget_earlier: Sequence[Earlier] = (),
     ) -> Armed:
         """The hop's last round trip, all at once (one Lua call): the session saved (or deleted
         when over), the reply cached under the provider's message id, the dialog's state saved
@@ -244,7 +266,14 @@ class SessionStore:
         mark, the cached profile changed, the events appended to the event log and a reply to
         send by API to the outbox (gateway/outbox.py), each with its drainer slot 0 armed, the
         worker's state under an earlier pseudonym deleted once moved (``moved_from``), and the
-        lock given back. Which drains this call armed (the caller queues them)."""
+        lock given back. Which drains this call armed (the caller queues them).
+
+        A STOP (``forgotten_at``) also deletes the worker's session and cached profile under
+        each ``forget_earlier`` pseudonym (the same worker under a previous key) and marks them
+        forgotten there too, and removes every reply to them still waiting in the outbox (its
+        stream and its retries; a drain that read one already drops it: outbox.Reply), before the
+        STOP's own confirmation is queued. That scans the outbox: STOP is rare, and the outbox
+        is short when its drains keep up."""
         state = (
             json.dumps(dialog.state, ensure_ascii=False, separators=(",", ":")) if dialog else ""
         )
@@ -259,9 +288,17 @@ class SessionStore:
             ARMED_KEY.format(0),
             OUTBOX_KEY,
             OUTBOX_ARMED.format(0),
+            RETRY_KEY,
         ]
-        if moved_from is not None:
-            keys.extend(moved_from.keys)
+        gone = list(moved_from.keys) if moved_from is not None else []
+        if forgotten_at is not None:
+            for before in forget_earlier:
+                gone.extend(key for key in before.keys if key not in gone)
+        keys.extend(gone)
+        purge: list[str] = []
+        if forgotten_at is not None:
+            keys.extend(FORGOTTEN_KEY.format(before.pseudonym) for before in forget_earlier)
+            purge = [json.dumps(p) for p in (pseudonym, *(b.pseudonym for b in forget_earlier))]
         args: list[str | int] = [
             token,
             session.to_json() if session is not None else "",
@@ -277,6 +314,8 @@ class SessionStore:
             events,
             ARMED_SECONDS,
             outbox,
+            len(gone),
+            *purge,
         ]
         armed = int(self._commit(keys=keys, args=args))  # type: ignore[arg-type]
         return Armed(events=bool(armed & 1), outbox=bool(armed & 2))

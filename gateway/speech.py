@@ -26,7 +26,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .engine import words
-from .engine.answers import RESUME_OPTIONS, RESUME_PROMPT, RESUME_VALUES
+from .engine.answers import (
+    ERASE_OPTIONS,
+    ERASE_PROMPT,
+    ERASE_VALUES,
+    RESUME_OPTIONS,
+    RESUME_PROMPT,
+    RESUME_VALUES,
+)
 from .engine.events import Ask, Event, Say
 from .engine.model import INFO, LANGUAGE, NUMBER, WORKPLACE, FlowSet
 from .engine.runtime import FINISH
@@ -56,6 +63,8 @@ SPOKEN_SERVICE_WORDS = (
     words.KEY_NUMBER,
     words.KEY_CODE,
     words.NUMBER_WITHHELD,  # said in English: a withheld caller's language is unknown
+    words.ERASED,  # a DELETE sent by text may be confirmed in a call: its pending question
+    words.ERASE_KEPT,
 )
 
 
@@ -168,16 +177,10 @@ def _every(flows: FlowSet, texts: Texts, lang: str) -> Iterator[Utterance]:
                 yield Utterance(texts.flow(lang, question.ask), lang, f"{flow.id}/{question.id}")
         if flow.finish:
             yield Utterance(texts.flow(lang, flow.finish), lang, f"{flow.id}/{FINISH_CLIP}")
-        resume = Ask(
-            flow.id,
-            RESUME_PROMPT,
-            "choice",
-            texts.service(lang, words.RESUME),
-            options=tuple(texts.service(lang, w) for w in RESUME_OPTIONS),
-            language=lang,
-            values=RESUME_VALUES,
-        )
-        yield from ask(resume, texts)
+        resume = (RESUME_PROMPT, words.RESUME, RESUME_OPTIONS, RESUME_VALUES)
+        yield from ask(_service_menu(flow.id, *resume, lang, texts), texts)
+    erase = (ERASE_PROMPT, words.ERASE_CONFIRM, ERASE_OPTIONS, ERASE_VALUES)
+    yield from ask(_service_menu("", *erase, lang, texts), texts)
     for msgid in SPOKEN_SERVICE_WORDS:
         text = texts.service(lang, msgid)
         yield Utterance(text, lang, service_clip(text))
@@ -187,6 +190,27 @@ def _every(flows: FlowSet, texts: Texts, lang: str) -> Iterator[Utterance]:
             Say("", msgid=words.CHOOSE_NUMBER, language=lang, values=(("count", str(count)),)),
             texts,
         )
+
+
+def _service_menu(
+    flow_id: str,
+    qid: str,
+    msgid: str,
+    options: tuple[str, ...],
+    values: tuple[str, ...],
+    lang: str,
+    texts: Texts,
+) -> Ask:
+    """One of the service's own menus (the resume screen, DELETE's confirmation) as asked."""
+    return Ask(
+        flow_id,
+        qid,
+        "choice",
+        texts.service(lang, msgid),
+        options=tuple(texts.service(lang, w) for w in options),
+        language=lang,
+        values=values,
+    )
 
 
 def _ask(flow_id: str, question, lang: str, texts: Texts) -> Ask:

@@ -8,7 +8,9 @@ and a later answer the same day replaces the earlier one, never the other way ro
 batch carries it. A profile likewise keeps its newest state: a retried enrolment or language
 change never undoes a later one; so does a contact. Rows are deduplicated within a batch (one
 statement may not touch a row twice) and sent in key order, so two drains writing at once
-cannot deadlock.
+cannot deadlock. A consent is a ledger row written once per event (store/consents.py). STOP
+and DELETE are applied last, with their tombstones (store/forget.py), and decide what of a
+worker may still be written at all.
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from . import migration, vault
+from . import consents, forget, migration, vault
 from .models import Answer, Worker, Workplace
-from .profiles import forget as profiles_forget
 
 log = logging.getLogger(__name__)
 
 
-CONTACT_EVENTS = ("contact_agreed", "contact_declined")
 ANSWER_KEY = ("pseudonym", "workplace_id", "flow_id", "question_id", "answered_on")
 ANSWER_CHANGES = (
     "flow_version",
@@ -42,6 +42,7 @@ ANSWER_CHANGES = (
     "key_id",
 )
 PROFILE_CHANGES = ("language", "workplace_id", "key_id", "consented_at", "updated_at")
+CONTACT_EVENTS = ("contact_agreed", "contact_declined")
 
 
 def write_events(session: Session, batch: dict, stopped_at: datetime | None = None) -> dict:
@@ -55,24 +56,29 @@ def write_batches(
     stopped: Mapping[str, datetime] | None = None,
     reseal: vault.Reseal | None = None,
 ) -> dict:
-    """Write many requests' events: answers, enrolments, language changes, opt-outs (which
-    delete the profile and the vault's contact).
+    """Write many requests' events: answers, enrolments, consents, language changes, STOPs and
+    DELETEs.
 
-    ``stopped`` maps a pseudonym to when that worker last opted out, if lately: an enrolment
-    from a request that arrived before it is not written, so an entry drained late cannot bring
-    the worker back. ``reseal`` seals a vault contact for a migrating worker's new pseudonym.
+    ``stopped`` maps a pseudonym to when that worker last opted out, if lately (the hops'
+    day-long marks in Redis); with the tombstones in the database (store/forget.py) and the
+    STOPs in these very batches, it decides what may still be written: nothing that would bring
+    back a worker from a request that arrived before their STOP (an enrolment, a consent), and
+    nothing at all of a worker from a request that arrived before their DELETE. ``reseal``
+    seals a vault contact for a migrating worker's new pseudonym.
     """
     batches = list(batches)
-    stopped = dict(stopped or {})
-    counts = {"answers": 0, "profiles": 0, "forgotten": 0}
+    counts = {"answers": 0, "profiles": 0, "forgotten": 0, "erased": 0, "consents": 0}
+    stops = [stop for batch in batches if (stop := _stop_of(batch)) is not None]
+    forget.hold(session, erasing=any(stop.erase for stop in stops))
+    stopped_at, erased_at = _tombstones(session, batches, stops, stopped or {})
     places = _workplaces(session, batches)
-    for batch in batches:  # a STOP in this very batch counts as well as one noted in Redis
-        for event in batch["events"]:
-            if event["kind"] == "opted_out":
-                at = _received(batch)
-                if batch["pseudonym"] not in stopped or stopped[batch["pseudonym"]] < at:
-                    stopped[batch["pseudonym"]] = at
-    for batch in batches:  # moves across a key rotation first: later events build on them
+
+    def erased_since(batch: dict) -> bool:
+        erased = erased_at.get(batch["pseudonym"])
+        return erased is not None and _received(batch) <= erased
+
+    live = [batch for batch in batches if not erased_since(batch)]
+    for batch in live:  # moves across a key rotation first: later events build on them
         for event in batch["events"]:
             if event["kind"] == "migrated":
                 migration.move(
@@ -86,13 +92,15 @@ def write_batches(
                 )
     answers: dict[tuple, dict] = {}
     profiles: dict[str, dict] = {}
-    languages: list[tuple[str, datetime, str]] = []
-    forgotten: list[tuple[str, datetime]] = []
+    agreements: list[dict] = []
     contacts: list[tuple[datetime, dict, dict]] = []
-    for batch in batches:
-        stop = stopped.get(batch["pseudonym"])
+    languages: list[tuple[str, datetime, str]] = []
+    for batch in live:
+        last_stop = stopped_at.get(batch["pseudonym"])
         stopped_later = (
-            stop is not None and batch.get("received_at") is not None and (_received(batch) <= stop)
+            last_stop is not None
+            and batch.get("received_at") is not None
+            and _received(batch) <= last_stop
         )
         for event in batch["events"]:
             kind = event["kind"]
@@ -104,16 +112,17 @@ def write_batches(
                 row = _profile_row(batch, event, places)
                 if row is not None:
                     _keep_latest(profiles, row["pseudonym"], row, "updated_at")
+            elif kind == "consented" and not stopped_later:
+                agreements.append(_consent_row(batch, event))
+            elif kind in CONTACT_EVENTS and not stopped_later:
+                contacts.append((_instant(event["at"]), batch, event))
             elif kind == "language_changed":
                 stamp = event.get("at") or batch.get("received_at")
                 at = _instant(stamp) if stamp else datetime.now(UTC)
                 languages.append((batch["pseudonym"], at, event["language"]))
-            elif kind == "opted_out":
-                forgotten.append((batch["pseudonym"], _received(batch)))
-            elif kind in CONTACT_EVENTS and not stopped_later:
-                contacts.append((_instant(event["at"]), batch, event))
     counts["answers"] = _upsert_answers(session, sorted(answers.items()))
     counts["profiles"] = _upsert_profiles(session, sorted(profiles.items()))
+    counts["consents"] = consents.record(session, agreements)
     for pseudonym, at, language in languages:  # rare: one statement each
         session.execute(
             update(Worker)
@@ -122,10 +131,10 @@ def write_batches(
         )
     for at, batch, event in sorted(contacts, key=lambda item: item[0]):  # the latest wins
         _contact(session, at, batch, event)
-    for pseudonym, sent in forgotten:
-        profiles_forget(session, pseudonym, before=sent)
-        vault.forget(session, pseudonym, before=sent)
+    for stop in stops:  # after the writes: a STOP in this batch forgets what came before it
+        forget.apply(session, stop)
         counts["forgotten"] += 1
+        counts["erased"] += int(stop.erase)
     return counts
 
 
@@ -144,6 +153,48 @@ def _contact(session: Session, at: datetime, batch: dict, event: dict) -> None:
             event["purposes"],
             at=at,
         )
+
+
+def _stop_of(batch: dict) -> forget.Stop | None:
+    """The STOP (or DELETE) a request's events hold: the worker under this pseudonym and each
+    earlier one the hop knew them by (``earlier``, [key id, pseudonym] pairs), at the time it
+    was received."""
+    kinds = {event["kind"] for event in batch["events"]}
+    if "opted_out" not in kinds:
+        return None
+    pairs = [(int(batch["key_id"]), batch["pseudonym"])]
+    for event in batch["events"]:
+        if event["kind"] == "opted_out":
+            pairs.extend((int(key_id), str(p)) for key_id, p in event.get("earlier") or ())
+    return forget.Stop(tuple(dict.fromkeys(pairs)), _received(batch), "erased" in kinds)
+
+
+def _tombstones(
+    session: Session,
+    batches: list[dict],
+    stops: list[forget.Stop],
+    stopped: Mapping[str, datetime],
+) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """When each worker these batches name last sent STOP and DELETE, from the hops' marks, the
+    database's tombstones and the batches themselves (the latest of the three)."""
+    stopped_at = dict(stopped)
+    erased_at: dict[str, datetime] = {}
+    names = {batch["pseudonym"] for batch in batches}
+    for pseudonym, mark in forget.marks(session, names).items():
+        _later(stopped_at, pseudonym, mark.stopped_at)
+        if mark.erased_at is not None:
+            _later(erased_at, pseudonym, mark.erased_at)
+    for stop in stops:
+        for pseudonym in stop.names:
+            _later(stopped_at, pseudonym, stop.at)
+            if stop.erase:
+                _later(erased_at, pseudonym, stop.at)
+    return stopped_at, erased_at
+
+
+def _later(times: dict[str, datetime], key: str, at: datetime) -> None:
+    if key not in times or times[key] < at:
+        times[key] = at
 
 
 def _keep_latest(rows: dict, key, row: dict, stamp: str) -> None:
@@ -223,6 +274,18 @@ def _profile_row(batch: dict, event: dict, places: Mapping[str, tuple[int, ZoneI
         "workplace_id": place[0],
         "consented_at": at,
         "updated_at": at,
+    }
+
+
+def _consent_row(batch: dict, event: dict) -> dict:
+    return {
+        "pseudonym": batch["pseudonym"],
+        "key_id": batch["key_id"],
+        "licence": str(event["licence"]),
+        "agreed_at": _instant(event["at"]),
+        "language": event["language"],
+        "channel": event.get("channel") or batch.get("channel", "sms"),
+        "event_id": event["event_id"],
     }
 
 

@@ -7,8 +7,9 @@ all change keys at the same instant: no two requests of one worker, one on eithe
 change, can be read under different keys by processes that disagree about which is current.
 The key it replaces becomes ``previous`` and retires at that instant; once it has been retired
 for the grace period it is destroyed: its material is overwritten with NULL, and everything kept
-under its pseudonyms that could help reach a worker goes with it (profiles that never moved, the
-notes linking those that did to their new pseudonyms, whose latest answers move with them:
+under its pseudonyms that could help reach a worker goes with it (profiles and consent ledgers
+that never moved, the tombstones of STOP and DELETE, the vault's contacts, the notes linking
+those who came back to their new pseudonyms, whose latest answers move with them:
 store/migration.settle). The other answers stay: nothing can link them to a number any more.
 
 Every change is a conditional UPDATE on the row's status, so two clocks (or a clock and an
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from . import migration, vault
 from .db import rows_changed
-from .models import MigratedPseudonym, PseudonymKey, Worker
+from .models import Consent, MigratedPseudonym, PseudonymKey, Tombstone, Worker
 
 CURRENT, PREVIOUS, DESTROYED = "current", "previous", "destroyed"
 LEAD_SECONDS = 4.0  # from a rotation to the new key taking over (> identity.KEY_CACHE_SECONDS)
@@ -126,8 +127,8 @@ def destroy_due(session: Session, now: datetime, grace_days: int) -> list[Destro
 
 def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
     """Destroy one previous key now: its material gone, the destruction's time recorded (no
-    secret), the profiles of its period deleted, and its returning workers' latest answers
-    settled under their new pseudonyms. None if it was not
+    secret), the profiles, consent ledger rows, tombstones and contacts of its period deleted,
+    and its returning workers' latest answers settled under their new pseudonyms. None if it was not
     a previous key (already destroyed by someone else, or still current)."""
     gone = rows_changed(
         session,
@@ -142,6 +143,8 @@ def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
         select(MigratedPseudonym.pseudonym).where(MigratedPseudonym.key_id == key_id)
     ).all()
     session.execute(delete(Worker).where(Worker.key_id == key_id))
+    session.execute(delete(Consent).where(Consent.key_id == key_id))
+    session.execute(delete(Tombstone).where(Tombstone.key_id == key_id))
     contacts = vault.destroy_period(session, key_id)
     migration.settle(session, key_id)  # returning workers' latest answers go with them
     return Destroyed(key_id, len(left), tuple(left) + tuple(moved), contacts)

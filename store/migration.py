@@ -3,11 +3,11 @@ to the new key's pseudonym (gateway/conversation.Moved); the drain moves what is
 steps (docs/PRIVACY.md: why).
 
 At the worker's return (``move``):
-- the profile moves (a newer one already under the new pseudonym wins): language, workplace,
-  consent, and nothing else. Nothing derived from the old pseudonym goes with it: the daily
-  rotation's seed was its first 8 hex digits, and kept on the new profile it linked the answers
-  left under the old key to the worker for anyone with the master key, after the old key's
-  destruction too; the rotation starts again from the new pseudonym's own seed;
+- the profile moves (a newer one already under the new pseudonym wins), and the whole consent
+  ledger with it (store/consents.py). Nothing derived from the old pseudonym goes with it: the
+  daily rotation's seed was its first 8 hex digits, and kept on the new profile it linked the
+  answers left under the old key to the worker for anyone with the master key, after the old
+  key's destruction too; the rotation starts again from the new pseudonym's own seed;
 - the old pseudonym is noted with the new one (MigratedPseudonym). While the old key lives the
   figures count the two as one respondent, in every window (aggregator/indicators.py), so a
   return moves no figure, however long ago the window ended. Anyone who could link them then
@@ -32,7 +32,7 @@ from datetime import datetime
 from sqlalchemy import Row, delete, select, update
 from sqlalchemy.orm import Session
 
-from . import vault
+from . import consents, vault
 from .models import Answer, MigratedPseudonym, Worker
 
 PER_QUESTION = ("workplace_id", "flow_id", "question_id")
@@ -53,6 +53,7 @@ def move(
     and the two are noted."""
     _move_profile(session, old, new, new_key)
     vault.move(session, old, new, new_key, reseal)
+    consents.move(session, old, new, new_key)
     if session.get(MigratedPseudonym, old) is None:
         session.add(
             MigratedPseudonym(

@@ -210,3 +210,35 @@ class Contact(Base):
     master_key_id: Mapped[str] = mapped_column(String(16), index=True)
     purposes: Mapped[list] = mapped_column(JSON)  # what the worker agreed to be contacted for
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Consent(Base):
+    """The consent ledger: one row per agreement a worker gave (at enrolment, and again each
+    time the licence version changed), never changed afterwards, so what each worker agreed to
+    and when stays on record. Moved with the worker at a grace migration, deleted by STOP,
+    DELETE and with its key (store/consents.py)."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[int] = mapped_column(Integer, index=True)
+    licence: Mapped[str] = mapped_column(String(32))  # WORKERVOICE_LICENCE_VERSION then
+    agreed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    language: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    # The engine event it records: a batch drained twice writes it once.
+    event_id: Mapped[str] = mapped_column(String(100), unique=True)
+
+
+class Tombstone(Base):
+    """A worker who sent STOP (``stopped_at``) or confirmed DELETE (``erased_at`` too), under
+    one pseudonym: nothing from a request received before then is written again, however late
+    its entry is drained (store/forget.py). No number, no answer; deleted with its key."""
+
+    __tablename__ = "tombstones"
+
+    pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer, index=True)
+    stopped_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -9,20 +9,30 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from .consents import latest_licence
 from .models import Worker, Workplace
 
 BATCH_ROWS = 5000  # rows fetched at a time when every profile is read
 
 
-def every_profile(session: Session) -> Iterator[tuple[str, str, str]]:
-    """(pseudonym, language, workplace slug) of every enrolled worker, fetched in batches."""
+Stored = tuple[str, str, str, str | None]
+
+
+def every_profile(session: Session) -> Iterator[Stored]:
+    """(pseudonym, language, workplace slug, licence version of the newest agreement or None)
+    of every enrolled worker, fetched in batches."""
     query = (
-        select(Worker.pseudonym, Worker.language, Workplace.slug)
+        select(
+            Worker.pseudonym,
+            Worker.language,
+            Workplace.slug,
+            latest_licence().label("licence"),
+        )
         .join(Workplace, Workplace.id == Worker.workplace_id)
         .execution_options(yield_per=BATCH_ROWS)
     )
     for row in session.execute(query):
-        yield row.pseudonym, row.language, row.slug
+        yield row.pseudonym, row.language, row.slug, row.licence
 
 
 def forget(session: Session, pseudonym: str, before: datetime) -> None:

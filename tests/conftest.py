@@ -17,12 +17,12 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import delete, select, text
 
 from gateway import create_app
 from gateway.config import Config
 from gateway.services import EXTENSION, Services
-from store.models import Base
+from store.models import Base, PseudonymKey
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_MASTER_KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()
@@ -107,11 +107,18 @@ def migrated(base_config) -> Config:
 
 
 def _clean(services: Services) -> None:
+    """Every table emptied but the key ring, which keeps its one key unless a test rotated it
+    (then it is made afresh, as a new database's)."""
     keep = {"pseudonym_keys"}
     with services.db.engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             if table.name not in keep:
                 connection.execute(table.delete())
+        ring = connection.execute(select(PseudonymKey.status)).scalars().all()
+        if ring != ["current"]:
+            connection.execute(delete(PseudonymKey))
+    if ring != ["current"]:
+        services.ensure_key_ring()
     services.redis.flushdb()
     services.mirror.rebuild()  # as every start-up leaves it: the key ring and the marker
 

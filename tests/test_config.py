@@ -33,6 +33,7 @@ def test_defaults(env, tmp_path):
     assert config.locales_dir == tmp_path / "locales"
     assert config.min_respondents == 10
     assert config.report_cutoff == "day"
+    assert config.licence_version == "1"
     assert (config.salt_period_days, config.salt_grace_days) == (90, 14)
     assert config.smtp_url is None
     assert len(config.master_key) == 32
@@ -57,6 +58,7 @@ def test_values_are_read(env, tmp_path):
         WORKERVOICE_REPORT_CUTOFF="now",
         WORKERVOICE_SALT_PERIOD_DAYS="30",
         WORKERVOICE_SALT_GRACE_DAYS="0",
+        WORKERVOICE_LICENCE_VERSION="2026-06_b.1",
         TWILIO_AUTH_TOKEN="tw",
         AT_WEBHOOK_TOKEN="at",
         AT_USERNAME="wv",
@@ -70,6 +72,7 @@ def test_values_are_read(env, tmp_path):
     assert config.public_url == "https://wv.example.org"  # no trailing slash: path follows
     assert (config.min_respondents, config.report_cutoff) == (5, "now")
     assert (config.salt_period_days, config.salt_grace_days) == (30, 0)
+    assert config.licence_version == "2026-06_b.1"
     assert (config.twilio_auth_token, config.at_webhook_token) == ("tw", "at")
     assert not (tmp_path / "instance" / "master.key").exists()  # nothing generated
 
@@ -159,6 +162,10 @@ BAD = [
     ("WORKERVOICE_MIN_RESPONDENTS", "10.5"),
     ("WORKERVOICE_REPORT_CUTOFF", "week"),
     ("WORKERVOICE_REPORT_CUTOFF", "DAY"),
+    ("WORKERVOICE_LICENCE_VERSION", "version 2"),
+    ("WORKERVOICE_LICENCE_VERSION", "2\n3"),
+    ("WORKERVOICE_LICENCE_VERSION", "v" * 33),
+    ("WORKERVOICE_LICENCE_VERSION", "२"),
     ("WORKERVOICE_ENV", "staging"),
     ("WORKERVOICE_ENV", "prod\nuction"),
     ("WORKERVOICE_SALT_PERIOD_DAYS", "ninety"),

@@ -75,7 +75,9 @@ def test_a_workplace_added_by_the_cli_is_known_in_another_process_within_five_se
             clock.now += 0.1
             assert "1." in worker.send(CODE)  # enrolled: the first check-in question
         assert seen == []
-        assert cached(elsewhere, worker.phone) == directory_cache.CachedProfile("en", "new-mill")
+        assert cached(elsewhere, worker.phone) == directory_cache.CachedProfile(
+            "en", "new-mill", licence="1"
+        )
     finally:
         elsewhere.db.dispose()
 
@@ -184,7 +186,7 @@ def test_a_rebuild_keeps_a_newer_profile_than_the_databases(
     worker.send("LANG")
     worker.send("1")  # বাংলা: not stored yet
     services.mirror.rebuild()
-    assert cached(services, phone) == directory_cache.CachedProfile("bn", workplace)
+    assert cached(services, phone) == directory_cache.CachedProfile("bn", workplace, licence="1")
     work(app, queues)
     assert stored_profile(services, phone) == ("bn", workplace)
 
@@ -213,7 +215,7 @@ def test_cache_rebuild_after_a_flush_restores_profiles_and_codes(
     result = app.test_cli_runner().invoke(main, ["cache", "rebuild"])
     assert result.exit_code == 0, result.output
     assert "1 workplace(s), 1 profile(s) (1 were missing)" in result.output
-    assert cached(services, phone) == directory_cache.CachedProfile("en", workplace)
+    assert cached(services, phone) == directory_cache.CachedProfile("en", workplace, licence="1")
     assert services.directory.slug_for_code(CODE, at=10**9) == workplace
     assert services.directory.callback_workplace(CALLBACK, at=10**9) == workplace
     recognised(client, services, phone)

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 
 from aggregator.indicators import Window, indicators, latest_answers
 from gateway import identity, persistence
@@ -24,13 +24,12 @@ from gateway.keys import KeyKeeper
 from gateway.services import Services
 from gateway.sessions import SESSION_KEY
 from store import jobs, keyring
-from store.models import Answer, MigratedPseudonym, PseudonymKey, Worker, Workplace
+from store.models import Answer, Consent, MigratedPseudonym, PseudonymKey, Worker, Workplace
 
 from .channels.test_at_ussd import UssdPhone
 from .channels.test_at_voice import Phone as AtCall
 from .channels.test_twilio_voice import Phone as TwilioCall
 from .conftest import AT_TOKEN
-from .conftest import _clean as clean
 from .hops import CHANNELS, add_callback_workplace, cached, statements, walk, work
 from .leaks import dump_redis
 from .support import SmsWorker, add_workplace, at_sms_form, post_at_sms
@@ -44,23 +43,6 @@ def quick(monkeypatch):
     """A rotation takes over in a moment, and every read of the ring sees the latest."""
     monkeypatch.setattr(keyring, "LEAD_SECONDS", 0.2)
     monkeypatch.setattr(identity, "KEY_CACHE_SECONDS", 0.0)
-
-
-@pytest.fixture(autouse=True)
-def one_key(services):
-    """Each test begins with a ring of one key, and leaves one behind (the tables' cleaning
-    between tests keeps the key ring)."""
-
-    def fresh() -> None:
-        clean(services)
-        with services.db.session() as session:
-            session.execute(delete(PseudonymKey))
-        services.ensure_key_ring()
-        services.mirror.rebuild()
-
-    fresh()
-    yield
-    fresh()
 
 
 @pytest.fixture
@@ -276,7 +258,7 @@ def test_a_returning_worker_moves_once_even_when_two_requests_race(
             assert (note.moved_to, note.key_id) == (new, keys(services)[note.key_id].id)
             assert services.profiles.load(old) is None
             profile = json.loads(services.redis.get(PROFILE_KEY.format(new)))
-            assert profile.keys() == {"language", "workplace"}  # no seed from the old pseudonym
+            assert "seed" not in profile  # nothing derived from the old pseudonym
             assert services.redis.get(SESSION_KEY.format(old)) is None
     # a third request of a worker moved already finds them at home: no second move
     assert migrated_events(services) == []  # drained
@@ -478,10 +460,12 @@ def test_a_worker_is_moved_on_every_channel(app, client, services, queues, quick
     first_contact(channel, client, phone)
 
     new = services.identity.pseudonymise(phone).value
-    assert cached(services, phone) == CachedProfile("en", "dhaka-knit")
+    assert cached(services, phone) == CachedProfile("en", "dhaka-knit", "1")
     assert services.profiles.load(old) is None
     work(app, queues)
     with services.db.session() as session:
         assert session.get(Worker, old) is None
         assert session.get(Worker, new).workplace_id is not None
         assert session.get(MigratedPseudonym, old).moved_to == new
+        ledger = session.execute(select(Consent.pseudonym, Consent.licence)).all()
+        assert [tuple(row) for row in ledger] == [(new, "1")]  # the consent moved too

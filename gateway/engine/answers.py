@@ -6,16 +6,14 @@ then either records the answer and moves on (``advance``) or says what was wrong
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import words
 from .events import (
     AnswerRecorded,
     ContactAgreed,
     ContactDeclined,
     Declined,
-    Event,
     LanguageChanged,
+    OptedOut,
 )
 from .model import (
     CHOICE,
@@ -26,21 +24,21 @@ from .model import (
     NUMBER,
     TEXT,
     WORKPLACE,
-    Flow,
     Question,
 )
 from .parsing import as_number_text, ascii_digits, parse_number, pick_option
-from .session import Profile, Session
+from .parts import RunParts
 from .texts import language_name
-
-if TYPE_CHECKING:
-    from .runtime import Context
 
 WORKPLACE_TRIES = 3
 LANGUAGE_PROMPT = "@language"  # pseudo question used by LANG outside enrolment
 RESUME_PROMPT = "@resume"  # pseudo question: the resume screen (1. Continue / 2. Start again)
 RESUME_OPTIONS = (words.CONTINUE, words.START_AGAIN)
 RESUME_VALUES = ("continue", "restart")
+ERASE_PROMPT = "@erase"  # pseudo question: DELETE's confirmation (1. Yes / 2. No)
+ERASE_OPTIONS = (words.YES, words.NO)
+ERASE_VALUES = ("erase", "keep")
+PROMPTS = (LANGUAGE_PROMPT, RESUME_PROMPT, ERASE_PROMPT)  # the service's own pending questions
 
 
 def code_digits(text: str) -> str | None:
@@ -50,34 +48,8 @@ def code_digits(text: str) -> str | None:
     return code if code is not None and 4 <= len(code) <= 8 else None
 
 
-class Answers:
-    """The answer handlers of a run (runtime._Run), which provides what is declared here."""
-
-    session: Session
-    ctx: Context
-    events: list[Event]
-    session_alive: bool
-
-    if TYPE_CHECKING:
-
-        @property
-        def profile(self) -> Profile: ...
-
-        @property
-        def language(self) -> str: ...
-
-        @property
-        def flow(self) -> Flow: ...
-
-        def say(self, msgid: str, **values: object) -> None: ...
-
-        def ask(self, qid: str | None) -> None: ...
-
-        def advance(self) -> None: ...
-
-        def language_choices(self) -> list[str]: ...
-
-        def resume_choice(self, proceed: bool) -> None: ...
+class Answers(RunParts):
+    """The answer handlers of a run (runtime._Run), which provides what RunParts declares."""
 
     def answer(self, text: str) -> None:
         qid = self.session.current
@@ -86,6 +58,9 @@ class Answers:
             return
         if qid == RESUME_PROMPT:
             self.answer_resume(text)
+            return
+        if qid == ERASE_PROMPT:
+            self.answer_erase(text)
             return
         if qid is None:
             raise RuntimeError("no question is pending")
@@ -199,6 +174,8 @@ class Answers:
         if value is None:
             return
         if value == "decline":
+            if self.profile.enrolled:  # a new licence declined: forgotten as by STOP
+                self.events.append(OptedOut())
             self.events.append(Declined())
             self.say(words.DECLINED)
             self.session_alive = False

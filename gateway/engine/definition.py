@@ -23,7 +23,11 @@ from .questions import QuestionReader
 from .yamlio import item_line, key_line, load_yaml, node_line, value_line
 
 FLOW_KEYS = {"title", "version", "default", "keywords", "sample", "questions", "finish"}
-RESERVED_KEYWORDS = words.OPT_OUT_WORDS | {words.KEYWORD_HELP.upper(), words.KEYWORD_LANG.upper()}
+RESERVED_KEYWORDS = words.OPT_OUT_WORDS | {
+    words.KEYWORD_HELP.upper(),
+    words.KEYWORD_LANG.upper(),
+    words.KEYWORD_DELETE.upper(),
+}
 # Every answer is stored with its flow id, question id and flow version, in the columns
 # answers.flow_id String(64), answers.question_id String(64) and answers.flow_version String(32)
 # (store/models.py Answer). Longer values would load, then fail every answer on PostgreSQL.

@@ -119,6 +119,19 @@ class ContactAgreed(Event):
 
 
 @dataclass(frozen=True)
+class Consented(Event):
+    """The worker agreed to licence version ``licence`` (at enrolment, or again after the
+    licence changed): a row of the consent ledger (store/consents.py)."""
+
+    kind: ClassVar[str] = "consented"
+    persist: ClassVar[bool] = True
+    licence: str
+    language: str
+    channel: str
+    at: str  # ISO 8601 UTC
+
+
+@dataclass(frozen=True)
 class ContactDeclined(Event):
     """The worker did not agree (or no longer agrees): any contact kept for them goes."""
 
@@ -126,6 +139,15 @@ class ContactDeclined(Event):
     persist: ClassVar[bool] = True
     question: str
     at: str  # ISO 8601 UTC
+
+
+@dataclass(frozen=True)
+class Erased(Event):
+    """The worker confirmed DELETE: besides what OptedOut (which comes with it) forgets, every
+    answer that can still be linked to them goes, and nothing from before may come back."""
+
+    kind: ClassVar[str] = "erased"
+    persist: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The words a worker may send to reach the service or start a flow, in every language.
 
-Every message is checked against STOP, HELP and LANG and against the flows' keywords, each in
-English and in every catalog's translation. Those forms depend only on the loaded flows and
-texts, which are immutable once loaded, so they are built once per (FlowSet, Texts) pair and
+Every message is checked against STOP, HELP, LANG and DELETE and against the flows' keywords,
+each in English and in every catalog's translation. Those forms depend only on the loaded flows
+and texts, which are immutable once loaded, so they are built once per (FlowSet, Texts) pair and
 kept in a small cache that holds both weakly: a reload builds new forms and the old ones go.
 """
 
@@ -18,7 +18,7 @@ from .model import FlowSet
 from .parsing import clean
 from .texts import Texts
 
-RESERVED = (words.KEYWORD_STOP, words.KEYWORD_HELP, words.KEYWORD_LANG)
+RESERVED = (words.KEYWORD_STOP, words.KEYWORD_HELP, words.KEYWORD_LANG, words.KEYWORD_DELETE)
 CACHE_SIZE = 8  # live sets: the current one, plus the old ones steps still running may hold
 
 
@@ -26,7 +26,7 @@ CACHE_SIZE = 8  # live sets: the current one, plus the old ones steps still runn
 class KeywordForms:
     """Each word as ``clean(text).upper()`` of a message would read it."""
 
-    reserved: Mapping[str, frozenset[str]]  # STOP/HELP/LANG msgid -> its forms
+    reserved: Mapping[str, frozenset[str]]  # STOP/HELP/LANG/DELETE msgid -> its forms
     flows: Mapping[str, str]  # a flow keyword's form -> the flow it starts (the first one's)
 
     def is_reserved(self, word: str, msgid: str) -> bool:

@@ -13,14 +13,19 @@ from datetime import date, datetime
 
 from . import words
 from .answers import (
+    ERASE_OPTIONS,
+    ERASE_PROMPT,
+    ERASE_VALUES,
     LANGUAGE_PROMPT,
+    PROMPTS,
     RESUME_OPTIONS,
     RESUME_PROMPT,
     RESUME_VALUES,
     Answers,
     code_digits,
 )
-from .events import Ask, Enrolled, Event, FlowFinished, OptedOut, Say, Step
+from .consent import FIRST_LICENCE, Consent
+from .events import Ask, Consented, Enrolled, Event, FlowFinished, OptedOut, Say, Step
 from .inputs import DialIn, HangUp, Input, Message, NoInput, ResumeChoice
 from .keywords import keyword_forms
 from .model import ENROL_FLOW, INFO, LANGUAGE, WORKPLACE, Flow, FlowSet, Question
@@ -48,6 +53,9 @@ class Context:
     # Question types the channel cannot take (voice: ``text``, since a recording of a worker's
     # voice would identify them): such questions are skipped.
     unsupported: frozenset[str] = frozenset()
+    # The licence version in force (WORKERVOICE_LICENCE_VERSION): an enrolled worker who agreed
+    # to another one is asked for consent again at their next contact.
+    licence: str = FIRST_LICENCE
 
 
 def step(flows: FlowSet, session: Session | None, given: Input, ctx: Context) -> Step:
@@ -79,9 +87,10 @@ NO_INPUT_REPEATS = 2  # voice: a question is asked again this often for silence,
 FINISH = "@finish"  # Say.question of a flow's finish text
 
 
-class _Run(Answers):
+class _Run(Consent, Answers):
     """One message's walk through the flows: keywords, starting, asking, finishing. Taking the
-    answer to the pending question is in answers.py."""
+    answer to the pending question is in answers.py; DELETE's confirmation and consent asked
+    again for a new licence in consent.py."""
 
     def __init__(self, flows: FlowSet, session: Session, ctx: Context):
         self.flows = flows
@@ -135,12 +144,17 @@ class _Run(Answers):
             reserved = self.reserved(given.text)
             if reserved is not None:
                 return reserved
-            self.dial_in(given.text)
+            if self.consent_outdated():
+                self.consent_again()
+            else:
+                self.dial_in(given.text)
         else:
             reserved = self.reserved(given.text)
             if reserved is not None:
                 return reserved
-            if self.session.idle:
+            if self.consent_outdated():
+                self.consent_again()
+            elif self.session.idle:
                 self.begin(clean(given.text).upper())
             else:
                 self.answer(given.text)
@@ -161,6 +175,9 @@ class _Run(Answers):
             return self.done(self.session)
         if self.keywords.is_reserved(word, words.KEYWORD_LANG) and self.change_language():
             return self.done(self.session)
+        if self.keywords.is_reserved(word, words.KEYWORD_DELETE):
+            self.confirm_erase()
+            return self.done(self.session)
         return None
 
     def dial_in(self, text: str) -> None:
@@ -169,7 +186,7 @@ class _Run(Answers):
         current = self.session.current
         if current is None:
             self.begin(clean(text).upper())
-        elif current in (LANGUAGE_PROMPT, RESUME_PROMPT) or not self.session.answers:
+        elif current in PROMPTS or not self.session.answers:
             self.ask_current()
         else:
             self.session.resume, self.session.current = current, RESUME_PROMPT
@@ -202,6 +219,9 @@ class _Run(Answers):
         if current == RESUME_PROMPT:
             self.resume_choice(True)
             return
+        if current == ERASE_PROMPT:  # silence keeps the answers
+            self.answer("")
+            return
         if current == LANGUAGE_PROMPT:
             self.session.current, self.session.resume = self.session.resume, None
             self.ask_current()
@@ -222,9 +242,7 @@ class _Run(Answers):
         current = self.session.current
         if current is None:
             return
-        if current not in (LANGUAGE_PROMPT, RESUME_PROMPT) and not self.supported(
-            self.flow.question(current)
-        ):
+        if current not in PROMPTS and not self.supported(self.flow.question(current)):
             self.advance()
             return
         self.ask(current)
@@ -245,7 +263,7 @@ class _Run(Answers):
             return
         self.session.flow = self.session.version = None
         self.session.plan, self.session.answers, self.session.tries = [], {}, 0
-        if self.session.current != LANGUAGE_PROMPT:
+        if self.session.current not in (LANGUAGE_PROMPT, ERASE_PROMPT):
             self.session.current = None
         self.session.resume = None
 
@@ -256,7 +274,7 @@ class _Run(Answers):
             return False
         if self.session.current == RESUME_PROMPT:  # after the language, the flow goes on
             self.session.current = self.session.resume
-        if self.session.current not in (LANGUAGE_PROMPT, None):
+        if self.session.current not in (LANGUAGE_PROMPT, ERASE_PROMPT, None):
             question = self.flow.question(self.session.current)
             if question.type == LANGUAGE:  # already the language menu: ask it again
                 self.ask(question.id)
@@ -315,20 +333,29 @@ class _Run(Answers):
     def finish(self) -> None:
         flow = self.flow
         self.session.current = None
-        if flow.finish:
+        renewed = flow.id == ENROL_FLOW and self.profile.enrolled  # consent asked again only
+        if flow.finish and not renewed:
             self.say_flow(flow.finish, flow.id, FINISH)
         self.events.append(FlowFinished(flow.id))
         if flow.id == ENROL_FLOW:
             if self.profile.workplace is None:  # load_flows makes enrol ask for it
                 raise RuntimeError("enrolment finished without a workplace")
-            self.profile.enrolled = True
-            self.events.append(
-                Enrolled(
-                    language=self.language,
-                    workplace=self.profile.workplace,
-                    at=self.ctx.now.isoformat(),
+            at = self.ctx.now.isoformat()
+            if not renewed:
+                self.profile.enrolled = True
+                self.events.append(
+                    Enrolled(language=self.language, workplace=self.profile.workplace, at=at)
                 )
-            )
+            if self.consent_question() is not None:
+                self.profile.licence = self.ctx.licence
+                self.events.append(
+                    Consented(
+                        licence=self.ctx.licence,
+                        language=self.language,
+                        channel=self.ctx.channel,
+                        at=at,
+                    )
+                )
             self.start(self.flows.default)
             return
         self.session.flow = self.session.version = None
@@ -338,26 +365,37 @@ class _Run(Answers):
     def language_choices(self) -> list[str]:
         return languages_for(self.profile.country, self.ctx.texts.languages())
 
+    def service_menu(
+        self, flow: str, qid: str, msgid: str, options: tuple[str, ...], values: tuple[str, ...]
+    ) -> None:
+        """A question of the service's own, in its words (words.py), options numbered."""
+        lang = self.language
+        texts = self.ctx.texts
+        self.events.append(
+            Ask(
+                flow=flow,
+                question=qid,
+                type="choice",
+                text=texts.service(lang, msgid),
+                options=tuple(texts.service(lang, w) for w in options),
+                language=lang,
+                values=values,
+                msgid=msgid,
+            )
+        )
+
     def ask(self, qid: str | None) -> None:
         """Emit the prompt for a question (LANGUAGE_PROMPT: enrolment's language question;
-        RESUME_PROMPT: the resume screen)."""
+        RESUME_PROMPT: the resume screen; ERASE_PROMPT: DELETE's confirmation)."""
         if qid is None:
             return
         self.session.channel = self.ctx.channel
         lang = self.language
         if qid == RESUME_PROMPT:
-            self.events.append(
-                Ask(
-                    flow=self.flow.id,
-                    question=RESUME_PROMPT,
-                    type="choice",
-                    text=self.ctx.texts.service(lang, words.RESUME),
-                    options=tuple(self.ctx.texts.service(lang, w) for w in RESUME_OPTIONS),
-                    language=lang,
-                    values=RESUME_VALUES,
-                    msgid=words.RESUME,
-                )
-            )
+            self.service_menu(self.flow.id, qid, words.RESUME, RESUME_OPTIONS, RESUME_VALUES)
+            return
+        if qid == ERASE_PROMPT:  # asked with or without a flow running: it belongs to none
+            self.service_menu("", qid, words.ERASE_CONFIRM, ERASE_OPTIONS, ERASE_VALUES)
             return
         if qid == LANGUAGE_PROMPT:
             flow_id = ENROL_FLOW
@@ -390,4 +428,4 @@ class _Run(Answers):
         )
 
 
-__all__ = ["Context", "FINISH", "NO_INPUT_REPEATS", "step", "workplace_code"]
+__all__ = ["Context", "FINISH", "FIRST_LICENCE", "NO_INPUT_REPEATS", "step", "workplace_code"]

@@ -15,6 +15,9 @@ class Profile:
     workplace: str | None = None  # workplace slug
     country: str | None = None  # ISO 3166 region of the number, for language order and time zone
     enrolled: bool = False
+    # The licence version the worker last agreed to (None: agreed before versions were kept,
+    # which is FIRST_LICENCE): a worker behind the current one is asked again (runtime.py).
+    licence: str | None = None
 
 
 @dataclass

@@ -15,6 +15,9 @@ def N_(msgid: str) -> str:  # noqa: N802 - gettext marker convention
 KEYWORD_STOP = N_("STOP")
 KEYWORD_HELP = N_("HELP")
 KEYWORD_LANG = N_("LANG")
+# DELETE: after a confirmation (ERASE_CONFIRM), everything STOP forgets and every answer that can
+# still be linked to the worker.
+KEYWORD_DELETE = N_("DELETE")
 # Twilio's standard opt-out words (PROVIDERS.md §8.1), reserved beside STOP in every language:
 # each opts the worker out. Matched as they are (Twilio knows no translations), so not N_ marked.
 OPT_OUT_WORDS = frozenset(
@@ -23,11 +26,19 @@ OPT_OUT_WORDS = frozenset(
 
 HELP = N_(
     "WorkerVoice: reply with the number of your answer. Send LANG to change language, "
-    "STOP to leave. Your phone number is never stored."
+    "STOP to leave, DELETE to erase your answers. Your phone number is never stored."
 )
 STOPPED = N_(
     "You have left WorkerVoice and your details are deleted. Send any message to join again."
 )
+ERASE_CONFIRM = N_(
+    "Erase your details and every answer you gave? This cannot be undone. Any other reply "
+    "keeps them."
+)
+YES = N_("Yes")
+NO = N_("No")
+ERASED = N_("Your details and all your answers are erased. Send any message to join again.")
+ERASE_KEPT = N_("Nothing was erased.")
 DECLINED = N_(
     "You did not agree, so nothing about you was kept. Send any message if you change your mind."
 )

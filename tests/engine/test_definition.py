@@ -448,7 +448,7 @@ def test_clashing_keywords_across_flows(tmp_path: Path) -> None:
 def test_reserved_words_cannot_be_keywords(tmp_path: Path) -> None:
     text = """\
     title: Reserved
-    keywords: [HOURS, stop, Help, LANG, unsubscribe]
+    keywords: [HOURS, stop, Help, LANG, unsubscribe, Delete]
     questions:
       - id: q
         ask: Q?
@@ -459,6 +459,7 @@ def test_reserved_words_cannot_be_keywords(tmp_path: Path) -> None:
         "flow.yaml:2: keyword 'HELP' is reserved for the service",
         "flow.yaml:2: keyword 'LANG' is reserved for the service",
         "flow.yaml:2: keyword 'UNSUBSCRIBE' is reserved for the service",
+        "flow.yaml:2: keyword 'DELETE' is reserved for the service",
     ]
 
 

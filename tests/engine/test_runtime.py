@@ -8,7 +8,8 @@ and read back, as Redis would hold it, so nothing survives a step that is not in
 Scenario keys: ``flows`` (``test``: scenarios/flows/, ``real``: the repository's flows/),
 ``texts`` (``fake``: the dict below, ``real``: locales/ through gateway.i18n), ``session`` (the
 starting session as its JSON data; absent: no session), ``seed``, ``today``, ``workplaces`` (code
--> slug), ``channel`` and ``unsupported`` (question types the channel cannot take). A step gives
+-> slug), ``channel``, ``unsupported`` (question types the channel cannot take) and ``licence``
+(the licence version in force; default the first). A step gives
 its input as ``send`` (a message), ``dial`` (a new dialog, with the text that began it),
 ``silence`` (no input, with the number of times the question was already asked again for it),
 ``hang_up`` or ``resume`` (``continue`` or ``restart``); then ``reply``, ``events`` (``{kind:
@@ -175,6 +176,7 @@ def context(
     places: dict | None = None,
     channel: str = "sms",
     unsupported: frozenset[str] = frozenset(),
+    licence: str = "1",
 ) -> Context:
     places = {str(code): slug for code, slug in (places or {}).items()}
     return Context(
@@ -185,6 +187,7 @@ def context(
         workplaces=places,
         channel=channel,
         unsupported=unsupported,
+        licence=licence,
     )
 
 
@@ -281,6 +284,7 @@ def check_session(where: str, result: Step, then: Any) -> None:
         "tries": session.tries,
         "channel": session.channel,
         "resume": session.resume,
+        "licence": session.profile.licence,
     }
     for name, value in then.items():
         if name == "waiting":
@@ -306,6 +310,7 @@ def run_scenario(path: Path) -> None:
             scenario.get("workplaces"),
             channel=item.get("channel", scenario.get("channel", "sms")),
             unsupported=frozenset(scenario.get("unsupported", ())),
+            licence=str(item.get("licence", scenario.get("licence", "1"))),
         )
         result = step(flows, session, value, resolved(ctx, flows, session, value))
         assert rendered_reply(result.events) == expected_reply(item.get("reply")), where
@@ -579,3 +584,19 @@ def test_the_engine_stays_pure(path: Path) -> None:
                 or not isinstance(node.value, ast.Name)
                 or node.value.id not in {"datetime", "date"}
             ), f"{path.name}: reads the clock"
+
+
+@pytest.mark.parametrize("menu", ["@language", "@resume"])
+def test_delete_kept_from_a_service_menu_returns_to_the_flows_question(menu: str) -> None:
+    flows, texts = flows_named("test"), texts_named("fake")
+    first = step(flows, enrolled_session(), Message("CHECK"), context(texts))
+    session = first.session
+    assert session is not None and session.current == "long_hours"
+    session.current, session.resume = menu, "long_hours"
+    asked = step(flows, round_trip(session), Message("DELETE"), context(texts))
+    assert asked.session is not None and asked.session.current == "@erase"
+    kept = step(flows, round_trip(asked.session), Message("no"), context(texts))
+    assert [e.text for e in kept.of(Say)] == [words.ERASE_KEPT]
+    assert kept.session is not None and kept.session.current == "long_hours"
+    assert kept.waiting is not None and kept.waiting.question == "long_hours"
+    assert not kept.of(OptedOut)

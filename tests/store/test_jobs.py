@@ -52,7 +52,7 @@ def persist(app, key_id):
             services.events.append_for_tests(batch)
             done = persistence.drain(0, 0.0)
         assert services.events.waiting() == 0
-        return {k: done[k] for k in ("answers", "profiles", "forgotten")}
+        return {k: done[k] for k in ("answers", "profiles", "forgotten", "erased", "consents")}
 
     return run
 
@@ -167,7 +167,7 @@ def test_enrolment_then_language_change_then_opt_out(services, persist):
         "at": utc(25, 3).isoformat(),
     }
     counts = persist(enrolled, answer("long_hours", "yes", utc(25, 3), "twilio:SM1:1"))
-    assert counts == {"answers": 1, "profiles": 1, "forgotten": 0}
+    assert counts == {"answers": 1, "profiles": 1, "forgotten": 0, "erased": 0, "consents": 0}
     row = profile(services)
     assert (row.language, row.consented_at.astimezone(UTC)) == ("bn", utc(25, 3))
     with services.db.session() as session:
@@ -261,7 +261,7 @@ def test_an_answer_for_an_unknown_workplace_is_dropped_without_error(services, p
             "at": utc(25, 3).isoformat(),
         },
     )
-    assert counts == {"answers": 0, "profiles": 0, "forgotten": 0}
+    assert counts == {"answers": 0, "profiles": 0, "forgotten": 0, "erased": 0, "consents": 0}
     assert stored(services) == []
     assert profile(services) is None
 

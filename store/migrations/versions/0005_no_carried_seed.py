@@ -4,7 +4,7 @@ the worker's profile under the new one (SPEC §6). Dropping the column erases ev
 so far; the rotation goes on from each pseudonym's own seed.
 
 Revision ID: 0005
-Revises: 0004_vault
+Revises: 0004_consent
 Create Date: 2026-12-02 15:30:00.000000
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0004_vault"
+down_revision: str | Sequence[str] | None = "0004_consent"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
