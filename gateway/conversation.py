@@ -124,7 +124,6 @@ def _converse(
     stored = opened.session
     moved = Moved.of(who, opened)
     cached = services.profiles.found(opened.profile, opened.built)
-    seed = cached.seed if cached is not None and cached.seed is not None else moved.seed
     blank = Session(profile=Profile(country=who.country))
     dialog = opened.dialog or Dialog(inbound.provider, "", {})
     turned = turn.read(dialog, stored or blank)  # a stored profile never has a question pending
@@ -138,8 +137,8 @@ def _converse(
             reply,
             dialog=_kept(inbound, dialog),
             token=opened.token or "",
-            profile=moved.profile(services, who, cached, seed),
-            events=_events(services, inbound, who, (), services.now(), moved, seed),
+            profile=moved.profile(services, who, cached),
+            events=_events(services, inbound, who, (), services.now(), moved),
             moved_from=moved.earlier,
         )
         return Handled(reply, None), Armed()
@@ -150,7 +149,7 @@ def _converse(
     ctx = runtime.Context(
         now=now,
         today=now.astimezone(_zone(services, session)).date(),
-        seed=who.seed if seed is None else seed,
+        seed=who.seed,
         texts=texts,
         workplaces=_resolve_code(services, who, flows, session, turned.input),
         scrub=lambda text: scrub(text, who.country),
@@ -174,8 +173,8 @@ def _converse(
         forgotten_at=now if opted_out else None,
         dialog=_kept(inbound, dialog),
         token=opened.token or "",
-        profile=_kept_profile(services, who, result, cached, seed, moved),
-        events=_events(services, inbound, who, result.events, now, moved, seed),
+        profile=_kept_profile(services, who, result, cached, moved),
+        events=_events(services, inbound, who, result.events, now, moved),
         outbox=_to_send(inbound, who, reply, now),
         moved_from=moved.earlier,
         forget_earlier=[Earlier(key_id, pseudonym) for key_id, pseudonym in who.earlier],
@@ -235,7 +234,6 @@ def _kept_profile(
     who: Pseudonym,
     result: Step,
     cached: CachedProfile | None,
-    seed: int | None,
     moved: Moved,
 ) -> Kept:
     """The profile this step changed, cached for the worker's next sessions (no hop reads the
@@ -250,9 +248,9 @@ def _kept_profile(
     if changed and result.session is not None:
         profile = result.session.profile
         if profile.enrolled and profile.language and profile.workplace:
-            value = profile_json(profile.language, profile.workplace, seed, profile.licence)
+            value = profile_json(profile.language, profile.workplace, profile.licence)
             return Kept(key, "set", value)
-    return moved.profile(services, who, cached, seed)
+    return moved.profile(services, who, cached)
 
 
 def _events(
@@ -262,14 +260,13 @@ def _events(
     events: tuple[Event, ...],
     now: datetime,
     moved: Moved,
-    seed: int | None = None,
 ) -> str:
     """The events to keep, as the event log's entry ('' if none). A move to a new key's
     pseudonym goes first, so the drain moves the stored profile and answers before it writes
     what this request changed. An agreement to be contacted carries the number sealed to
     expire (gateway/vault.py), the only way a number enters the event log."""
     request = digest(inbound.provider, who.value, inbound.message_id)
-    kept = [] if moved.earlier is None else [moved.event(now, seed)]
+    kept = [] if moved.earlier is None else [moved.event(now)]
     for index, event in enumerate(events):
         if not event.persist:
             continue
@@ -310,28 +307,20 @@ class Moved:
         key_id, pseudonym = who.earlier[opened.moved]
         return cls(Earlier(key_id, pseudonym))
 
-    @property
-    def seed(self) -> int | None:
-        """The daily rotation's seed the worker had before (their first pseudonym's)."""
-        return None if self.earlier is None else int(self.earlier.pseudonym[:8], 16)
-
-    def profile(
-        self, services: Services, who: Pseudonym, cached: CachedProfile | None, seed: int | None
-    ) -> Kept:
+    def profile(self, services: Services, who: Pseudonym, cached: CachedProfile | None) -> Kept:
         """The cached profile written under the new pseudonym, as found ('' if no move)."""
         if self.earlier is None or cached is None:
             return Kept()
-        value = profile_json(cached.language, cached.workplace, seed, cached.licence)
+        value = profile_json(cached.language, cached.workplace, cached.licence)
         return Kept(services.profiles.key(who.value), "set", value)
 
-    def event(self, now: datetime, seed: int | None) -> dict:
+    def event(self, now: datetime) -> dict:
         """The event log's record of the move (read by store/jobs.py)."""
         assert self.earlier is not None
         return {
             "kind": "migrated",
             "from": self.earlier.pseudonym,
             "from_key": self.earlier.key_id,
-            "seed": self.seed if seed is None else seed,
             "at": now.isoformat(),
             "event_id": "",
         }

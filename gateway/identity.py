@@ -48,12 +48,13 @@ MIN_PHONE_DIGITS = 7
 _DIGITISH = r"\doOIl"
 _GROUP = rf"[{_DIGITISH}]*\d[{_DIGITISH}]*"
 _SEPARATOR = r"[\s().,/_#*~|:;'\"`+xX\-\u00b7\u2010-\u2015\u2212\u2043\ufe58\ufe63\uff0d]{1,3}"
-_SWAPS_ALONE = r"[oOIl]{1,3}"  # a group typed all in letters ("o" for a lone 0), between groups
+_SWAPS_ALONE = r"[oOIl]{1,4}"  # a group typed all in letters ("o" for 0, "oooo" for 0000)
 _LETTER = r"[^\W\d_]"
 TYPED_NUMBER = re.compile(
-    rf"(?:(?<!{_LETTER}){_SWAPS_ALONE}{_SEPARATOR})?"  # letters alone first: not a word's end
+    # groups of letters alone first (o o 2 2 222): the first not a word's end
+    rf"(?:(?<!{_LETTER}){_SWAPS_ALONE}{_SEPARATOR}(?:{_SWAPS_ALONE}{_SEPARATOR})*)?"
     rf"[+(]{{0,2}}{_GROUP}(?:{_SEPARATOR}(?:{_SWAPS_ALONE}{_SEPARATOR})*{_GROUP})*"
-    rf"(?:{_SEPARATOR}{_SWAPS_ALONE}(?!{_LETTER}))?"  # and last: not a word's start
+    rf"(?:(?:{_SEPARATOR}{_SWAPS_ALONE})+(?!{_LETTER}))?"  # and last: the last not a word's start
 )
 SWAPPED = frozenset("oOIl")
 MIN_REAL_DIGITS = 4

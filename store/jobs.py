@@ -87,7 +87,6 @@ def write_batches(
                     batch["pseudonym"],
                     batch["key_id"],
                     int(event["from_key"]),
-                    event.get("seed"),
                     _instant(event["at"]),
                     reseal,
                 )

@@ -23,7 +23,8 @@ from gateway.queues import make as make_queues
 from gateway.services import Services
 from store import directory
 
-from .channels.harness import FakeAfricasTalking, _capture_logs, find_number, redis_dump
+from .channels.harness import FakeAfricasTalking, _capture_logs
+from .leaks import find_number, redis_dump
 from .support import add_workplace
 from .test_calls import ACCOUNT_SID, AUTH_TOKEN, TWILIO_PATH, at_answer, twilio_error
 from .test_outbound import assert_clean

@@ -25,7 +25,8 @@ from gateway.calls import (
     caller_for,
 )
 
-from .channels.harness import FakeAfricasTalking, _capture_logs, find_number
+from .channels.harness import FakeAfricasTalking, _capture_logs
+from .leaks import find_number
 from .test_outbound import NUMBER, assert_clean
 
 CALLBACK_NUMBER = "+254709123456"  # the service's own number

@@ -390,3 +390,18 @@ def test_scrub_takes_numbers_grouped_with_any_separator(typed):
 def test_scrub_leaves_dates_and_small_numbers():
     text = "on 2026-11-25 I worked 7, 8, 9 hours"
     assert scrub(text, "BD") == text
+
+
+@pytest.mark.parametrize(
+    "text,scrubbed",
+    [
+        ("call o o 2 2 222 now", f"call {REDACTED} now"),  # 7 digit characters, 5 real
+        ("call 222 2 2 o o now", f"call {REDACTED} now"),
+        ("call 0171 28 oooo now", f"call {REDACTED} now"),  # a group of four in letters
+        ("call o 2 2 222 now", "call o 2 2 222 now"),  # 6: below MIN_PHONE_DIGITS
+        ("call oo o 222 now", "call oo o 222 now"),  # 3 real digits: below MIN_REAL_DIGITS
+        ("I am so o 2 2 222", "I am so o 2 2 222"),  # a word's o is not a zero
+    ],
+)
+def test_scrub_takes_groups_of_letters_alone_at_either_end(text, scrubbed):
+    assert scrub(text, "BD") == scrubbed

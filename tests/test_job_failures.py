@@ -8,8 +8,8 @@ from rq.registry import FailedJobRegistry
 
 from gateway.queues import PERSIST, Worker
 
-from .channels.harness import find_number, redis_dump
 from .e2e.jobs import leaky
+from .leaks import find_number, redis_dump
 
 NUMBER = "+8801711283946"
 

@@ -12,7 +12,7 @@ import pytest
 from gateway import logs
 from gateway.logs import JsonFormatter, RedactNumbers
 
-from .channels.harness import find_number
+from .leaks import find_number
 
 NUMBER = "+8801711283946"
 FORMATS = [

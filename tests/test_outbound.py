@@ -23,7 +23,8 @@ from gateway.outbound import (
     SmsSender,
 )
 
-from .channels.harness import FakeAfricasTalking, at_answer, find_number
+from .channels.harness import FakeAfricasTalking, at_answer
+from .leaks import find_number
 
 NUMBER = "+254711283946"
 TEXT = "Swali: Je, ulifanya kazi zaidi ya saa 10?\n1. Ndiyo\n2. Hapana"

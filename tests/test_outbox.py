@@ -21,8 +21,9 @@ from gateway.outbox import OUTBOX_KEY, RETRY_KEY, RETRY_SECONDS, Reply
 from gateway.queues import CALLS, GROUPS, OUTBOUND, Worker
 from gateway.queues import make as make_queues
 
-from .channels.harness import at_answer, find_number, redis_dump
+from .channels.harness import at_answer
 from .hops import work
+from .leaks import find_number, redis_dump
 from .test_outbound import NUMBER, TEXT
 
 

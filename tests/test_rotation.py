@@ -1,6 +1,7 @@
 """Pseudonym key rotation (issue 7, items 1-3; docs/PRIVACY.md): ``salts status | rotate`` and
 the clock, a rotation and a destruction seen by every process, a returning worker moved to the
-new pseudonym once with their profile, seed and open session, and the figures counting each
+new pseudonym once with their profile (and nothing derived from the old pseudonym: no rotation
+seed) and open session, and the figures counting each
 worker once across a rotation, before and after the old key is destroyed."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy import func, select, update
 
 from aggregator.indicators import Window, indicators, latest_answers
 from gateway import identity, persistence
-from gateway.directory_cache import KEYRING_KEY, CachedProfile
+from gateway.directory_cache import KEYRING_KEY, PROFILE_KEY, CachedProfile
 from gateway.identity import key_encrypter
 from gateway.keys import KeyKeeper
 from gateway.services import Services
@@ -252,11 +253,12 @@ def test_a_returning_worker_moves_once_even_when_two_requests_race(
             new = services.identity.pseudonymise(phone).value
             assert session.get(Worker, old) is None
             moved = session.get(Worker, new)
-            assert (moved.language, moved.seed) == ("en", int(old[:8], 16))
+            assert moved.language == "en"
             note = session.get(MigratedPseudonym, old)
             assert (note.moved_to, note.key_id) == (new, keys(services)[note.key_id].id)
             assert services.profiles.load(old) is None
-            assert cached(services, phone).seed == int(old[:8], 16)
+            profile = json.loads(services.redis.get(PROFILE_KEY.format(new)))
+            assert "seed" not in profile  # nothing derived from the old pseudonym
             assert services.redis.get(SESSION_KEY.format(old)) is None
     # a third request of a worker moved already finds them at home: no second move
     assert migrated_events(services) == []  # drained
@@ -318,7 +320,7 @@ def answer(key_id: int, who: str, question: str, value: str, at: datetime, *more
 
 
 def moved(old: str, old_key: int, at: datetime) -> dict:
-    return {"kind": "migrated", "from": old, "from_key": old_key, "seed": 7, "at": at.isoformat()}
+    return {"kind": "migrated", "from": old, "from_key": old_key, "at": at.isoformat()}
 
 
 def figures(services: Services, start: datetime, end: datetime) -> tuple:
@@ -458,7 +460,7 @@ def test_a_worker_is_moved_on_every_channel(app, client, services, queues, quick
     first_contact(channel, client, phone)
 
     new = services.identity.pseudonymise(phone).value
-    assert cached(services, phone) == CachedProfile("en", "dhaka-knit", int(old[:8], 16), "1")
+    assert cached(services, phone) == CachedProfile("en", "dhaka-knit", "1")
     assert services.profiles.load(old) is None
     work(app, queues)
     with services.db.session() as session:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import unicodedata
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.identity import REDACTED, scrub
+from gateway.identity import MIN_REAL_DIGITS, REDACTED, scrub
 
 SEPARATORS = [
     " ", "  ", "-", " - ", ".", ",", "/", "_", "#", "*", "~", "|", ":", "'", ";", "x",
@@ -40,18 +40,22 @@ def typed_numbers(draw) -> tuple[str, str]:
     script = draw(st.sampled_from(sorted(SCRIPTS)))
     zero = ord(SCRIPTS[script])
 
-    def write(group: str) -> str:
+    # Letters for digits, but never so many that fewer than MIN_REAL_DIGITS real digits are
+    # left: the scrubber's promise stops there (below it "lool" or "Ollo" would be a number).
+    swappable = [i for i, d in enumerate(digits) if d in SWAPS] if script == "latin" else []
+    most = max(0, len(digits) - MIN_REAL_DIGITS)
+    swapped: set[int] = set()
+    if swappable:
+        swapped = set(draw(st.lists(st.sampled_from(swappable), max_size=most, unique=True)))
+    spelt = [draw(st.sampled_from(SWAPS[d])) if i in swapped else d for i, d in enumerate(digits)]
+
+    def write(start: int, group: str) -> str:
         if script != "latin":
             return "".join(chr(zero + int(d)) for d in group)
-        out = []
-        for d in group:
-            if d in SWAPS and draw(st.booleans()):
-                out.append(draw(st.sampled_from(SWAPS[d])))
-            else:
-                out.append(d)
-        return "".join(out)
+        return "".join(spelt[start : start + len(group)])
 
-    written = [write(g) for g in groups]
+    starts = [sum(map(len, groups[:i])) for i in range(len(groups))]
+    written = [write(start, g) for start, g in zip(starts, groups, strict=True)]
     text = written[0]
     for group in written[1:]:
         text += draw(st.sampled_from(SEPARATORS)) + group
@@ -70,6 +74,10 @@ def ascii_digits(text: str) -> str:
     st.lists(st.sampled_from(WORDS), max_size=3),
     st.lists(st.sampled_from(WORDS), max_size=3),
 )
+# Found by this property: groups of letters alone before or after the digits, or of four.
+@example(("o o 2 2 222", "0022222"), [], [])
+@example(("222 2 2 o o", "2222200"), ["call"], ["now"])
+@example(("0 0 2 2222 oooo", "00222220000"), [], [])
 def test_no_typed_number_survives_the_scrubber(number, before, after):
     typed, digits = number
     text = " ".join([*before, typed, *after])

@@ -16,12 +16,10 @@ Also here: ``FakeAfricasTalking``, a local stand-in for the AT SMS API (PROVIDER
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import logging
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,8 +29,6 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-import phonenumbers
-from phonenumbers import PhoneNumberFormat
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
@@ -42,9 +38,10 @@ from gateway.conversation import Inbound
 from gateway.identity import InvalidAddress, e164
 from gateway.outbound import RECIPIENT_PURPOSE
 from gateway.services import Services
-from store.models import Base, Worker
+from store.models import Worker
 
 from ..conftest import AT_TOKEN, TWILIO_TOKEN
+from ..leaks import db_dump, find_number, redis_dump
 from ..support import PUBLIC_URL, SmsWorker, add_workplace, options, run_jobs
 
 SIGNED = "<sign correctly>"  # Case.signature: sign the request as Twilio would
@@ -344,90 +341,6 @@ def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 def snapshot(services: Services) -> dict[str, Any]:
     """The whole of Redis and of the database, as plain comparable values."""
     return {"redis": redis_dump(services.redis), "db": db_dump(services)}
-
-
-def redis_dump(redis) -> dict[bytes, Any]:
-    """Every key's value; zlib-compressed values (RQ job payloads) decompressed."""
-    dump: dict[bytes, Any] = {}
-    for key in sorted(redis.keys("*")):
-        kind = redis.type(key).decode()
-        if kind == "string":
-            value: Any = _open(redis.get(key))
-        elif kind == "hash":
-            value = {k: _open(v) for k, v in sorted(redis.hgetall(key).items())}
-        elif kind == "list":
-            value = [_open(v) for v in redis.lrange(key, 0, -1)]
-        elif kind == "set":
-            value = sorted(_open(v) for v in redis.smembers(key))
-        elif kind == "zset":
-            value = [(_open(m), s) for m, s in redis.zrange(key, 0, -1, withscores=True)]
-        elif kind == "stream":
-            value = [(i, {k: _open(v) for k, v in d.items()}) for i, d in redis.xrange(key)]
-        else:
-            value = kind
-        dump[key] = value
-    return dump
-
-
-def _open(value):
-    if isinstance(value, bytes):
-        try:
-            return zlib.decompress(value)
-        except zlib.error:
-            return value
-    return value
-
-
-def db_dump(services: Services) -> dict[str, list]:
-    with services.db.engine.connect() as connection:
-        return {
-            table.name: sorted(map(repr, connection.execute(table.select())))
-            for table in Base.metadata.sorted_tables
-        }
-
-
-def number_forms(phone: str) -> set[str]:
-    """The number as text in every format someone might write or encode it."""
-    number = phonenumbers.parse(phone)
-    e164_ = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-    national = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
-    international = phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL)
-    forms = {
-        e164_,
-        e164_[1:],
-        phonenumbers.national_significant_number(number),
-        national,
-        international,
-        phonenumbers.format_number(number, PhoneNumberFormat.RFC3966),
-        "".join(c for c in national if c.isdigit()),
-        international.replace(" ", "-"),
-        international.replace(" ", ""),
-    }
-    for plain in (e164_, e164_[1:]):
-        raw = plain.encode()
-        forms |= {
-            base64.b64encode(raw).decode().rstrip("="),
-            base64.urlsafe_b64encode(raw).decode().rstrip("="),
-            raw.hex(),
-        }
-    return forms
-
-
-def find_number(phone: str, *haystacks: Any) -> list[str]:
-    """The forms of the number that occur in the haystacks (any nesting of str/bytes/...)."""
-    text = repr(haystacks)
-    raw = b"".join(_bytes(h) for h in haystacks)
-    return sorted(f for f in number_forms(phone) if f in text or f.encode() in raw)
-
-
-def _bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, dict):
-        return b"".join(_bytes(k) + _bytes(v) for k, v in value.items())
-    if isinstance(value, list | tuple | set):
-        return b"".join(_bytes(v) for v in value)
-    return repr(value).encode("utf-8", "replace")
 
 
 def _outbox(services: Services) -> list[Path]:

@@ -18,6 +18,7 @@ from gateway.outbox import OUTBOX_KEY, Reply
 from gateway.persistence import FIELD
 
 from ..conftest import AT_TOKEN
+from ..leaks import find_number, redis_dump
 from ..support import run_jobs
 from .harness import (
     AT,
@@ -27,11 +28,9 @@ from .harness import (
     answers,
     checks,
     enrolled,
-    find_number,
     forgotten,
     one_session,
     outbox_texts,
-    redis_dump,
     replies,
     run_case,
     snapshot,

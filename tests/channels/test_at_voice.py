@@ -26,6 +26,7 @@ from store import directory
 from store.models import Worker
 
 from ..conftest import AT_TOKEN
+from ..leaks import redis_dump
 from ..support import PUBLIC_URL, add_workplace
 from .harness import (
     AT_VOICE,
@@ -37,7 +38,6 @@ from .harness import (
     checks,
     no_session,
     one_session,
-    redis_dump,
     run_case,
     worker_keys,
 )

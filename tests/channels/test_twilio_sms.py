@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ..leaks import db_dump, find_number, redis_dump
 from ..support import PUBLIC_URL, post_twilio
 from .harness import (
     TWILIO,
@@ -11,13 +12,10 @@ from .harness import (
     Recorded,
     answers,
     checks,
-    db_dump,
     enrolled,
-    find_number,
     forgotten,
     no_session,
     one_session,
-    redis_dump,
     run_case,
     started,
 )

@@ -27,6 +27,37 @@ BIN = Path(sys.executable).parent
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # as the Procfile: no query string
 
 
+def flows_without_rotation(tmp: Path) -> Path:
+    """A copy of flows/ in ``tmp`` whose check-in asks every question every time (its daily
+    rotation, ``sample``, taken out: the rotation has tests of its own)."""
+    from ..conftest import ROOT
+
+    flows = tmp / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    checkin = flows / "checkin.yaml"
+    checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
+    return flows
+
+
+def stack_environ(
+    tmp: Path, flows: Path, at_api_url: str, redis_url: str, **more: str
+) -> dict[str, str]:
+    """The environment of a stack in production mode on ``flows``, sending AT SMS to the API
+    (stand-in) at ``at_api_url`` with the credentials the stand-in takes."""
+    from ..conftest import environ_for
+
+    return environ_for(
+        tmp,
+        WORKERVOICE_ENV="production",
+        WORKERVOICE_FLOWS_DIR=str(flows),
+        AT_USERNAME="workervoice",
+        AT_API_KEY="at-key",
+        WORKERVOICE_AT_API_URL=at_api_url,
+        REDIS_URL=redis_url,
+        **more,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -68,6 +99,10 @@ class FakeAfricasTalking:
         self.sent: dict[str, list[str]] = defaultdict(list)
         self.requests = 0
         self.lock = threading.Condition()
+        self.failing: set[str] = set()  # recipients answered with a 500, as an outage would
+        self.open = threading.Event()  # cleared: requests are held until it is set again
+        self.open.set()
+        self.held = 0  # requests held so far
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,6 +111,14 @@ class FakeAfricasTalking:
                 form = parse_qs(self.rfile.read(length).decode())
                 ok = self.path == "/version1/messaging" and self.headers.get("apiKey") == "at-key"
                 recipients = form.get("to", [""])[0].split(",")
+                if not outer.open.is_set():
+                    with outer.lock:
+                        outer.held += 1
+                        outer.lock.notify_all()
+                    outer.open.wait(60)
+                if outer.failing & set(recipients):
+                    self.send_error(500)
+                    return
                 body = {
                     "SMSMessageData": {
                         "Message": "Sent to 1/1",
@@ -150,6 +193,7 @@ class Processes:
             "gunicorn",
             [
                 gunicorn,
+                *("-c", "python:gateway.gunicorn_conf"),  # as the Procfile: its logs redacted
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
@@ -176,6 +220,23 @@ class Processes:
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError("gunicorn did not become healthy: " + self.log_text()[-2000:])
+
+    def run(self, name: str, args: list[str], **environ: str) -> str:
+        """One ``workervoice`` command (the CLI, ``clock --once``) in this environment, its
+        output appended to ``<name>.log`` with the other processes' logs; its output."""
+        workervoice = shutil.which("workervoice", path=str(BIN)) or "workervoice"
+        done = subprocess.run(
+            [workervoice, *args],
+            env={**self.environ, **environ},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        output = done.stdout + done.stderr
+        with (self.logs / f"{name}.log").open("ab") as log:
+            log.write(output)
+        assert done.returncode == 0, output.decode(errors="replace")
+        return output.decode(errors="replace")
 
     def stop(self) -> None:
         for child in self.children:

@@ -15,7 +15,6 @@ brings long_hours_days, which "1" also answers).
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -42,10 +41,18 @@ from gateway.queues import GROUPS
 from gateway.services import EXTENSION, Services
 from store.models import Answer
 
-from ..conftest import AT_TOKEN, ROOT, environ_for
+from ..conftest import AT_TOKEN, ROOT
 from ..leaks import assert_no_numbers
 from ..support import add_workplace, message_id
-from .processes import FakeAfricasTalking, Processes, TcpProxy, free_port, post_sms
+from .processes import (
+    FakeAfricasTalking,
+    Processes,
+    TcpProxy,
+    flows_without_rotation,
+    free_port,
+    post_sms,
+    stack_environ,
+)
 
 OUTAGE_SECONDS = 10.0
 RECOVERY_SECONDS = 30.0  # every answer given in the outage is stored this soon after it
@@ -53,14 +60,6 @@ STORED_WITHIN_SECONDS = 10.0  # an answer is stored this soon after its hop, pro
 
 
 # -- the stack --------------------------------------------------------------------------------
-def flows_without_rotation(tmp_path: Path) -> Path:
-    flows = tmp_path / "flows"
-    shutil.copytree(ROOT / "flows", flows)
-    checkin = flows / "checkin.yaml"
-    checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
-    return flows
-
-
 @dataclass(frozen=True)
 class Script:
     """The check-in as a worker answering "1" to everything reads it, in English."""
@@ -87,15 +86,7 @@ def running_stack(
     """gunicorn + ``workervoice worker`` (the supervisor and its three workers) on
     ``stack_database_url``; and Services for the test, on ``database_url`` directly."""
     flows = flows_without_rotation(tmp_path)
-    environ = environ_for(
-        tmp_path,
-        WORKERVOICE_ENV="production",
-        WORKERVOICE_FLOWS_DIR=str(flows),
-        AT_USERNAME="workervoice",
-        AT_API_KEY="at-key",
-        WORKERVOICE_AT_API_URL=at_api_url,
-        REDIS_URL=redis_url,
-    )
+    environ = stack_environ(tmp_path, flows, at_api_url, redis_url)
     services = Services(Config.from_env({**environ, "DATABASE_URL": database_url}))
     services.redis.flushdb()
     logs = tmp_path / "logs"

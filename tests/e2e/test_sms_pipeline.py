@@ -11,7 +11,6 @@ six answer every question and the figures are exact; the rotation has its own te
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -25,14 +24,20 @@ from gateway.i18n import Texts
 from gateway.services import Services
 from store.models import Answer
 
-from ..conftest import AT_TOKEN, ROOT, USED, environ_for
+from ..conftest import AT_TOKEN, ROOT, USED
 from ..leaks import assert_no_numbers
 from ..support import (
     add_brand,
     add_workplace,
     message_id,
 )
-from .processes import FakeAfricasTalking, Processes, post_sms
+from .processes import (
+    FakeAfricasTalking,
+    Processes,
+    flows_without_rotation,
+    post_sms,
+    stack_environ,
+)
 
 # question -> answer of workers 1..6 (option value, or number)
 ANSWERS = {
@@ -99,21 +104,10 @@ def tell_with_numbers(conversation: Conversation) -> None:
 @pytest.fixture
 def stack(tmp_path, app, redis_url):
     """gunicorn + RQ worker on the suite's database, and Services seeing what they see."""
-    flows = tmp_path / "flows"
-    shutil.copytree(ROOT / "flows", flows)
-    checkin = flows / "checkin.yaml"
-    checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
+    flows = flows_without_rotation(tmp_path)
     (flows / "feedback.yaml").write_text(FEEDBACK_FLOW)
     fake_at = FakeAfricasTalking()
-    environ = environ_for(
-        tmp_path,
-        WORKERVOICE_ENV="production",
-        WORKERVOICE_FLOWS_DIR=str(flows),
-        AT_USERNAME="workervoice",
-        AT_API_KEY="at-key",
-        WORKERVOICE_AT_API_URL=fake_at.url,
-        REDIS_URL=redis_url,
-    )
+    environ = stack_environ(tmp_path, flows, fake_at.url, redis_url)
     environ["DATABASE_URL"] = app.extensions["workervoice"].config.database_url
     services = Services(Config.from_env(environ))
     services.redis.flushdb()

@@ -51,7 +51,7 @@ from store.models import Answer
 from ..conftest import AT_TOKEN, ROOT, USED, environ_for
 from ..leaks import assert_no_numbers
 from ..support import PUBLIC_URL, add_brand, add_workplace, twilio_signature
-from .processes import BIN, Processes
+from .processes import BIN, Processes, flows_without_rotation
 
 CODE = "4321"
 K = 5  # WORKERVOICE_MIN_RESPONDENTS in the test environment
@@ -593,10 +593,7 @@ def assert_voices(call: Call) -> None:
 def stack(tmp_path, app, redis_url):
     """gunicorn + RQ worker on the suite's database, with copies of the flows (every question
     asked) and of locales/ (no audio but what a test makes), and Services seeing what they see."""
-    flows, locales = tmp_path / "flows", tmp_path / "locales"
-    shutil.copytree(ROOT / "flows", flows)
-    checkin = flows / "checkin.yaml"
-    checkin.write_text(checkin.read_text().replace("sample: 3\n", ""))
+    flows, locales = flows_without_rotation(tmp_path), tmp_path / "locales"
     shutil.copytree(ROOT / "locales", locales, ignore=shutil.ignore_patterns(AUDIO_DIR))
     environ = environ_for(
         tmp_path,

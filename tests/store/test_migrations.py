@@ -7,13 +7,12 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect
 
 from store.db import Database
-from store.models import Base, Worker
+from store.models import Base
 
-from ..support import add_workplace
-from .test_jobs import key_id, persist, utc
+from .test_jobs import key_id, persist
 
 __all__ = ["key_id", "persist"]  # fixtures, used by name
 
@@ -53,14 +52,3 @@ def test_the_migration_matches_the_models_and_goes_down_and_up_on_sqlite(tmp_pat
 def test_the_migration_goes_down_and_up_on_the_test_database(services):
     """The run's own database: PostgreSQL when DATABASE_URL names it."""
     _round_trip(services.db)
-
-
-def test_a_rotation_seed_of_32_bits_is_stored(services, persist):
-    """A seed is a pseudonym's first 8 hex digits (up to 2**32 - 1)."""
-    from .test_forget import WHO, enrolment, profile
-
-    add_workplace(services)
-    persist(enrolment(utc(25, 3)))
-    with services.db.session() as session:
-        session.execute(update(Worker).where(Worker.pseudonym == WHO).values(seed=0xFFFFFFFF))
-    assert profile(services).seed == 0xFFFFFFFF

@@ -1,6 +1,6 @@
 """Migration 0004_vault down and up again on the test database (SQLite or PostgreSQL): the
 contacts table and the keys' master key ids go and come back, and the key ring still opens;
-and a rotation seed above int4 kept through a grace migration."""
+and 0005 dropping workers.seed (a grace migration carries nothing of the old pseudonym)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from store.models import PseudonymKey, Worker, Workplace
 from ..support import add_workplace
 
 
-def schema(services) -> tuple[set[str], set[str], str]:
+def schema(services) -> tuple[set[str], set[str], dict[str, str]]:
+    """(tables, pseudonym_keys' columns, workers' columns with their types)."""
     inspector = inspect(services.db.engine)
     keys = {column["name"] for column in inspector.get_columns("pseudonym_keys")}
-    seed = next(c for c in inspector.get_columns("workers") if c["name"] == "seed")
-    return set(inspector.get_table_names()), keys, str(seed["type"])
+    workers = {c["name"]: str(c["type"]) for c in inspector.get_columns("workers")}
+    return set(inspector.get_table_names()), keys, workers
 
 
 def test_the_vault_migration_downgrades_and_upgrades(services):
@@ -31,11 +32,15 @@ def test_the_vault_migration_downgrades_and_upgrades(services):
         command.downgrade(config, "0003")
         tables, key_columns, _ = schema(services)
         assert "contacts" not in tables and "master_key_id" not in key_columns
-        command.upgrade(config, "head")
-        tables, key_columns, seed = schema(services)
+        command.upgrade(config, "0004_vault")
+        tables, key_columns, workers = schema(services)
         assert "contacts" in tables and "master_key_id" in key_columns
         if services.db.dialect == "postgresql":
-            assert seed == "BIGINT"
+            assert workers["seed"] == "BIGINT"
+        command.upgrade(config, "head")  # 0005 drops the seed: nothing carried links a period
+        tables, key_columns, workers = schema(services)
+        assert "contacts" in tables and "master_key_id" in key_columns
+        assert "seed" not in workers
         services.mirror.rebuild()
         assert services.identity.ring.current().id == max(stamps)  # names no master key: tried
     finally:
@@ -49,9 +54,7 @@ def test_the_vault_migration_downgrades_and_upgrades(services):
         services.mirror.rebuild()
 
 
-def test_a_grace_migration_keeps_a_seed_above_int4(services):
-    """A seed is the first 32 bits of a pseudonym, unsigned: PostgreSQL's int4 refused half of
-    them, and with them the move."""
+def test_a_grace_migration_moves_the_profile_and_nothing_of_the_old_pseudonym(services):
     add_workplace(services)
     now = datetime.now(UTC)
     with services.db.session() as session:
@@ -68,6 +71,8 @@ def test_a_grace_migration_keeps_a_seed_above_int4(services):
             )
         )
     with services.db.session() as session:
-        migration.move(session, "o" * 64, "n" * 64, key, key, 0xFFFFFFFF, now)
-    with services.db.session() as session:
-        assert session.get(Worker, "n" * 64).seed == 0xFFFFFFFF
+        migration.move(session, "o" * 64, "n" * 64, key, key, now)
+    with services.db.engine.connect() as connection:
+        rows = [dict(r._mapping) for r in connection.execute(select(Worker.__table__))]
+    assert [(r["pseudonym"], r["language"]) for r in rows] == [("n" * 64, "en")]
+    assert not any("o" * 8 in repr(value) for value in rows[0].values())
