@@ -16,6 +16,7 @@ from gateway/directory_cache.py.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -124,6 +125,7 @@ def _converse(
     stored = opened.session
     moved = Moved.of(who, opened)
     cached = services.profiles.found(opened.profile, opened.built)
+    seed = _seed(cached)
     blank = Session(profile=Profile(country=who.country))
     dialog = opened.dialog or Dialog(inbound.provider, "", {})
     turned = turn.read(dialog, stored or blank)  # a stored profile never has a question pending
@@ -137,8 +139,8 @@ def _converse(
             reply,
             dialog=_kept(inbound, dialog),
             token=opened.token or "",
-            profile=moved.profile(services, who, cached),
-            events=_events(services, inbound, who, (), services.now(), moved),
+            profile=moved.profile(services, who, cached, seed),
+            events=_events(services, inbound, who, (), services.now(), moved, seed),
             moved_from=moved.earlier,
         )
         return Handled(reply, None), Armed()
@@ -149,7 +151,7 @@ def _converse(
     ctx = runtime.Context(
         now=now,
         today=now.astimezone(_zone(services, session)).date(),
-        seed=who.seed,
+        seed=who.seed if seed is None else seed,
         texts=texts,
         workplaces=_resolve_code(services, who, flows, session, turned.input),
         scrub=lambda text: scrub(text, who.country),
@@ -173,8 +175,8 @@ def _converse(
         forgotten_at=now if opted_out else None,
         dialog=_kept(inbound, dialog),
         token=opened.token or "",
-        profile=_kept_profile(services, who, result, cached, moved),
-        events=_events(services, inbound, who, result.events, now, moved),
+        profile=_kept_profile(services, who, result, cached, seed, moved),
+        events=_events(services, inbound, who, result.events, now, moved, seed),
         outbox=_to_send(inbound, who, reply, now),
         moved_from=moved.earlier,
         forget_earlier=[Earlier(key_id, pseudonym) for key_id, pseudonym in who.earlier],
@@ -229,11 +231,23 @@ def _zone(services: Services, session: Session) -> ZoneInfo:
     return ZoneInfo(name or zone_for_country(session.profile.country))
 
 
+def _seed(cached: CachedProfile | None) -> int | None:
+    """The daily rotation's seed (None: the pseudonym's own, for a worker enrolled before seeds
+    were drawn). A worker's seed is drawn at random as they enrol, kept with their profile and
+    moved with it across a key rotation: it says nothing of any pseudonym, so it links nothing
+    once the old key is destroyed (docs/PRIVACY.md). A request with no profile draws one; it is
+    kept only if the worker enrols in it."""
+    if cached is None:
+        return secrets.randbits(32)
+    return cached.seed
+
+
 def _kept_profile(
     services: Services,
     who: Pseudonym,
     result: Step,
     cached: CachedProfile | None,
+    seed: int | None,
     moved: Moved,
 ) -> Kept:
     """The profile this step changed, cached for the worker's next sessions (no hop reads the
@@ -248,9 +262,9 @@ def _kept_profile(
     if changed and result.session is not None:
         profile = result.session.profile
         if profile.enrolled and profile.language and profile.workplace:
-            value = profile_json(profile.language, profile.workplace, profile.licence)
+            value = profile_json(profile.language, profile.workplace, seed, profile.licence)
             return Kept(key, "set", value)
-    return moved.profile(services, who, cached)
+    return moved.profile(services, who, cached, seed)
 
 
 def _events(
@@ -260,13 +274,14 @@ def _events(
     events: tuple[Event, ...],
     now: datetime,
     moved: Moved,
+    seed: int | None = None,
 ) -> str:
     """The events to keep, as the event log's entry ('' if none). A move to a new key's
     pseudonym goes first, so the drain moves the stored profile and answers before it writes
     what this request changed. An agreement to be contacted carries the number sealed to
     expire (gateway/vault.py), the only way a number enters the event log."""
     request = digest(inbound.provider, who.value, inbound.message_id)
-    kept = [] if moved.earlier is None else [moved.event(now)]
+    kept = [] if moved.earlier is None else [moved.event(now, seed)]
     for index, event in enumerate(events):
         if not event.persist:
             continue
@@ -275,6 +290,8 @@ def _events(
             data["sealed"] = services.vault.seal_intake(inbound.address)
         # Fixed size whatever the provider's id: "<provider>:<40 hex>:<n>" fits its column.
         data["event_id"] = f"{inbound.provider}:{request}:{index}"
+        if isinstance(event, Enrolled) and seed is not None:  # the drain stores it (store/jobs)
+            data["seed"] = seed
         if isinstance(event, OptedOut):  # STOP and DELETE reach the worker's earlier pseudonyms
             data["earlier"] = [[key_id, pseudonym] for key_id, pseudonym in who.earlier]
         kept.append(data)
@@ -307,20 +324,23 @@ class Moved:
         key_id, pseudonym = who.earlier[opened.moved]
         return cls(Earlier(key_id, pseudonym))
 
-    def profile(self, services: Services, who: Pseudonym, cached: CachedProfile | None) -> Kept:
+    def profile(
+        self, services: Services, who: Pseudonym, cached: CachedProfile | None, seed: int | None
+    ) -> Kept:
         """The cached profile written under the new pseudonym, as found ('' if no move)."""
         if self.earlier is None or cached is None:
             return Kept()
-        value = profile_json(cached.language, cached.workplace, cached.licence)
+        value = profile_json(cached.language, cached.workplace, seed, cached.licence)
         return Kept(services.profiles.key(who.value), "set", value)
 
-    def event(self, now: datetime) -> dict:
+    def event(self, now: datetime, seed: int | None) -> dict:
         """The event log's record of the move (read by store/jobs.py)."""
         assert self.earlier is not None
         return {
             "kind": "migrated",
             "from": self.earlier.pseudonym,
             "from_key": self.earlier.key_id,
+            "seed": seed,
             "at": now.isoformat(),
             "event_id": "",
         }

@@ -12,8 +12,9 @@ Redis keys (none holds a phone number, SPEC §6):
     wv:directory            a hash: ``code:<code>`` -> slug, ``zone:<slug>`` -> IANA zone,
                             ``callback:<HMAC of the number>`` -> slug
     wv:profile:<pseudonym>  an enrolled worker: JSON ``{"language", "workplace"}`` (and
-                            ``"licence"``: the licence version they last agreed to, absent for
-                            the first one), no TTL
+                            ``"seed"``: the daily rotation's, drawn at enrolment, ``"licence"``:
+                            the licence version they last agreed to, absent for the first
+                            one), no TTL
     wv:cache:built          the marker: when the cache was last rebuilt from the database
     wv:cache:generation     bumped by every write of the ring or the directory
 
@@ -81,6 +82,7 @@ def number_digest(master_key: bytes) -> Callable[[str], str]:
 class CachedProfile:
     language: str
     workplace: str  # slug
+    seed: int | None = None  # the daily rotation's, drawn at enrolment (None: the pseudonym's)
     licence: str | None = None  # the licence version last agreed to (None: the first one)
 
 
@@ -111,8 +113,12 @@ class ProfileCache:
         return PROFILE_KEY.format(pseudonym)
 
 
-def profile_json(language: str, workplace: str, licence: str | None = None) -> str:
+def profile_json(
+    language: str, workplace: str, seed: int | None = None, licence: str | None = None
+) -> str:
     data: dict[str, str | int] = {"language": language, "workplace": workplace}
+    if seed is not None:
+        data["seed"] = seed
     if licence is not None:
         data["licence"] = licence
     return json.dumps(data, separators=(",", ":"))
@@ -121,10 +127,11 @@ def profile_json(language: str, workplace: str, licence: str | None = None) -> s
 def _profile(raw: bytes | str) -> CachedProfile | None:
     try:
         data = json.loads(raw)
-        licence = data.get("licence")
+        seed, licence = data.get("seed"), data.get("licence")
         return CachedProfile(
             str(data["language"]),
             str(data["workplace"]),
+            seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
             licence if isinstance(licence, str) else None,
         )
     except (ValueError, TypeError, KeyError):

@@ -166,7 +166,8 @@ class Mirror:
                 keys = [PROFILE_KEY.format(p) for p, *_ in batch]
                 marks = [FORGOTTEN_KEY.format(p) for p, *_ in batch]
                 values = [
-                    profile_json(language, slug, licence) for _, language, slug, licence in batch
+                    profile_json(language, slug, seed, licence)
+                    for _, language, slug, seed, licence in batch
                 ]
                 added += int(self._fill(keys=keys + marks, args=values))
                 seen += len(batch)

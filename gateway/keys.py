@@ -46,10 +46,12 @@ class KeyKeeper:
     def __init__(self, services):
         self.services = services
 
-    def rotate(self, now: datetime) -> stored_keys.Rotated | None:
-        """A rotation now (``salts rotate``, or the clock when one is due)."""
+    def rotate(self, now: datetime, replacing: int | None = None) -> stored_keys.Rotated | None:
+        """A rotation now (``salts rotate``, or the clock when key ``replacing`` is due: only if
+        it is still the current key, so two clocks that both found it due rotate once)."""
         with self.services.db.session() as session:
-            rotated = stored_keys.rotate(session, key_encrypter(self.services.crypto), now)
+            encrypt = key_encrypter(self.services.crypto)
+            rotated = stored_keys.rotate(session, encrypt, now, replacing)
         if rotated is not None:
             log.info(
                 "pseudonym key rotated",
@@ -83,7 +85,7 @@ class KeyKeeper:
         period = self.services.config.salt_period_days
         with self.services.db.session() as session:
             due = stored_keys.rotation_due(session, now, period)
-        rotated = self.rotate(now) if due else None
+        rotated = self.rotate(now, replacing=due) if due is not None else None
         destroyed = self.destroy_due(now)
         self.services.mirror.publish_keys()  # a commit whose publish failed is put right here
         return Maintained(rotated, destroyed)

@@ -41,7 +41,7 @@ ANSWER_CHANGES = (
     "channel",
     "key_id",
 )
-PROFILE_CHANGES = ("language", "workplace_id", "key_id", "consented_at", "updated_at")
+PROFILE_CHANGES = ("language", "workplace_id", "key_id", "consented_at", "updated_at", "seed")
 CONTACT_EVENTS = ("contact_agreed", "contact_declined")
 
 
@@ -87,6 +87,7 @@ def write_batches(
                     batch["pseudonym"],
                     batch["key_id"],
                     int(event["from_key"]),
+                    event.get("seed"),
                     _instant(event["at"]),
                     reseal,
                 )
@@ -274,6 +275,7 @@ def _profile_row(batch: dict, event: dict, places: Mapping[str, tuple[int, ZoneI
         "workplace_id": place[0],
         "consented_at": at,
         "updated_at": at,
+        "seed": event.get("seed"),  # drawn at enrolment (None from a request before seeds were)
     }
 
 

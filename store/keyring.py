@@ -81,21 +81,24 @@ def ensure_current(session: Session, encrypt: Encrypt) -> PseudonymKey:
     return key
 
 
-def rotation_due(session: Session, now: datetime, period_days: int) -> bool:
-    """Whether the current key has been in force for the rotation period."""
+def rotation_due(session: Session, now: datetime, period_days: int) -> int | None:
+    """The current key's id if it has been in force for the rotation period, else None."""
     current = session.scalar(select(PseudonymKey).where(PseudonymKey.status == CURRENT))
     if current is None:
-        return False
+        return None
     started = _utc(current.activates_at or current.created_at)
-    return now >= started + timedelta(days=period_days)
+    return current.id if now >= started + timedelta(days=period_days) else None
 
 
-def rotate(session: Session, encrypt: Encrypt, now: datetime) -> Rotated | None:
+def rotate(
+    session: Session, encrypt: Encrypt, now: datetime, replacing: int | None = None
+) -> Rotated | None:
     """Retire the current key and make its successor, taking over LEAD_SECONDS from now.
+    With ``replacing`` (the key a clock found due), only if that key is still the current one.
     None if another rotation got there first (its key is the current one now). The caller
     commits; the commit is what every process reads the ring from."""
     current = session.scalar(select(PseudonymKey).where(PseudonymKey.status == CURRENT))
-    if current is None:
+    if current is None or replacing not in (None, current.id):
         return None
     takes_over = now + timedelta(seconds=LEAD_SECONDS)
     retired = rows_changed(

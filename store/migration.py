@@ -3,11 +3,8 @@ to the new key's pseudonym (gateway/conversation.Moved); the drain moves what is
 steps (docs/PRIVACY.md: why).
 
 At the worker's return (``move``):
-- the profile moves (a newer one already under the new pseudonym wins), and the whole consent
-  ledger with it (store/consents.py). Nothing derived from the old pseudonym goes with it: the
-  daily rotation's seed was its first 8 hex digits, and kept on the new profile it linked the
-  answers left under the old key to the worker for anyone with the master key, after the old
-  key's destruction too; the rotation starts again from the new pseudonym's own seed;
+- the profile moves (a newer one already under the new pseudonym wins), with the daily
+  rotation's seed, and the whole consent ledger with it (store/consents.py);
 - the old pseudonym is noted with the new one (MigratedPseudonym). While the old key lives the
   figures count the two as one respondent, in every window (aggregator/indicators.py), so a
   return moves no figure, however long ago the window ended. Anyone who could link them then
@@ -45,13 +42,14 @@ def move(
     new: str,
     new_key: int,
     old_key: int,
+    seed: int | None,
     at: datetime,
     reseal: vault.Reseal | None = None,
 ) -> None:
     """The worker under ``old`` came back as ``new``: their profile and vault contact move
     (``reseal`` seals the contact for the new pseudonym: gateway/vault.ContactVault.reseal),
     and the two are noted."""
-    _move_profile(session, old, new, new_key)
+    _move_profile(session, old, new, new_key, seed)
     vault.move(session, old, new, new_key, reseal)
     consents.move(session, old, new, new_key)
     if session.get(MigratedPseudonym, old) is None:
@@ -81,7 +79,7 @@ def settle(session: Session, key_id: int) -> int:
     return moved
 
 
-def _move_profile(session: Session, old: str, new: str, new_key: int) -> None:
+def _move_profile(session: Session, old: str, new: str, new_key: int, seed: int | None) -> None:
     before = session.get(Worker, old)
     if before is None:
         return
@@ -95,8 +93,11 @@ def _move_profile(session: Session, old: str, new: str, new_key: int) -> None:
                 workplace_id=before.workplace_id,
                 consented_at=before.consented_at,
                 updated_at=before.updated_at,
+                seed=before.seed if before.seed is not None else seed,
             )
         )
+    elif after.seed is None:
+        after.seed = before.seed if before.seed is not None else seed
     session.delete(before)
     session.flush()
 

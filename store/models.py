@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -140,6 +141,9 @@ class Worker(Base):
     workplace_id: Mapped[int] = mapped_column(ForeignKey("workplaces.id", ondelete="CASCADE"))
     consented_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The daily question rotation's seed, kept when the profile moves to a new key's pseudonym
+    # (None: the pseudonym's own, identity.Pseudonym.seed).
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # 32 bits, unsigned
 
 
 class Answer(Base):

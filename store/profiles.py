@@ -15,24 +15,25 @@ from .models import Worker, Workplace
 BATCH_ROWS = 5000  # rows fetched at a time when every profile is read
 
 
-Stored = tuple[str, str, str, str | None]
+Stored = tuple[str, str, str, int | None, str | None]
 
 
 def every_profile(session: Session) -> Iterator[Stored]:
-    """(pseudonym, language, workplace slug, licence version of the newest agreement or None)
-    of every enrolled worker, fetched in batches."""
+    """(pseudonym, language, workplace slug, rotation seed, licence version of the newest
+    agreement or None) of every enrolled worker, fetched in batches."""
     query = (
         select(
             Worker.pseudonym,
             Worker.language,
             Workplace.slug,
+            Worker.seed,
             latest_licence().label("licence"),
         )
         .join(Workplace, Workplace.id == Worker.workplace_id)
         .execution_options(yield_per=BATCH_ROWS)
     )
     for row in session.execute(query):
-        yield row.pseudonym, row.language, row.slug, row.licence
+        yield row.pseudonym, row.language, row.slug, row.seed, row.licence
 
 
 def forget(session: Session, pseudonym: str, before: datetime) -> None:

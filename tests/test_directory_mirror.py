@@ -8,11 +8,12 @@ import base64
 import dataclasses
 import json
 from datetime import UTC, datetime
+from unittest.mock import ANY
 
 import fakeredis
 import pytest
 from redis.exceptions import RedisError
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from gateway import create_app, directory_cache, directory_mirror
 from gateway.cli import main
@@ -22,7 +23,7 @@ from gateway.identity import KEY_CACHE_SECONDS, KEY_PURPOSE, Identity, KeyRing, 
 from gateway.queues import PERSIST
 from gateway.services import Services
 from store import directory
-from store.models import PseudonymKey, Workplace
+from store.models import PseudonymKey, Worker, Workplace
 
 from .hops import (
     CALLBACK,
@@ -76,7 +77,7 @@ def test_a_workplace_added_by_the_cli_is_known_in_another_process_within_five_se
             assert "1." in worker.send(CODE)  # enrolled: the first check-in question
         assert seen == []
         assert cached(elsewhere, worker.phone) == directory_cache.CachedProfile(
-            "en", "new-mill", licence="1"
+            "en", "new-mill", seed=ANY, licence="1"
         )
     finally:
         elsewhere.db.dispose()
@@ -185,8 +186,9 @@ def test_a_rebuild_keeps_a_newer_profile_than_the_databases(
     worker = SmsWorker(client, phone)
     worker.send("LANG")
     worker.send("1")  # বাংলা: not stored yet
+    seed = cached(services, phone).seed
     services.mirror.rebuild()
-    assert cached(services, phone) == directory_cache.CachedProfile("bn", workplace, licence="1")
+    assert cached(services, phone) == directory_cache.CachedProfile("bn", workplace, seed, "1")
     work(app, queues)
     assert stored_profile(services, phone) == ("bn", workplace)
 
@@ -212,10 +214,13 @@ def test_cache_rebuild_after_a_flush_restores_profiles_and_codes(
     app, client, services, workplace, queues
 ):
     phone = enrolled_then_flushed(app, client, services, queues)
+    with services.db.session() as session:
+        seed = session.scalar(select(Worker.seed))
+    assert seed is not None  # drawn at enrolment, stored with the profile
     result = app.test_cli_runner().invoke(main, ["cache", "rebuild"])
     assert result.exit_code == 0, result.output
     assert "1 workplace(s), 1 profile(s) (1 were missing)" in result.output
-    assert cached(services, phone) == directory_cache.CachedProfile("en", workplace, licence="1")
+    assert cached(services, phone) == directory_cache.CachedProfile("en", workplace, seed, "1")
     assert services.directory.slug_for_code(CODE, at=10**9) == workplace
     assert services.directory.callback_workplace(CALLBACK, at=10**9) == workplace
     recognised(client, services, phone)

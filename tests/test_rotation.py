@@ -1,8 +1,8 @@
 """Pseudonym key rotation (issue 7, items 1-3; docs/PRIVACY.md): ``salts status | rotate`` and
 the clock, a rotation and a destruction seen by every process, a returning worker moved to the
-new pseudonym once with their profile (and nothing derived from the old pseudonym: no rotation
-seed) and open session, and the figures counting each
-worker once across a rotation, before and after the old key is destroyed."""
+new pseudonym once with their profile (their daily rotation's seed, drawn at enrolment, and
+nothing derived from the old pseudonym) and open session, and the figures counting each worker
+once across a rotation, before and after the old key is destroyed."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 
 from aggregator.indicators import Window, indicators, latest_answers
 from gateway import identity, persistence
-from gateway.directory_cache import KEYRING_KEY, PROFILE_KEY, CachedProfile
+from gateway.directory_cache import KEYRING_KEY, CachedProfile
 from gateway.identity import key_encrypter
 from gateway.keys import KeyKeeper
 from gateway.services import Services
@@ -230,7 +230,11 @@ def test_a_returning_worker_moves_once_even_when_two_requests_race(
     for phone in phones:
         SmsWorker(client, phone).enrol()
     olds = {phone: services.identity.pseudonymise(phone).value for phone in phones}
+    seeds = {phone: cached(services, phone).seed for phone in phones}
+    assert all(seed is not None for seed in seeds.values())  # drawn as they enrolled
     work(app, queues)
+    with services.db.session() as session:
+        assert {p: session.get(Worker, o).seed for p, o in olds.items()} == seeds
     rotate_and_take_over(services)
 
     replies: list[str] = []
@@ -253,12 +257,12 @@ def test_a_returning_worker_moves_once_even_when_two_requests_race(
             new = services.identity.pseudonymise(phone).value
             assert session.get(Worker, old) is None
             moved = session.get(Worker, new)
-            assert moved.language == "en"
+            assert (moved.language, moved.seed) == ("en", seeds[phone])
+            assert moved.seed != int(old[:8], 16)  # drawn, not the old pseudonym's digits
             note = session.get(MigratedPseudonym, old)
             assert (note.moved_to, note.key_id) == (new, keys(services)[note.key_id].id)
             assert services.profiles.load(old) is None
-            profile = json.loads(services.redis.get(PROFILE_KEY.format(new)))
-            assert "seed" not in profile  # nothing derived from the old pseudonym
+            assert cached(services, phone).seed == seeds[phone]
             assert services.redis.get(SESSION_KEY.format(old)) is None
     # a third request of a worker moved already finds them at home: no second move
     assert migrated_events(services) == []  # drained
@@ -454,13 +458,14 @@ def test_a_worker_is_moved_on_every_channel(app, client, services, queues, quick
     add_callback_workplace(services)
     phone = walk(channel, client, services)
     old = services.identity.pseudonymise(phone).value
+    seed = cached(services, phone).seed
     work(app, queues)
     rotate_and_take_over(services)
 
     first_contact(channel, client, phone)
 
     new = services.identity.pseudonymise(phone).value
-    assert cached(services, phone) == CachedProfile("en", "dhaka-knit", "1")
+    assert cached(services, phone) == CachedProfile("en", "dhaka-knit", seed, "1")
     assert services.profiles.load(old) is None
     work(app, queues)
     with services.db.session() as session:

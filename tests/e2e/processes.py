@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -24,7 +25,18 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 BIN = Path(sys.executable).parent
-ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # as the Procfile: no query string
+PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
+
+
+def _procfile_option(name: str) -> str:
+    web = next(line for line in PROCFILE.read_text().splitlines() if line.startswith("web:"))
+    words = shlex.split(web.removeprefix("web:"))
+    return words[words.index(name) + 1]
+
+
+# The Procfile's: no query string, and each figure named (a status, a size and a time side by
+# side would read as a 7-digit number to the logs' redaction).
+ACCESS_LOG_FORMAT = _procfile_option("--access-logformat")
 
 
 def flows_without_rotation(tmp: Path) -> Path:

@@ -4,6 +4,7 @@ carrying the Africa's Talking webhook token. None of it reaches the logs as sent
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -71,6 +72,16 @@ def logged_after(log: Path, before: int, marker: str) -> list[str]:
             return lines
         assert time.monotonic() < deadline, f"{marker!r} never logged: {lines}"
         time.sleep(0.05)
+
+
+def test_an_ordinary_request_is_logged_whole(server):
+    """Its status, size and time survive the redaction (run together they read as a number)."""
+    port, log = server
+    before = log.stat().st_size
+    send(port, b"GET /healthz?probe=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    [line] = [line for line in logged_after(log, before, "/healthz") if "/healthz" in line]
+    assert re.search(r'"GET /healthz" status=200 bytes=\d+ ms=\d+$', line), line
+    assert "probe" not in line  # no query string
 
 
 def test_a_number_in_a_path_is_not_logged(server):
