@@ -16,7 +16,6 @@ from gateway/directory_cache.py.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,7 +124,7 @@ def _converse(
     stored = opened.session
     moved = Moved.of(who, opened)
     cached = services.profiles.found(opened.profile, opened.built)
-    seed = _seed(cached)
+    seed = _seed(services, cached)
     blank = Session(profile=Profile(country=who.country))
     dialog = opened.dialog or Dialog(inbound.provider, "", {})
     turned = turn.read(dialog, stored or blank)  # a stored profile never has a question pending
@@ -231,14 +230,14 @@ def _zone(services: Services, session: Session) -> ZoneInfo:
     return ZoneInfo(name or zone_for_country(session.profile.country))
 
 
-def _seed(cached: CachedProfile | None) -> int | None:
+def _seed(services: Services, cached: CachedProfile | None) -> int | None:
     """The daily rotation's seed (None: the pseudonym's own, for a worker enrolled before seeds
     were drawn). A worker's seed is drawn at random as they enrol, kept with their profile and
     moved with it across a key rotation: it says nothing of any pseudonym, so it links nothing
     once the old key is destroyed (docs/PRIVACY.md). A request with no profile draws one; it is
     kept only if the worker enrols in it."""
     if cached is None:
-        return secrets.randbits(32)
+        return services.draw_seed()
     return cached.seed
 
 

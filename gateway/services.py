@@ -6,6 +6,7 @@ Web, worker and CLI all get theirs through ``create_app`` (STYLE §6). Jobs reac
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,9 @@ class Services:
     config: Config
     # The time, injectable: the demo spreads simulated answers over past days with it.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
+    # A new worker's daily rotation seed (gateway/conversation.py), injectable for tests that
+    # need to know which questions come first.
+    draw_seed: Callable[[], int] = field(default=lambda: secrets.randbits(32), repr=False)
 
     @cached_property
     def crypto(self) -> Crypto:
