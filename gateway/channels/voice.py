@@ -9,6 +9,10 @@ cache, applied once). The call's own state (``dialog.state``, kept in Redis per 
 turn expected next, the question the call last put, how often the caller was silent on it, and
 whether the call has ended (a provider may report the end before the call's last answer).
 
+Keys holding ``*`` are never an answer: at any question they are the star key (``StarKey``),
+whose menu stops or erases as STOP and DELETE do (gateway/engine/consent.py). A call tells the
+caller once ("Press the star key at any time to stop.", ``with_star_hint``).
+
 A caller whose number is withheld cannot be pseudonymised: they are asked, in English (their
 language is unknown), to call again with their number shown, and nothing is kept.
 
