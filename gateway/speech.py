@@ -33,6 +33,9 @@ from .engine.answers import (
     RESUME_OPTIONS,
     RESUME_PROMPT,
     RESUME_VALUES,
+    STAR_OPTIONS,
+    STAR_PROMPT,
+    STAR_VALUES,
 )
 from .engine.events import Ask, Event, Say
 from .engine.model import INFO, LANGUAGE, NUMBER, WORKPLACE, FlowSet
@@ -65,6 +68,7 @@ SPOKEN_SERVICE_WORDS = (
     words.NUMBER_WITHHELD,  # said in English: a withheld caller's language is unknown
     words.ERASED,  # a DELETE sent by text may be confirmed in a call: its pending question
     words.ERASE_KEPT,
+    words.STAR_HINT,  # the star key's menu (STAR_MENU) is asked below, with DELETE's
 )
 
 
@@ -181,6 +185,8 @@ def _every(flows: FlowSet, texts: Texts, lang: str) -> Iterator[Utterance]:
         yield from ask(_service_menu(flow.id, *resume, lang, texts), texts)
     erase = (ERASE_PROMPT, words.ERASE_CONFIRM, ERASE_OPTIONS, ERASE_VALUES)
     yield from ask(_service_menu("", *erase, lang, texts), texts)
+    star = (STAR_PROMPT, words.STAR_MENU, STAR_OPTIONS, STAR_VALUES)
+    yield from ask(_service_menu("", *star, lang, texts), texts)
     for msgid in SPOKEN_SERVICE_WORDS:
         text = texts.service(lang, msgid)
         yield Utterance(text, lang, service_clip(text))
@@ -201,7 +207,8 @@ def _service_menu(
     lang: str,
     texts: Texts,
 ) -> Ask:
-    """One of the service's own menus (the resume screen, DELETE's confirmation) as asked."""
+    """One of the service's own menus (the resume screen, DELETE's confirmation, the star key's
+    menu) as asked."""
     return Ask(
         flow_id,
         qid,

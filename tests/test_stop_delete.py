@@ -7,13 +7,14 @@ once WORKERVOICE_LICENCE_VERSION changes."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from gateway import outbox
+from gateway import outbox, persistence
 from gateway.engine import words
 from gateway.engine.answers import ERASE_PROMPT
 from gateway.i18n import Texts
@@ -268,8 +269,8 @@ def test_declining_at_enrolment_stores_nothing(app, client, services, workplace,
 
 
 def test_a_delete_sent_by_text_is_confirmed_in_a_call(app, client, services, workplace, queues):
-    """Voice takes keys only, so it has no DELETE of its own; but the confirmation a text asked
-    is the worker's pending question, and a call puts it (press 1 for Yes)."""
+    """The confirmation a text asked is the worker's pending question, and a call puts it
+    (press 1 for Yes), after the star key's hint."""
     phone = walk("twilio-sms", client, services)
     work(app, queues)
     assert TEXTS.service("en", words.ERASE_CONFIRM) in SmsWorker(client, phone).send("DELETE")
@@ -304,3 +305,126 @@ def test_an_outbox_entry_from_before_this_version_still_reads_and_is_sent():
     assert (older.who, older.at, older.attempt) == ("", "", 2)
     stopped = {"": datetime.now(UTC)}
     assert not older.left_before(stopped)  # nothing to tell whose it is: sent as before
+
+
+# -- the star key on a call ---------------------------------------------------------------------
+VOICE_CHANNELS = ["twilio-voice", "at-voice"]
+STAR_MENU = TEXTS.service("en", words.STAR_MENU)
+
+
+class Caller:
+    """A new call from ``phone`` on either voice provider: the words said on its last turn,
+    and whether it waits for keys."""
+
+    def __init__(self, channel: str, client, phone: str):
+        if channel == "twilio-voice":
+            self.call = TwilioCall(client, phone, sid="CA" + "5" * 32)
+        else:
+            self.call = AtCall(client, phone, session="ATVId_star_key")
+        self.channel = channel
+
+    def dial(self) -> str:
+        if self.channel == "twilio-voice":
+            self.call.dial()
+        else:
+            self.call.post(f"?token={AT_TOKEN}")
+        return self.said()
+
+    def press(self, digits: str) -> str:
+        self.call.press(digits)
+        return self.said()
+
+    def said(self) -> str:
+        root = self.call.root
+        return " ".join(e.text or "" for e in root.iter("Say")) if root is not None else ""
+
+    @property
+    def waiting(self) -> bool:
+        root = self.call.root
+        return root is not None and (any(root.iter("Gather")) or any(root.iter("GetDigits")))
+
+
+def logged_kinds(services: Services) -> list[str]:
+    """The kinds of the events waiting in the event log, in order."""
+    entries = services.redis.xrange(persistence.STREAM_KEY)
+    batches = [json.loads(fields[FIELD.encode()]) for _, fields in entries]
+    return [event["kind"] for batch in batches for event in batch["events"]]
+
+
+@pytest.mark.parametrize("channel", VOICE_CHANNELS)
+def test_the_star_key_then_1_forgets_the_caller_at_once(
+    app, client, services, workplace, queues, channel
+):
+    phone = walk(channel, client, services)
+    work(app, queues)
+    assert stored_answers(services, phone) > 0
+    caller = Caller(channel, client, phone)
+    said = caller.dial()
+    assert said.startswith(TEXTS.service("en", words.STAR_HINT))  # told at the call's start
+    said = caller.press("*")
+    assert STAR_MENU in said and "Press 1 for Stop" in said and caller.waiting
+    assert "Press 2 for Stop and erase all your answers" in said
+    said = caller.press("1")
+    assert said == TEXTS.service("en", words.STOPPED) and not caller.waiting  # the call ends
+    assert cached(services, phone) is None  # at once, before any job
+    assert services.sessions.load(pseudonym(services, phone)) is None
+    assert services.sessions.forgotten_at(pseudonym(services, phone)) is not None
+    assert "opted_out" in logged_kinds(services) and "erased" not in logged_kinds(services)
+    work(app, queues)
+    assert stored_profile(services, phone) is None and ledger(services, phone) == []
+    assert stored_answers(services, phone) > 0  # as after STOP: the anonymous answers stay
+    no_number_anywhere(services, phone)
+
+
+@pytest.mark.parametrize("channel", VOICE_CHANNELS)
+def test_the_star_key_then_2_is_confirmed_then_erases_every_answer(
+    app, client, services, workplace, queues, channel
+):
+    phone = walk(channel, client, services)
+    work(app, queues)
+    assert stored_answers(services, phone) > 0
+    caller = Caller(channel, client, phone)
+    caller.dial()
+    caller.press("*")
+    said = caller.press("2")  # the second step: DELETE's confirmation
+    assert TEXTS.service("en", words.ERASE_CONFIRM) in said and "Press 1 for Yes" in said
+    assert cached(services, phone) is not None and logged_kinds(services) == []
+    said = caller.press("1")
+    assert said == TEXTS.service("en", words.ERASED) and not caller.waiting
+    assert cached(services, phone) is None
+    assert services.sessions.load(pseudonym(services, phone)) is None
+    assert logged_kinds(services) == ["opted_out", "erased"]
+    work(app, queues)
+    assert stored_answers(services, phone) == 0
+    assert stored_profile(services, phone) is None and ledger(services, phone) == []
+    with services.db.session() as session:
+        assert session.get(Tombstone, pseudonym(services, phone)).erased_at is not None
+    no_number_anywhere(services, phone)
+
+
+@pytest.mark.parametrize("channel", VOICE_CHANNELS)
+@pytest.mark.parametrize("then", ["3", "*", "2 then 2"])
+def test_the_star_key_then_another_key_asks_the_same_question_again(
+    app, client, services, workplace, queues, channel, then
+):
+    phone = walk(channel, client, services)
+    work(app, queues)
+    answers, profile = stored_answers(services, phone), stored_profile(services, phone)
+    caller = Caller(channel, client, phone)
+    question = caller.dial().removeprefix(TEXTS.service("en", words.STAR_HINT)).strip()
+    pending = services.sessions.load(pseudonym(services, phone)).current
+    assert STAR_MENU in caller.press("*")
+    if then == "2 then 2":  # DELETE's confirmation declined
+        caller.press("2")
+        said = caller.press("2")
+        assert said.startswith(TEXTS.service("en", words.ERASE_KEPT))
+        said = said.removeprefix(TEXTS.service("en", words.ERASE_KEPT)).strip()
+    else:
+        said = caller.press(then)
+    assert said.endswith(question) and caller.waiting
+    assert services.sessions.load(pseudonym(services, phone)).current == pending
+    assert cached(services, phone) is not None and logged_kinds(services) == []
+    work(app, queues)
+    assert stored_answers(services, phone) == answers and stored_profile(services, phone) == profile
+    caller.press("1")  # and the question takes its answer as before
+    assert logged_kinds(services) == ["answer_recorded"]

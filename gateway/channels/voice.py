@@ -9,6 +9,10 @@ cache, applied once). The call's own state (``dialog.state``, kept in Redis per 
 turn expected next, the question the call last put, how often the caller was silent on it, and
 whether the call has ended (a provider may report the end before the call's last answer).
 
+Keys holding ``*`` are never an answer: at any question they are the star key (``StarKey``),
+whose menu stops or erases as STOP and DELETE do (gateway/engine/consent.py). A call tells the
+caller once ("Press the star key at any time to stop.", ``with_star_hint``).
+
 A caller whose number is withheld cannot be pseudonymised: they are asked, in English (their
 language is unknown), to call again with their number shown, and nothing is kept.
 
@@ -31,11 +35,11 @@ from .. import speech
 from ..audio import AudioLibrary
 from ..conversation import Inbound, Turned
 from ..engine import words
-from ..engine.answers import RESUME_OPTIONS, RESUME_PROMPT
+from ..engine.answers import SERVICE_MENUS
 from ..engine.definition import FlowSet
-from ..engine.events import Ask, Event, Say, Step
-from ..engine.inputs import DialIn, HangUp, Message, NoInput
-from ..engine.model import LANGUAGE, NUMBER, TEXT, WORKPLACE
+from ..engine.events import Ask, Enrolled, Event, FlowFinished, Say, Step
+from ..engine.inputs import DialIn, HangUp, Message, NoInput, StarKey
+from ..engine.model import ENROL_FLOW, LANGUAGE, NUMBER, TEXT, WORKPLACE
 from ..engine.session import Session
 from ..engine.texts import SOURCE_LANGUAGE, Texts
 from ..services import Services
@@ -51,6 +55,7 @@ DIGITS = frozenset("0123456789*#")
 MENU_TIMEOUT = 7  # seconds to press one key after the prompt
 KEYED_TIMEOUT = 12  # seconds to key a number or a code, ended by #
 END_KEY = "#"
+STAR_KEY = "*"  # at any question: the star key's menu (stop, or erase), never an answer
 ENDED = "ended"  # dialog.state: the provider reported the call's end
 # What a withheld caller's number reads as (PROVIDERS.md §2.1; "" where AT leaves it empty).
 WITHHELD = frozenset({"", "anonymous", "unknown", "restricted", "private", "withheld"})
@@ -249,8 +254,8 @@ def _english_options(event: Ask, texts: Texts, flows: FlowSet | None) -> list[st
     count = min(len(event.options), len(event.values))
     if event.type == LANGUAGE:
         return [_english_name(code) for code in event.values[:count]]
-    if event.question == RESUME_PROMPT:
-        return [texts.service(SOURCE_LANGUAGE, w) for w in RESUME_OPTIONS][:count]
+    if event.question in SERVICE_MENUS:  # the resume screen, DELETE's, the star key's menu
+        return [texts.service(SOURCE_LANGUAGE, w) for w in SERVICE_MENUS[event.question]][:count]
     flow = flows.flows.get(event.flow) if flows is not None else None
     question = next((q for q in flow.questions if q.id == event.source), None) if flow else None
     if question is None or len(question.options) < count:
@@ -333,8 +338,9 @@ class VoiceTurn:
         if self.call.ended:
             state[ENDED] = True
         if state.get(ENDED) is True:
-            # The caller is gone: only an answer to the question put is still applied.
-            if self.call.kind == KEYS and pending:
+            # The caller is gone: only an answer to the question put is still applied (the
+            # star key's menu needs someone to hear it).
+            if self.call.kind == KEYS and pending and STAR_KEY not in self.call.digits:
                 return Turned(Message(self.call.digits))
             return Turned(reply=self.hung_up)
         if self.call.kind == DIAL_IN:
@@ -344,6 +350,8 @@ class VoiceTurn:
             # keys or silence cannot answer what the caller did not hear; begin afresh.
             return Turned(DialIn())
         if self.call.kind == KEYS:
+            if STAR_KEY in self.call.digits:  # on a keyed question too: "12*" is no answer
+                return Turned(StarKey())
             return Turned(Message(self.call.digits))
         repeats = _count(state, "silences")
         state["silences"] = repeats + 1
@@ -356,13 +364,37 @@ class VoiceTurn:
         remember(dialog.state, turn, step.waiting)
         if dialog.state.get(ENDED) is True:  # a late last answer: no one is there to hear
             return self.hung_up
+        events = with_star_hint(step, self.call.kind == DIAL_IN, texts)
         prompt = Prompt(
-            spoken(step.events, texts, self.flows, self.audio),
+            spoken(events, texts, self.flows, self.audio),
             step.waiting,
             self.link.url(turn),
             self.link.url(turn, no_input=True),
         )
         return self.speak(prompt)
+
+
+def with_star_hint(step: Step, first: bool, texts: Texts) -> tuple[Event, ...]:
+    """The turn's events with "Press the star key at any time to stop." where a caller first
+    needs it: first on a call's first turn for an enrolled worker, and on the turn that enrols a
+    new one, right after enrolment's finish text. Only when the call goes on (a question waits);
+    in the worker's language, which an enrolling call has just chosen."""
+    events = step.events
+    if step.waiting is None or step.session is None:
+        return events
+    lang = step.language or SOURCE_LANGUAGE
+    hint = Say(texts.service(lang, words.STAR_HINT), msgid=words.STAR_HINT, language=lang)
+    if any(isinstance(e, Enrolled) for e in events):
+        enrolment = (i for i, e in enumerate(events) if _finishes(e, ENROL_FLOW))
+        done = next(enrolment, -1)
+        return (*events[: done + 1], hint, *events[done + 1 :])
+    if first and step.session.profile.enrolled:
+        return (hint, *events)
+    return events
+
+
+def _finishes(event: Event, flow: str) -> bool:
+    return isinstance(event, FlowFinished) and event.flow == flow
 
 
 def conversation(

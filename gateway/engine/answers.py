@@ -38,7 +38,17 @@ RESUME_VALUES = ("continue", "restart")
 ERASE_PROMPT = "@erase"  # pseudo question: DELETE's confirmation (1. Yes / 2. No)
 ERASE_OPTIONS = (words.YES, words.NO)
 ERASE_VALUES = ("erase", "keep")
-PROMPTS = (LANGUAGE_PROMPT, RESUME_PROMPT, ERASE_PROMPT)  # the service's own pending questions
+STAR_PROMPT = "@star"  # pseudo question: the star key's menu on voice (1. Stop / 2. Erase)
+STAR_OPTIONS = (words.STAR_STOP, words.STAR_ERASE)
+STAR_VALUES = ("stop", "erase")
+# The service's own menus: their options (words.py msgids), by pseudo question.
+SERVICE_MENUS = {
+    RESUME_PROMPT: RESUME_OPTIONS,
+    ERASE_PROMPT: ERASE_OPTIONS,
+    STAR_PROMPT: STAR_OPTIONS,
+}
+# the service's own pending questions
+PROMPTS = (LANGUAGE_PROMPT, RESUME_PROMPT, ERASE_PROMPT, STAR_PROMPT)
 
 
 def code_digits(text: str) -> str | None:
@@ -61,6 +71,9 @@ class Answers(RunParts):
             return
         if qid == ERASE_PROMPT:
             self.answer_erase(text)
+            return
+        if qid == STAR_PROMPT:
+            self.answer_star(text)
             return
         if qid is None:
             raise RuntimeError("no question is pending")

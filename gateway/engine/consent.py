@@ -2,7 +2,10 @@
 
 A mixin of the run in runtime.py, like answers.py. DELETE asks ``ERASE_PROMPT`` (1. Yes /
 2. No) with the pending question kept aside; its first option erases (OptedOut and Erased),
-anything else keeps everything and asks the pending question again. An enrolled worker whose
+anything else keeps everything and asks the pending question again. On a call, where nothing
+can be typed, the star key (``inputs.StarKey``) asks ``STAR_PROMPT`` the same way: its first
+option does what STOP does, its second asks DELETE's confirmation, any other key goes back to
+the pending question as it was. An enrolled worker whose
 profile carries another licence version than ``Context.licence`` is put enrolment's consent
 question alone at their next contact (``consent_outdated`` / ``consent_again``); the run's
 ``finish`` records the agreement (Consented) and starts the default flow.
@@ -11,7 +14,15 @@ question alone at their next contact (``consent_outdated`` / ``consent_again``);
 from __future__ import annotations
 
 from . import words
-from .answers import ERASE_OPTIONS, ERASE_PROMPT, LANGUAGE_PROMPT, PROMPTS, RESUME_PROMPT
+from .answers import (
+    ERASE_OPTIONS,
+    ERASE_PROMPT,
+    LANGUAGE_PROMPT,
+    PROMPTS,
+    RESUME_PROMPT,
+    STAR_OPTIONS,
+    STAR_PROMPT,
+)
 from .events import Erased, OptedOut
 from .model import CONSENT, ENROL_FLOW, Question
 from .parsing import pick_option
@@ -30,12 +41,47 @@ class Consent(RunParts):
         a worker who sent STOP before still has answers under their pseudonym. From LANG's
         menu or the resume screen, it returns to the flow's question they stood before."""
         current = self.session.current
-        if current in (LANGUAGE_PROMPT, RESUME_PROMPT):
+        if current in (LANGUAGE_PROMPT, RESUME_PROMPT, STAR_PROMPT):
             current = self.session.resume
         if self.session.current != ERASE_PROMPT:
             self.session.resume = current
         self.session.current = ERASE_PROMPT
         self.ask(ERASE_PROMPT)
+
+    # -- the star key (voice) ---------------------------------------------------------------
+    def star_menu(self) -> None:
+        """The star key: put its menu (``answer_star``), the pending question kept aside (from
+        LANG's menu, the resume screen or DELETE's confirmation, the flow's question they stood
+        before). The star key on its own menu is "any other key": back to the question."""
+        current = self.session.current
+        if current == STAR_PROMPT:
+            self.leave_star_menu()
+            return
+        if current in (LANGUAGE_PROMPT, RESUME_PROMPT, ERASE_PROMPT):
+            current = self.session.resume
+        self.session.resume, self.session.current = current, STAR_PROMPT
+        self.ask(STAR_PROMPT)
+
+    def answer_star(self, text: str) -> None:
+        """The star key's menu: 1 forgets the worker as STOP does, 2 asks DELETE's confirmation
+        (the second step: nothing is erased without it), anything else (another key, silence)
+        asks the pending question again, nothing forgotten."""
+        lang = self.language
+        names = [(self.ctx.texts.service(lang, w), w) for w in STAR_OPTIONS]
+        index = pick_option(text, names)
+        if index == 0:
+            self.events.append(OptedOut())
+            self.say(words.STOPPED)
+            self.session_alive = False
+        elif index == 1:
+            self.confirm_erase()
+        else:
+            self.leave_star_menu()
+
+    def leave_star_menu(self) -> None:
+        """Back from the star key's menu to the question pending before it, as it was."""
+        self.session.current, self.session.resume = self.session.resume, None
+        self.ask_current()
 
     # -- consent to a new licence -----------------------------------------------------------
     def consent_question(self) -> Question | None:

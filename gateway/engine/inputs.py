@@ -10,6 +10,8 @@ resumes). Channels build them from provider requests; the engine never sees a re
   often the pending question was already asked again for silence in this dialog.
 - ``HangUp``: the dialog ended from the worker's side (hang-up, USSD session closed). Answers
   given are kept; the session stays for a later resume.
+- ``StarKey``: the caller pressed the star key (voice, at any question): the service's own menu
+  to stop (as STOP does) or to erase (as DELETE does), the pending question kept aside.
 - ``ResumeChoice``: the worker's choice on the resume screen (``Message`` replies to that screen
   are read into one by the engine).
 """
@@ -40,8 +42,13 @@ class HangUp:
 
 
 @dataclass(frozen=True)
+class StarKey:
+    pass
+
+
+@dataclass(frozen=True)
 class ResumeChoice:
     proceed: bool  # True: continue at the first unanswered question; False: start again
 
 
-Input = Message | DialIn | NoInput | HangUp | ResumeChoice
+Input = Message | DialIn | NoInput | HangUp | ResumeChoice | StarKey

@@ -21,12 +21,15 @@ from .answers import (
     RESUME_OPTIONS,
     RESUME_PROMPT,
     RESUME_VALUES,
+    STAR_OPTIONS,
+    STAR_PROMPT,
+    STAR_VALUES,
     Answers,
     code_digits,
 )
 from .consent import FIRST_LICENCE, Consent
 from .events import Ask, Consented, Enrolled, Event, FlowFinished, OptedOut, Say, Step
-from .inputs import DialIn, HangUp, Input, Message, NoInput, ResumeChoice
+from .inputs import DialIn, HangUp, Input, Message, NoInput, ResumeChoice, StarKey
 from .keywords import keyword_forms
 from .model import ENROL_FLOW, INFO, LANGUAGE, WORKPLACE, Flow, FlowSet, Question
 from .parsing import clean
@@ -60,7 +63,7 @@ class Context:
 
 def step(flows: FlowSet, session: Session | None, given: Input, ctx: Context) -> Step:
     """Apply one input from the worker; return the new session, the events and the outcome."""
-    if not isinstance(given, Message | DialIn | NoInput | HangUp | ResumeChoice):
+    if not isinstance(given, Message | DialIn | NoInput | HangUp | ResumeChoice | StarKey):
         raise TypeError(f"not an engine input: {given!r}")
     session = session.copy() if session is not None else Session()
     run = _Run(flows, session, ctx)
@@ -140,6 +143,9 @@ class _Run(Consent, Answers):
         elif isinstance(given, ResumeChoice):
             self.drop_if_stale()
             self.resume_choice(given.proceed)
+        elif isinstance(given, StarKey):  # served before a new licence's consent, as STOP is
+            self.drop_if_stale()
+            self.star_menu()
         elif isinstance(given, DialIn):
             reserved = self.reserved(given.text)
             if reserved is not None:
@@ -183,6 +189,8 @@ class _Run(Consent, Answers):
     def dial_in(self, text: str) -> None:
         """A new dialog: start a flow, or offer to resume one left unfinished with answers
         already given (else simply ask its pending question again)."""
+        if self.session.current == STAR_PROMPT:  # the star key's menu: only on its own call
+            self.session.current, self.session.resume = self.session.resume, None
         current = self.session.current
         if current is None:
             self.begin(clean(text).upper())
@@ -211,6 +219,9 @@ class _Run(Consent, Answers):
         far, and without consent or a workplace the call ends."""
         current = self.session.current
         if current is None:
+            return
+        if current == STAR_PROMPT:  # no key is "any other key": back to the question at once
+            self.answer("")
             return
         if repeats < NO_INPUT_REPEATS:
             self.say(words.NOT_HEARD)
@@ -263,7 +274,7 @@ class _Run(Consent, Answers):
             return
         self.session.flow = self.session.version = None
         self.session.plan, self.session.answers, self.session.tries = [], {}, 0
-        if self.session.current not in (LANGUAGE_PROMPT, ERASE_PROMPT):
+        if self.session.current not in (LANGUAGE_PROMPT, ERASE_PROMPT, STAR_PROMPT):
             self.session.current = None
         self.session.resume = None
 
@@ -274,6 +285,8 @@ class _Run(Consent, Answers):
             return False
         if self.session.current == RESUME_PROMPT:  # after the language, the flow goes on
             self.session.current = self.session.resume
+        if self.session.current == STAR_PROMPT:  # LANG leaves the star key's menu
+            self.session.current, self.session.resume = self.session.resume, None
         if self.session.current not in (LANGUAGE_PROMPT, ERASE_PROMPT, None):
             question = self.flow.question(self.session.current)
             if question.type == LANGUAGE:  # already the language menu: ask it again
@@ -386,7 +399,8 @@ class _Run(Consent, Answers):
 
     def ask(self, qid: str | None) -> None:
         """Emit the prompt for a question (LANGUAGE_PROMPT: enrolment's language question;
-        RESUME_PROMPT: the resume screen; ERASE_PROMPT: DELETE's confirmation)."""
+        RESUME_PROMPT: the resume screen; ERASE_PROMPT: DELETE's confirmation; STAR_PROMPT: the
+        star key's menu)."""
         if qid is None:
             return
         self.session.channel = self.ctx.channel
@@ -396,6 +410,9 @@ class _Run(Consent, Answers):
             return
         if qid == ERASE_PROMPT:  # asked with or without a flow running: it belongs to none
             self.service_menu("", qid, words.ERASE_CONFIRM, ERASE_OPTIONS, ERASE_VALUES)
+            return
+        if qid == STAR_PROMPT:  # likewise
+            self.service_menu("", qid, words.STAR_MENU, STAR_OPTIONS, STAR_VALUES)
             return
         if qid == LANGUAGE_PROMPT:
             flow_id = ENROL_FLOW

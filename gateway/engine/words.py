@@ -68,6 +68,13 @@ PRESS_NUMBER = N_("Please press a key from 1 to {count}.")
 KEY_NUMBER_RANGE = N_("Please key a number from {min} to {max}, then press the hash key.")
 KEY_NUMBER = N_("Please key a number, then press the hash key.")
 KEY_CODE = N_("Key the code, then press the hash key.")
+# Voice: the star key's menu, put at any question of a call (a caller has no keyword to type):
+# 1 does what STOP does, 2 asks DELETE's confirmation (ERASE_CONFIRM), any other key goes on.
+STAR_MENU = N_("Do you want to leave WorkerVoice? Any other key takes you back to your question.")
+STAR_STOP = N_("Stop")
+STAR_ERASE = N_("Stop and erase all your answers")
+# Voice: said at the start of a call (and once enrolment is done), so callers know the key.
+STAR_HINT = N_("Press the star key at any time to stop.")
 # Voice: a caller whose number is withheld (said in English: their language is unknown).
 NUMBER_WITHHELD = N_("Please call again with your number shown. WorkerVoice never stores it.")
 # The two above say "send any message": on USSD and voice, where no message is sent, these.

@@ -53,6 +53,8 @@ NO_TOKEN = "invalid webhook token"
 CONSENT_EN = "Do you agree?"
 NOT_HEARD = "We did not hear your answer."
 WITHHELD = "Please call again with your number shown. WorkerVoice never stores it."
+STAR_MENU = "Do you want to leave WorkerVoice? Any other key takes you back to your question."
+STOPPED = "You have left WorkerVoice and your details are deleted. Send any message to join again."
 
 
 @pytest.fixture(autouse=True)
@@ -192,6 +194,15 @@ def language_menu(run: Run) -> None:
     assert text.startswith("Welcome to WorkerVoice. Choose your language. Press 1 for Swahili.")
     assert "Press 2 for English" in text and "Press 3 for Bangla" in text
     assert any("sw/enrol/language cannot be heard" in record for record in run.records)
+
+
+def star_menu(run: Run) -> None:
+    """The star key's menu as one <Say>, the question the caller stood at kept aside."""
+    assert said_text(document(run)) == (
+        f"{STAR_MENU} Press 1 for Stop. Press 2 for Stop and erase all your answers."
+    )
+    session = run.services.sessions.load(run.pseudonym())
+    assert session is not None and session.current == "@star" and session.resume is not None
 
 
 def no_dialog(run: Run) -> None:
@@ -353,6 +364,47 @@ CASES = [
         recorded=heard("1", 4),
         jobs=("events",),
         check=answers(1),
+    ),
+    # -- the star key: its menu at any question, never an answer ------------------------------
+    *[
+        Case(
+            f"the star key at a keyed question ({digits!r}): its menu, not an answer",
+            keyed(digits),
+            query="?n=3",
+            before=dialled("2", "1"),
+            body=STAR_MENU,
+            recorded=heard(digits.removesuffix("#"), 3),
+            check=checks(waits(one_key=True), star_menu),
+        )
+        for digits in ("*", "12*", "*#")
+    ],
+    Case(
+        "the star key at a one-key menu: its menu",
+        keyed("*"),
+        query="?n=2",
+        before=dialled("2"),
+        body=STAR_MENU,
+        recorded=heard("*", 2),
+        check=checks(waits(one_key=True), star_menu),
+    ),
+    Case(
+        "the star key's menu, any other key: the question again, as it was",
+        keyed("3"),
+        query="?n=4",
+        before=dialled("2", "1", "*"),
+        body="Key the code, then press the hash key.",
+        recorded=heard("3", 4),
+        check=checks(waits(one_key=False), lambda run: STAR_MENU not in said_text(document(run))),
+    ),
+    Case(
+        "the star key's menu, 1: STOP's goodbye, the call ends, nothing kept",
+        keyed("1"),
+        query="?n=4",
+        before=dialled("2", "1", "*"),
+        body=STOPPED,
+        recorded=heard("1", 4),
+        jobs=("events",),
+        check=checks(ends, no_session),
     ),
     # -- silence ------------------------------------------------------------------------------
     Case(

@@ -56,6 +56,9 @@ WELCOME_BN = "WorkerVoice-এ স্বাগতম"
 CONSENT_EN = "Do you agree?"
 NOT_HEARD = "We did not hear your answer."
 WITHHELD = "Please call again with your number shown. WorkerVoice never stores it."
+STAR_HINT = "Press the star key at any time to stop."
+STAR_MENU = "Do you want to leave WorkerVoice? Any other key takes you back to your question."
+STOPPED = "You have left WorkerVoice and your details are deleted. Send any message to join again."
 
 
 @pytest.fixture(autouse=True)
@@ -194,6 +197,18 @@ def offers_resume(run: Run) -> None:
     texts = [text for _, _, text in spoken(twiml(run))]
     assert "Press 1 for Continue" in texts and "Press 2 for Start again" in texts, texts
     waits(one_key=True)(run)
+
+
+def twiml_text(run: Run) -> str:
+    return run.responses[0].get_data(as_text=True)
+
+
+def star_menu(run: Run) -> None:
+    """The star key's menu, the question the caller stood at kept aside."""
+    texts = [text for _, _, text in spoken(twiml(run))]
+    assert texts[1:] == ["Press 1 for Stop", "Press 2 for Stop and erase all your answers"], texts
+    session = run.services.sessions.load(run.pseudonym())
+    assert session is not None and session.current == "@star" and session.resume is not None
 
 
 def no_dialog(run: Run) -> None:
@@ -364,6 +379,65 @@ CASES = [
         body="Please press a key from 1 to 2.",
         recorded=heard("9", 2),
         check=waits(one_key=True),
+    ),
+    # -- the star key: its menu at any question, never an answer ------------------------------
+    *[
+        Case(
+            f"the star key at a keyed question ({digits!r}): its menu, not an answer",
+            keyed(digits),
+            query="?n=3",
+            before=dialled("2", "1"),
+            body=STAR_MENU,
+            recorded=heard(digits.removesuffix("#"), 3),
+            check=checks(waits(one_key=True), star_menu),
+        )
+        for digits in ("*", "12*", "*#")
+    ],
+    Case(
+        "the star key at a one-key menu: its menu",
+        keyed("*"),
+        query="?n=2",
+        before=dialled("2"),
+        body=STAR_MENU,
+        recorded=heard("*", 2),
+        check=checks(waits(one_key=True), star_menu),
+    ),
+    Case(
+        "the star key at the first call's language menu: its menu in Bangla",
+        keyed("*"),
+        query="?n=1",
+        before=dialled(),
+        body="বন্ধ করুন হলে 1 চাপুন",
+        recorded=heard("*", 1),
+        check=waits(one_key=True),
+    ),
+    Case(
+        "the star key's menu, any other key: the question again, as it was",
+        keyed("3"),
+        query="?n=4",
+        before=dialled("2", "1", "*"),
+        body="Key the code, then press the hash key.",
+        recorded=heard("3", 4),
+        check=checks(waits(one_key=False), lambda run: STAR_MENU not in twiml_text(run)),
+    ),
+    Case(
+        "the star key's menu, 1: STOP's goodbye, the call ends, nothing kept",
+        keyed("1"),
+        query="?n=4",
+        before=dialled("2", "1", "*"),
+        body=STOPPED,
+        recorded=heard("1", 4),
+        jobs=("events",),
+        check=checks(hangs_up, no_session),
+    ),
+    Case(
+        "the star key after the call's end is no answer: nothing said, nothing forgotten",
+        keyed("*"),
+        query=CHECKIN_TURN,
+        before=enrolled_by_voice(hang_up=True),
+        body=EMPTY,
+        recorded=heard("*", 4),
+        check=checks(answers(0), session_kept),
     ),
     # -- silence ------------------------------------------------------------------------------
     Case(
@@ -716,9 +790,10 @@ def test_silence_asks_again_twice_then_moves_on(app, client, services):
     for digits in ENROLLED:
         walk.press(digits, jobs=("events",) if digits == WORKPLACE_CODE else ())
     question, prompt = walk.question(), walk.said()
+    assert prompt[1] == STAR_HINT  # after enrolment's thanks, before the first question
     for _ in range(2):
         run = walk.silence(body=NOT_HEARD)
-        assert walk.said() == [NOT_HEARD, *prompt[1:]]  # the question again (not the thanks)
+        assert walk.said() == [NOT_HEARD, *prompt[2:]]  # the question again (not the thanks)
         assert walk.question() == question
     run = walk.silence()
     assert NOT_HEARD not in walk.said()
@@ -769,6 +844,7 @@ def test_a_text_question_is_skipped_and_a_number_is_keyed(
     run = walk.press(WORKPLACE_CODE, jobs=("events",), check=waits(one_key=False))
     assert walk.said() == [
         "Thank you, you are enrolled.",
+        STAR_HINT,
         "A few questions by phone.",
         "On how many days did you work late?",
         "Please key a number from 0 to 7, then press the hash key.",

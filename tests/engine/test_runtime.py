@@ -12,9 +12,10 @@ starting session as its JSON data; absent: no session), ``seed``, ``today``, ``w
 (the licence version in force; default the first). A step gives
 its input as ``send`` (a message), ``dial`` (a new dialog, with the text that began it),
 ``silence`` (no input, with the number of times the question was already asked again for it),
-``hang_up`` or ``resume`` (``continue`` or ``restart``); then ``reply``, ``events`` (``{kind:
-{field: value}}``, fields checked only when given), ``then`` (fields of the session afterwards,
-``waiting`` for the outcome, or ``ended``), ``today``, ``channel``. As a real caller does, the
+``hang_up``, ``resume`` (``continue`` or ``restart``) or ``star`` (the star key on a call);
+then ``reply``, ``events`` (``{kind: {field: value}}``, fields checked only when given),
+``then`` (fields of the session afterwards, ``waiting`` for the outcome, or ``ended``),
+``today``, ``channel``. As a real caller does, the
 runner looks up the workplace code an input holds (``workplace_code``) before the step.
 
 The last tests here cover what a conversation file cannot: a flow edited under a running
@@ -46,7 +47,7 @@ from gateway.engine.events import (
     Say,
     Step,
 )
-from gateway.engine.inputs import DialIn, HangUp, Input, Message, NoInput, ResumeChoice
+from gateway.engine.inputs import DialIn, HangUp, Input, Message, NoInput, ResumeChoice, StarKey
 from gateway.engine.keywords import keyword_forms
 from gateway.engine.runtime import Context, step, workplace_code
 from gateway.engine.session import Profile, Session
@@ -203,6 +204,8 @@ def given(item: dict) -> Input:
         return HangUp()
     if "resume" in item:
         return ResumeChoice(item["resume"] == "continue")
+    if "star" in item:
+        return StarKey()
     raise AssertionError(f"a step without an input: {item}")
 
 
