@@ -12,6 +12,7 @@ import click
 from flask.cli import with_appcontext
 
 from store import keyring as stored_keys
+from store.db import as_utc
 
 from .cli import main, services
 from .keys import KeyKeeper, run_clock
@@ -52,12 +53,11 @@ def salts_status() -> None:
         )
     for key in keys:
         if key.status == stored_keys.CURRENT:
-            due = _utc(key.activates_at or key.created_at) + timedelta(days=period)
+            due = as_utc(key.activates_at or key.created_at) + timedelta(days=period)
             click.echo(f"next rotation: {_when(due)}")
         elif key.status == stored_keys.PREVIOUS and key.retired_at is not None:
-            click.echo(
-                f"key {key.id} destroyed at: {_when(_utc(key.retired_at) + timedelta(days=grace))}"
-            )
+            ends = as_utc(key.retired_at) + timedelta(days=grace)
+            click.echo(f"key {key.id} destroyed at: {_when(ends)}")
 
 
 @salts.command("rotate")
@@ -136,11 +136,7 @@ def clock(once) -> None:
     run_clock(services(), once=once)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
 def _when(moment: datetime | None) -> str:
     if moment is None:
         return "-"
-    return _utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return as_utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -178,7 +178,7 @@ def _converse(
         events=_events(services, inbound, who, result.events, now, moved, seed),
         outbox=_to_send(inbound, who, reply, now),
         moved_from=moved.earlier,
-        forget_earlier=[Earlier(key_id, pseudonym) for key_id, pseudonym in who.earlier],
+        forget_earlier=[Earlier(*pair) for pair in who.earlier] if opted_out else (),
     )
     return Handled(reply, result), armed
 

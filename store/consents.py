@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .db import upsert_insert
 from .models import Consent, Worker
 
 
@@ -25,9 +25,7 @@ def record(session: Session, rows: Sequence[dict]) -> int:
     """Add ledger rows (a Consent's columns each); one already there (same event) is left."""
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Consent)
-    statement = insert.on_conflict_do_nothing(index_elements=["event_id"])
+    statement = upsert_insert(session, Consent).on_conflict_do_nothing(index_elements=["event_id"])
     session.connection().execute(statement, list(rows))
     return len(rows)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import CursorResult, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
@@ -86,3 +88,15 @@ def rows_changed(session: Session, statement: Executable) -> int:
     sees 1, a concurrent loser 0)."""
     result = session.execute(statement.execution_options(synchronize_session=False))
     return cast(CursorResult, result).rowcount
+
+
+def upsert_insert(session: Session, model: type) -> Any:
+    """An INSERT of ``model`` in the session's dialect, so ``on_conflict_do_*`` is at hand
+    (PostgreSQL's or SQLite's: the two spell it alike)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A stored time as aware UTC: SQLite gives back naive times, written as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

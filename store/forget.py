@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import case, delete, or_, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from . import consents, profiles, vault
+from .db import as_utc, upsert_insert
 from .models import Answer, MigratedPseudonym, Tombstone
 
 ERASURE_LOCK = 0x5756_4445  # "WVDE": the advisory lock key between answer writes and erasures
@@ -82,7 +82,9 @@ def marks(session: Session, pseudonyms: Iterable[str]) -> dict[str, Mark]:
             Tombstone.pseudonym.in_(wanted)
         )
     )
-    return {p: Mark(_utc(stopped), _utc(erased) if erased else None) for p, stopped, erased in rows}
+    return {
+        p: Mark(as_utc(stopped), as_utc(erased) if erased else None) for p, stopped, erased in rows
+    }
 
 
 def apply(session: Session, stop: Stop) -> None:
@@ -109,8 +111,7 @@ def apply(session: Session, stop: Stop) -> None:
 
 def _bury(session: Session, stop: Stop) -> None:
     """A tombstone per pseudonym; one already there keeps the later of each time."""
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Tombstone)
+    insert = upsert_insert(session, Tombstone)
     erased = stop.at if stop.erase else None
     rows = [
         {"pseudonym": p, "key_id": key_id, "stopped_at": stop.at, "erased_at": erased}
@@ -126,8 +127,3 @@ def _bury(session: Session, stop: Stop) -> None:
 def _later(column, excluded):
     """The later of a stored time (maybe NULL) and the new one, in SQL both dialects take."""
     return case((column.is_(None), excluded), (column < excluded, excluded), else_=column)
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite gives back naive times: they were written as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

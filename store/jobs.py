@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from . import consents, forget, migration, vault
+from .db import upsert_insert
 from .models import Answer, Worker, Workplace
 
 log = logging.getLogger(__name__)
@@ -232,11 +232,6 @@ def _received(batch: dict) -> datetime:
     return _instant(received) if received is not None else datetime.now(UTC)
 
 
-def _insert(session: Session):
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 def _answer_row(batch: dict, event: dict, places: Mapping[str, tuple[int, ZoneInfo]]):
     place = places.get(event.get("workplace") or "")
     if place is None:
@@ -295,7 +290,7 @@ def _upsert_answers(session: Session, rows: list[tuple[tuple, dict]]) -> int:
     """One executemany of a statement compiled once (SQLAlchemy's insertmanyvalues sends it as
     multi-row INSERTs, ``ON CONFLICT`` and all)."""
     if rows:
-        insert = _insert(session)(Answer)
+        insert = upsert_insert(session, Answer)
         statement = insert.on_conflict_do_update(
             index_elements=list(ANSWER_KEY),
             set_={k: insert.excluded[k] for k in ANSWER_CHANGES},
@@ -307,7 +302,7 @@ def _upsert_answers(session: Session, rows: list[tuple[tuple, dict]]) -> int:
 
 def _upsert_profiles(session: Session, rows: list[tuple[str, dict]]) -> int:
     if rows:
-        insert = _insert(session)(Worker)
+        insert = upsert_insert(session, Worker)
         statement = insert.on_conflict_do_update(
             index_elements=["pseudonym"],
             set_={k: insert.excluded[k] for k in PROFILE_CHANGES},

@@ -28,7 +28,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from . import migration, vault
-from .db import rows_changed
+from .db import as_utc, rows_changed
 from .models import Consent, MigratedPseudonym, PseudonymKey, Tombstone, Worker
 
 CURRENT, PREVIOUS, DESTROYED = "current", "previous", "destroyed"
@@ -86,7 +86,7 @@ def rotation_due(session: Session, now: datetime, period_days: int) -> int | Non
     current = session.scalar(select(PseudonymKey).where(PseudonymKey.status == CURRENT))
     if current is None:
         return None
-    started = _utc(current.activates_at or current.created_at)
+    started = as_utc(current.activates_at or current.created_at)
     return current.id if now >= started + timedelta(days=period_days) else None
 
 
@@ -151,7 +151,3 @@ def destroy(session: Session, key_id: int, now: datetime) -> Destroyed | None:
     contacts = vault.destroy_period(session, key_id)
     migration.settle(session, key_id)  # returning workers' latest answers go with them
     return Destroyed(key_id, len(left), tuple(left) + tuple(moved), contacts)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

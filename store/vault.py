@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from .db import rows_changed
+from .db import as_utc, rows_changed
 from .models import Contact
 
 # (ciphertext, its master key id, old pseudonym, new pseudonym) -> (ciphertext, master key id)
@@ -40,7 +40,7 @@ def keep(
     if contact is None:
         contact = Contact(pseudonym=pseudonym)
         session.add(contact)
-    elif _utc(contact.created_at) > _utc(at):
+    elif as_utc(contact.created_at) > as_utc(at):
         return contact
     contact.key_id = key_id
     contact.ciphertext = ciphertext
@@ -93,7 +93,3 @@ def move(session: Session, old: str, new: str, new_key_id: int, reseal: Reseal |
 def destroy_period(session: Session, key_id: int) -> int:
     """Delete every contact kept under the key ``key_id``'s pseudonyms; how many went."""
     return rows_changed(session, delete(Contact).where(Contact.key_id == key_id))
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

@@ -215,11 +215,21 @@ def scheduled_or_queued(queues: dict[str, Queue]) -> list[Job]:
     return jobs
 
 
+def logged_batches(redis) -> list[dict]:
+    """The requests' entries waiting in the event log, in order, decoded."""
+    entries = redis.xrange(persistence.STREAM_KEY)
+    return [json.loads(fields[persistence.FIELD.encode()]) for _, fields in entries]
+
+
+def logged_events(redis) -> list[dict]:
+    """Every event waiting in the event log, in order."""
+    return [event for batch in logged_batches(redis) for event in batch["events"]]
+
+
 def queued_answers(queues: dict[str, Queue]) -> int:
     """Answers in the event log, waiting for the database."""
-    entries = queues[PERSIST].connection.xrange(persistence.STREAM_KEY)
-    batches = [json.loads(fields[persistence.FIELD.encode()]) for _, fields in entries]
-    return sum(e["kind"] == "answer_recorded" for b in batches for e in b["events"])
+    events = logged_events(queues[PERSIST].connection)
+    return sum(e["kind"] == "answer_recorded" for e in events)
 
 
 def stored_answers(services: Services, phone: str) -> int:

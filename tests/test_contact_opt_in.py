@@ -5,21 +5,20 @@ keeps it in the vault under the pseudonym, "No" deletes it again; no number in c
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 
 import pytest
 from sqlalchemy import select
 
-from gateway import create_app, persistence
+from gateway import create_app
 from gateway.services import EXTENSION
 from gateway.vault import INTAKE_PURPOSE
 from store.models import Contact
 
 from .conftest import ROOT
 from .engine.test_contact import REMIND
-from .hops import wait_for_workers
+from .hops import logged_batches, wait_for_workers
 from .leaks import assert_no_numbers, dump_redis, number_forms
 from .support import SmsWorker, add_workplace, run_jobs
 
@@ -94,11 +93,10 @@ def test_the_event_log_holds_the_number_only_sealed_to_expire(remind_app, monkey
     wait_for_workers(running, monkeypatch)  # the drain waits: the entry stays in Redis
     worker.send("REMIND")
     worker.send("1")
-    waiting = running.redis.xrange(persistence.STREAM_KEY)
     [entry] = [
-        json.loads(fields[persistence.FIELD.encode()])
-        for _, fields in waiting
-        if b"contact_agreed" in fields[persistence.FIELD.encode()]
+        batch
+        for batch in logged_batches(running.redis)
+        if any(event["kind"] == "contact_agreed" for event in batch["events"])
     ]
     [agreed] = [event for event in entry["events"] if event["kind"] == "contact_agreed"]
     assert running.crypto.unseal(agreed["sealed"], INTAKE_PURPOSE) == PHONE

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from aggregator.indicators import Window, indicators, latest_answers
-from gateway import identity, persistence
+from gateway import identity
 from gateway.directory_cache import KEYRING_KEY, CachedProfile
 from gateway.identity import key_encrypter
 from gateway.keys import KeyKeeper
@@ -30,7 +30,7 @@ from .channels.test_at_ussd import UssdPhone
 from .channels.test_at_voice import Phone as AtCall
 from .channels.test_twilio_voice import Phone as TwilioCall
 from .conftest import AT_TOKEN
-from .hops import CHANNELS, add_callback_workplace, cached, statements, walk, work
+from .hops import CHANNELS, add_callback_workplace, cached, logged_events, statements, walk, work
 from .leaks import dump_redis
 from .support import SmsWorker, add_workplace, at_sms_form, post_at_sms
 
@@ -218,9 +218,7 @@ def test_a_rotation_and_a_destruction_reach_another_process_within_five_seconds(
 
 # -- a returning worker moves once --------------------------------------------------------------
 def migrated_events(services: Services) -> list[dict]:
-    entries = services.redis.xrange(persistence.STREAM_KEY)
-    batches = [json.loads(fields[persistence.FIELD.encode()]) for _, fields in entries]
-    return [e for b in batches for e in b["events"] if e["kind"] == "migrated"]
+    return [e for e in logged_events(services.redis) if e["kind"] == "migrated"]
 
 
 def test_a_returning_worker_moves_once_even_when_two_requests_race(

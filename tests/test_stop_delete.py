@@ -7,14 +7,13 @@ once WORKERVOICE_LICENCE_VERSION changes."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from gateway import outbox, persistence
+from gateway import outbox
 from gateway.engine import words
 from gateway.engine.answers import ERASE_PROMPT
 from gateway.i18n import Texts
@@ -30,7 +29,16 @@ from .channels.test_at_ussd import UssdPhone
 from .channels.test_at_voice import Phone as AtCall
 from .channels.test_twilio_voice import Phone as TwilioCall
 from .conftest import AT_TOKEN, catalogs
-from .hops import PHONES, add_callback_workplace, cached, stored_answers, stored_profile, walk, work
+from .hops import (
+    PHONES,
+    add_callback_workplace,
+    cached,
+    logged_events,
+    stored_answers,
+    stored_profile,
+    walk,
+    work,
+)
 from .leaks import dump_database, dump_redis, number_forms
 from .support import SmsWorker, at_sms_form, post_at_sms
 from .test_outbox import at_services
@@ -346,9 +354,7 @@ class Caller:
 
 def logged_kinds(services: Services) -> list[str]:
     """The kinds of the events waiting in the event log, in order."""
-    entries = services.redis.xrange(persistence.STREAM_KEY)
-    batches = [json.loads(fields[FIELD.encode()]) for _, fields in entries]
-    return [event["kind"] for batch in batches for event in batch["events"]]
+    return [event["kind"] for event in logged_events(services.redis)]
 
 
 @pytest.mark.parametrize("channel", VOICE_CHANNELS)
