@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from .session import Session
@@ -14,7 +14,9 @@ class Event:
     persist: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self)}
+        # The fields as they are, not dataclasses.asdict's deep copies: an event's fields are
+        # str, numbers, None and tuples of those (the persisted ones: tests/engine).
+        return {"kind": self.kind, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 
@@ -37,7 +37,11 @@ class Session:
     channel: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        # Field by field rather than dataclasses.asdict, which deep-copies every value first:
+        # a tenth of a hop's CPU (docs/PERFORMANCE.md). Every field is a str, number, list or
+        # dict of those, or the profile.
+        data = {**vars(self), "profile": vars(self.profile)}
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     def copy(self) -> Session:
         """A copy the engine may change without touching this one: the profile, plan and answers
@@ -60,5 +64,8 @@ class Session:
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
+    names = _FIELDS[cls]
     return {key: value for key, value in data.items() if key in names}
+
+
+_FIELDS = {cls: frozenset(f.name for f in fields(cls)) for cls in (Profile, Session)}
