@@ -37,7 +37,7 @@ from .engine.events import (
 from .engine.inputs import HangUp, Input
 from .engine.session import Profile, Session
 from .engine.texts import Texts
-from .identity import Pseudonym, scrub
+from .identity import Number, Pseudonym, scrub
 from .outbox import Reply as OutboxReply
 from .persistence import encode
 from .services import Services
@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 class Inbound:
     provider: str  # twilio | at
     channel: str  # sms | whatsapp | ussd | voice
-    address: str  # the sender as the provider gave it; dropped once pseudonymised
+    # The sender as the provider gave it, or as the adapter read it; dropped once pseudonymised.
+    address: str | Number
     message_id: str  # the provider's id of this request: its retries carry the same
     dialog: str | None = None  # the provider's session id (USSD sessionId, CallSid), if any
     # The sender sealed (gateway/outbound.seal_recipient) when the reply goes out by the

@@ -133,6 +133,28 @@ def scoped_id(address: str) -> str | None:
     return user_id if SCOPED_ID.fullmatch(user_id) else None
 
 
+@dataclass(frozen=True, repr=False)
+class Number:
+    """A sender's phone number read once per request (phonenumbers' parse is a hop's dearest
+    step after its Redis round trips): its E.164 form and its country. It lives as long as the
+    request, like the address it was read from, and its repr never shows the number."""
+
+    e164: str
+    country: str | None  # ISO region; None for "ZZ" (unknown) and "001" (non-geographic)
+
+    def __repr__(self) -> str:
+        return "Number(withheld)"
+
+
+def parse(address: str) -> Number:
+    """The sender's number (InvalidAddress if it is none)."""
+    number = normalise(address)
+    region = phonenumbers.region_code_for_number(number) or ""
+    # "ZZ" unknown, "001" non-geographic (satellite, +800): no country to go by.
+    country = region if region.isalpha() and region != "ZZ" else None
+    return Number(phonenumbers.format_number(number, PhoneNumberFormat.E164), country)
+
+
 def e164(address: str) -> str:
     return phonenumbers.format_number(normalise(address), PhoneNumberFormat.E164)
 
@@ -318,20 +340,20 @@ class Identity:
     def __init__(self, ring: KeyRing):
         self.ring = ring
 
-    def pseudonymise(self, address: str) -> Pseudonym:
+    def pseudonymise(self, address: str | Number) -> Pseudonym:
         """The sender's pseudonym under the current key. The number goes no further.
 
-        ``address`` is a phone number in any provider format, or ``whatsapp:<business-scoped
-        user id>``: the HMAC is then taken over that whole text, which no E.164 number (always
-        ``+`` and digits) can equal, and there is no country to go by."""
+        ``address`` is a phone number in any provider format, one already read (``parse``), or
+        ``whatsapp:<business-scoped user id>``: the HMAC is then taken over that whole text,
+        which no E.164 number (always ``+`` and digits) can equal, and there is no country to
+        go by."""
+        if isinstance(address, Number):
+            return self._pseudonym(address.e164, address.country)
         user_id = scoped_id(address)
         if user_id is not None:
             return self._pseudonym(SCOPED_CHANNEL + user_id, None)
-        number = normalise(address)
-        region = phonenumbers.region_code_for_number(number) or ""
-        # "ZZ" unknown, "001" non-geographic (satellite, +800): no country to go by.
-        country = region if region.isalpha() and region != "ZZ" else None
-        return self._pseudonym(phonenumbers.format_number(number, PhoneNumberFormat.E164), country)
+        number = parse(address)
+        return self._pseudonym(number.e164, number.country)
 
     def _pseudonym(self, identifier: str, country: str | None) -> Pseudonym:
         current, older = self.ring.in_force()

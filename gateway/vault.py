@@ -33,7 +33,7 @@ from store.db import Database
 from .crypto import Crypto, CryptoError
 from .engine.events import ContactAgreed
 from .engine.model import CONTACT_PURPOSES
-from .identity import InvalidAddress, e164
+from .identity import InvalidAddress, Number, e164
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,12 @@ class ContactVault:
         blob = self.crypto.encrypt(number.encode(), PURPOSE, _context(new))
         return blob, self.crypto.master_key_id
 
-    def seal_intake(self, address: str) -> str | None:
-        """The hop's token for a worker who agreed to be contacted: their number, sealed to
-        expire (None if the address is no phone number, e.g. a WhatsApp username)."""
+    def seal_intake(self, address: str | Number) -> str | None:
+        """The hop's token for a worker who agreed to be contacted: their number (as sent, or
+        already read), sealed to expire (None if the address is no phone number, e.g. a
+        WhatsApp username)."""
         try:
-            number = e164(address)
+            number = address.e164 if isinstance(address, Number) else e164(address)
         except InvalidAddress:
             return None
         return self.crypto.seal(number, INTAKE_PURPOSE, INTAKE_TTL_SECONDS)

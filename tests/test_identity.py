@@ -20,6 +20,7 @@ from gateway.identity import (
     context,
     e164,
     normalise,
+    parse,
     redact_phone_like,
     scoped_id,
     scrub,
@@ -170,6 +171,19 @@ def test_seed_is_stable_per_worker():
 )
 def test_country_of_the_number(number, country):
     assert Ring((1, "current", SECRET_A)).identity().pseudonymise(number).country == country
+
+
+@pytest.mark.parametrize(
+    "address", ["+8801711283946", "8801711283946", "whatsapp:+880 1711 283946"]
+)
+def test_a_number_read_once_is_pseudonymised_as_its_address(address):
+    """An adapter that needs the number (to seal its reply's recipient) reads it once and
+    hands on what it read: the same pseudonym and country as the address itself gives."""
+    identity = Ring((1, "current", SECRET_A)).identity()
+    number = parse(address)
+    assert number.e164 == "+8801711283946" and number.country == "BD"
+    assert identity.pseudonymise(number) == identity.pseudonymise(address)
+    assert "1711283946" not in repr(number) and "1711283946" not in repr([number])
 
 
 def test_no_current_key_is_an_error():

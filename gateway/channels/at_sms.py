@@ -11,7 +11,7 @@ import hmac
 from flask import Response, request
 
 from ..conversation import Inbound, handle
-from ..identity import InvalidAddress, e164
+from ..identity import InvalidAddress, parse
 from ..outbound import seal_recipient
 from ..services import current
 from . import BadRequest, bounded, external_id, reject, required, sms, webhooks
@@ -34,8 +34,9 @@ def at_sms() -> Response:
         sender, text, message_id = required(request.form, "from", "text", "id")
         bounded(request.form, LIMITS)
         message_id = external_id(message_id, "id")
-        sealed = seal_recipient(services, e164(sender))
-        inbound = Inbound("at", "sms", sender, message_id, sealed_sender=sealed)
+        number = parse(sender)  # read once: sealed for the reply, then pseudonymised
+        sealed = seal_recipient(services, number.e164)
+        inbound = Inbound("at", "sms", number, message_id, sealed_sender=sealed)
         # The reply goes to the outbox in the hop's own commit. A provider retry is answered
         # from the reply cache: its reply went to the outbox the first time, and only then.
         handle(services, inbound, sms.SmsTurn(text))

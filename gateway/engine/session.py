@@ -68,4 +68,6 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key in names}
 
 
-_FIELDS = {cls: frozenset(f.name for f in fields(cls)) for cls in (Profile, Session)}
+_FIELDS: dict[type, frozenset[str]] = {
+    cls: frozenset(f.name for f in fields(cls)) for cls in (Profile, Session)
+}

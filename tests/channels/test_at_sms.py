@@ -118,7 +118,7 @@ CASES = [
     Case(
         "from without the plus",
         at(sender="254711283946"),
-        recorded=Recorded("254711283946", "Hello", MSG_ID),
+        recorded=Recorded("+254711283946", "Hello", MSG_ID),  # read once, as E.164
         jobs=("send_sms",),
     ),
     Case(
