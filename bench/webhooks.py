@@ -22,7 +22,11 @@ check-in's thanks. SMS replies go out through the RQ worker to a stand-in for th
 Prints one ``key=value`` per line: the figures, the settings, the commit and how many files
 differ from it, ``other_cpu_share`` (the share of the cores that went to processes outside this
 run and its PostgreSQL and Redis: another job on the machine lowers the figures, and the run is
-worth repeating) and ``stolen_cpu_share`` (what a virtual machine's host kept).
+worth repeating) and ``stolen_cpu_share`` (what a virtual machine's host kept). The CPU per
+hop of the mixed phase is split into gunicorn, the RQ workers, PostgreSQL and Redis, and the
+load generator (``all_cpu_ms_per_hop`` their sum), beside the ceiling's per request (the bare
+app and its load generators, ``ceiling_all_cpu_ms_per_request``): with every core busy, the
+ratio is about the second over the first.
 Every process it starts is stopped at the end, on Ctrl-C or on failure. With ``--profile
 DIR``, py-spy records both gunicorn workers during the mixed phase (bench/webhooks_profile.py
 turns the stacks into DIR/profile.md); the figures of such a run are not comparable with a
@@ -168,9 +172,11 @@ def run(
     ussd = drive("ussd", url, ["ussd"])
     seconds = args.warmup + args.seconds
     spies = stack.spies(children, web, Path(args.profile), seconds) if args.profile else []
-    before = stack.session_cpu(web), stack.session_cpu(worker)
+    servers = stack.server_pids(database, redis_url)
+    before = stack.session_cpu(web), stack.session_cpu(worker), stack.servers_cpu(servers)
     mixed = drive("mixed", url, ["sms", "ussd"])
-    web_s, worker_s = (stack.session_cpu(c) - b for c, b in zip((web, worker), before, strict=True))
+    after = stack.session_cpu(web), stack.session_cpu(worker), stack.servers_cpu(servers)
+    web_s, worker_s, servers_s = (a - b for a, b in zip(after, before, strict=True))
     for spy in spies:
         spy.wait(timeout=60)
     hops = rate(mixed)
@@ -189,6 +195,8 @@ def run(
     ceilings = [rate(m) for m in first + last]
     ceiling_rate, phases = sum(ceilings) / len(ceilings), (*first, *last, sms, ussd, mixed, half)
     half_all = [x for v in half["latencies_ms"].values() for x in v]
+    ceiling_requests = sum(m["started"] for m in first)
+    ceiling_load_s = sum(m["cpu_s"] for m in first)
     mixed_all = [x for v in mixed["latencies_ms"].values() for x in v]
     return {
         "hops_per_s": round(hops, 1),
@@ -213,8 +221,17 @@ def run(
         # workers), and the RQ worker, which takes what the cores leave it for its backlog
         "web_cpu_ms_per_hop": round(1000 * web_s / mixed["started"], 2),
         "rq_worker_cpu_ms_per_hop": round(1000 * worker_s / mixed["started"], 2),
-        "ceiling_cpu_ms_per_request": round(
-            1000 * cpu_s["ceiling"] / sum(m["started"] for m in first), 2
+        "ceiling_cpu_ms_per_request": round(1000 * cpu_s["ceiling"] / ceiling_requests, 2),
+        # and the rest of the machine's budget: PostgreSQL and Redis, and the load generator
+        # (the ceiling's load generators alike); a hop's whole cost against a bare request's
+        "servers_cpu_ms_per_hop": round(1000 * servers_s / mixed["started"], 2),
+        "load_cpu_ms_per_hop": round(1000 * mixed["cpu_s"] / mixed["started"], 2),
+        "ceiling_load_cpu_ms_per_request": round(1000 * ceiling_load_s / ceiling_requests, 2),
+        "all_cpu_ms_per_hop": round(
+            1000 * (web_s + worker_s + servers_s + mixed["cpu_s"]) / mixed["started"], 2
+        ),
+        "ceiling_all_cpu_ms_per_request": round(
+            1000 * (cpu_s["ceiling"] + ceiling_load_s) / ceiling_requests, 2
         ),
         "mixed_sms_share": round(len(mixed["latencies_ms"]["sms"]) / max(1, len(mixed_all)), 3),
         "errors": sum(m["errors"] for m in phases),

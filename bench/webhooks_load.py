@@ -178,6 +178,7 @@ class Measured:
     ussd_abandoned: int = 0
     window_s: float = 0.0
     started: int = 0  # hops answered (or failed), the warm-up's included
+    cpu_s: float = 0.0  # this load generator's own CPU seconds, the warm-up's included
 
 
 class Driver:
@@ -286,6 +287,7 @@ async def drive(phase: Phase) -> Measured:
 def main(read: Callable[[], str] = sys.stdin.read) -> None:
     phase = Phase(**json.loads(read()))
     measured = asyncio.run(drive(phase))
+    measured.cpu_s = time.process_time()
     json.dump(measured.__dict__, sys.stdout)
 
 

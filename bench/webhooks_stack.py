@@ -262,6 +262,21 @@ def server_pids(database: str, redis: str) -> list[int]:
     return [postmaster, int(Redis.from_url(redis).info("server")["process_id"])]
 
 
+def servers_cpu(servers: list[int]) -> float:
+    """CPU seconds used so far by the PostgreSQL and Redis serving the run: each server's own
+    time, its reaped children's, and its live children's (PostgreSQL's backends)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid, ppid = int(stat.parent.name), int(fields[1])
+            if pid in servers:
+                total += sum(map(int, fields[11:15]))
+            elif ppid in servers:
+                total += sum(map(int, fields[11:13]))
+    return total / tick
+
+
 class Cpu:
     """CPU seconds the machine spent, and how much of it went to processes that neither this
     run started nor are the PostgreSQL and Redis serving it: other jobs on the same cores."""
@@ -277,16 +292,7 @@ class Cpu:
         busy = (user + nice + system + irq + softirq + steal) / tick
         mine = os.times()
         ours = mine.user + mine.system + mine.children_user + mine.children_system
-        servers = 0  # a server's own time, its reaped children's, and its live children's
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with suppress(OSError, ValueError, IndexError):
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                pid, ppid = int(stat.parent.name), int(fields[1])
-                if pid in self.servers:
-                    servers += sum(map(int, fields[11:15]))
-                elif ppid in self.servers:
-                    servers += sum(map(int, fields[11:13]))
-        return busy, ours, servers / tick, steal / tick
+        return busy, ours, servers_cpu(self.servers), steal / tick
 
     def shares(self, seconds: float) -> tuple[float, float, float]:
         """(busy, other, stolen) as shares of all cores over ``seconds``, stolen being what a
