@@ -2,7 +2,9 @@
 
 The job payload carries the recipient only as a sealed token (AES-GCM, expiring with the job);
 the number is opened inside the job, handed to the provider SDK and forgotten. ``SmsSender`` is
-the port; ``AfricasTalkingSender`` and ``OutboxSender`` implement it.
+the port; ``AfricasTalkingSender`` and ``OutboxSender`` implement it. ``send_many`` sends one
+text to many recipients in one provider call and answers an ``Outcome`` per recipient (sent,
+refused for good, failed); ``send`` is its one-recipient case, raising for anything but sent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -58,9 +63,50 @@ class SendRefused(Exception):
     """The provider refused for good (opted out, invalid number): never retried."""
 
 
+class Fate(StrEnum):
+    SENT = "sent"
+    REFUSED = "refused"  # for good: never tried again
+    FAILED = "failed"  # worth another try
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one recipient's message. ``reason`` names only a status or a kind of
+    failure, never a number nor anything the provider wrote."""
+
+    fate: Fate
+    message_id: str = ""  # the provider's, when sent
+    reason: str = ""  # why not, when refused or failed
+
+    @classmethod
+    def sent(cls, message_id: str) -> Outcome:
+        return cls(Fate.SENT, message_id=message_id)
+
+    @classmethod
+    def refused(cls, reason: str) -> Outcome:
+        return cls(Fate.REFUSED, reason=reason)
+
+    @classmethod
+    def failed(cls, reason: str) -> Outcome:
+        return cls(Fate.FAILED, reason=reason)
+
+    def message_id_or_raise(self) -> str:
+        """The message id if sent; else SendRefused or SendError naming the reason (raised
+        here, outside any ``except``: no exception quoting a number is chained to it)."""
+        if self.fate is Fate.SENT:
+            return self.message_id
+        raise (SendRefused if self.fate is Fate.REFUSED else SendError)(self.reason)
+
+
 class SmsSender(Protocol):
     def send(self, to: str, text: str) -> str:
-        """Send ``text`` to the E.164 number ``to``; return the provider's message id."""
+        """Send ``text`` to the E.164 number ``to``; return the provider's message id, or raise
+        SendRefused (for good) or SendError (worth another try)."""
+
+    def send_many(self, recipients: Sequence[str], text: str) -> list[Outcome]:
+        """Send ``text`` to each of ``recipients`` (distinct E.164 numbers, as many as the
+        caller lets one call take); one outcome per recipient, in their order. Never raises
+        for a provider's failure: it is an outcome."""
 
 
 _SESSION = threading.local()  # one pool of kept-alive connections per sending thread
@@ -108,38 +154,69 @@ class AfricasTalkingSender:
             self.service._baseUrl = api_url.rstrip("/") + "/version1"
 
     def send(self, to: str, text: str) -> str:
-        if not AT_RECIPIENT.fullmatch(to):  # the SDK's own refusal would quote the number
-            raise SendRefused("Africa's Talking cannot take the recipient's format")
-        response, failure = at_request(lambda: self.service.send(text, [to]))
-        if failure:  # raised here, outside the except: no exception quoting the number is kept
-            raise SendError(failure)
-        return _at_message_id(response)
+        return self.send_many([to], text)[0].message_id_or_raise()
+
+    def send_many(self, recipients: Sequence[str], text: str) -> list[Outcome]:
+        """One SDK call for every recipient it can take; a recipient in a format it cannot
+        take is refused here, unsent, and one given twice is failed (the caller never does)."""
+        outcomes: dict[int, Outcome] = {}
+        taken: dict[str, int] = {}  # recipient -> its place in ``recipients``
+        for index, to in enumerate(recipients):
+            if not AT_RECIPIENT.fullmatch(to):  # the SDK's own refusal would quote the number
+                outcomes[index] = Outcome.refused(UNTAKEABLE)
+            elif to in taken:
+                outcomes[index] = Outcome.failed("the recipient came twice in one call")
+            else:
+                taken[to] = index
+        if taken:
+            answered = self._call(list(taken), text)
+            outcomes.update(zip(taken.values(), answered, strict=True))
+        return [outcomes[index] for index in range(len(recipients))]
+
+    def _call(self, recipients: list[str], text: str) -> list[Outcome]:
+        response, failure = at_request(lambda: self.service.send(text, recipients))
+        if failure:  # turned into outcomes outside the except: no exception is kept
+            return [Outcome.failed(failure)] * len(recipients)
+        return _at_outcomes(response, recipients)
 
 
-def _at_message_id(response: object) -> str:
-    """The message id from a send answer, or SendError/SendRefused naming only the status.
+UNTAKEABLE = "Africa's Talking cannot take the recipient's format"
+NOT_JSON = "Africa's Talking answered with something other than JSON"
+SHAPELESS = "Africa's Talking answered in an unexpected shape"
 
-    Nothing from the answer but the status code goes into the exception: the provider's texts
-    may quote the number.
+
+def _at_outcomes(response: object, recipients: list[str]) -> list[Outcome]:
+    """Each recipient's outcome from its own ``Recipients[]`` entry, matched by number.
+
+    Nothing from the answer but the status code goes into a reason: the provider's texts may
+    quote the number. An answer that is not JSON or not shaped as documented fails every
+    recipient; a recipient it has no entry for fails alone.
     """
     parsed = _json(response) if isinstance(response, str | bytes) else response
-    if parsed is None:
-        raise SendError("Africa's Talking answered with something other than JSON")
-    first = _first_recipient(parsed)
-    if first is _SHAPELESS:
-        raise SendError("Africa's Talking answered in an unexpected shape")
-    if first is None:
-        raise SendError("Africa's Talking accepted no recipient")
-    status, message_id = first
-    name = AT_STATUS.get(status, "unknown")
+    entries = None if parsed is None else _entries(parsed)
+    if entries is None:
+        failure = Outcome.failed(NOT_JSON if parsed is None else SHAPELESS)
+        return [failure] * len(recipients)
+    return [_at_outcome(entries.get(_digits(to), _MISSING)) for to in recipients]
+
+
+def _at_outcome(entry: tuple[int, str] | None | object) -> Outcome:
+    """A recipient's outcome from its entry: (statusCode, messageId), None if the entry is not
+    shaped as documented, _MISSING if the answer has none for it."""
+    if entry is _MISSING:
+        return Outcome.failed("Africa's Talking answered nothing for the recipient")
+    if not isinstance(entry, tuple):
+        return Outcome.failed(SHAPELESS)
+    status, message_id = entry
+    reason = f"Africa's Talking status {status} {AT_STATUS.get(status, 'unknown')}"
     if status in AT_FINAL_REFUSALS:
-        raise SendRefused(f"Africa's Talking status {status} {name}")
+        return Outcome.refused(reason)
     if status not in AT_ACCEPTED:
-        raise SendError(f"Africa's Talking status {status} {name}")
-    return message_id
+        return Outcome.failed(reason)
+    return Outcome.sent(message_id)
 
 
-_SHAPELESS = object()
+_MISSING = object()
 
 
 def _json(text: str | bytes) -> object | None:
@@ -149,21 +226,39 @@ def _json(text: str | bytes) -> object | None:
         return None
 
 
-def _first_recipient(response: object):
-    """(statusCode, messageId) of the first recipient; None if there is none; _SHAPELESS if the
-    answer is not shaped as documented. Returns rather than raises: the errors caught here may
-    quote the answer, and an exception raised inside ``except`` would keep them as context."""
+def _entries(response: object) -> dict[str, tuple[int, str] | None] | None:
+    """The answer's ``Recipients[]`` by number, told by its digits (AT answers E.164; were
+    it to leave out the plus, a message it sent must not be sent again): (statusCode,
+    messageId), or None for an entry whose status is not shaped as documented (an entry naming
+    no number is left out: no recipient can be told by it). None if the answer itself is not
+    shaped as documented. Returns rather than raises: the errors caught here may quote the
+    answer, and an exception raised inside ``except`` would keep them as context."""
     try:
-        recipients = response["SMSMessageData"]["Recipients"]  # type: ignore[index]
-        if not recipients:
-            return None
-        first = recipients[0]
-        status = int(first["statusCode"])
-        message_id = str(first.get("messageId") or "")
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        return _SHAPELESS
+        listed = response["SMSMessageData"]["Recipients"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(listed, list):
+        return None
+    entries: dict[str, tuple[int, str] | None] = {}
+    for entry in listed:
+        number = entry.get("number") if isinstance(entry, dict) else None
+        if isinstance(number, str) and _digits(number) not in entries:
+            entries[_digits(number)] = _entry(entry)
+    return entries
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+def _entry(entry: dict) -> tuple[int, str] | None:
+    try:
+        status = int(entry["statusCode"])
+        message_id = str(entry.get("messageId") or "")
+    except (KeyError, TypeError, ValueError):
+        return None
     if not 100 <= status <= 999:  # int() takes "+2547..." too: a status is three digits
-        return _SHAPELESS
+        return None
     return status, message_id
 
 
@@ -175,6 +270,10 @@ class OutboxSender:
 
     def send(self, to: str, text: str) -> str:
         return write_note(self.directory, "sms", text + "\n")
+
+    def send_many(self, recipients: Sequence[str], text: str) -> list[Outcome]:
+        """A note per recipient, each the text alone."""
+        return [Outcome.sent(self.send(to, text)) for to in recipients]
 
 
 def sender_for(provider: str, config: Config) -> SmsSender:

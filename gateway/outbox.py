@@ -2,21 +2,26 @@
 
 A hop that answers by API (Africa's Talking SMS ignores the webhook's response body) seals the
 recipient (AES-GCM, purpose ``job-recipient``, one hour: gateway/outbound.reply_by_api) and
-appends ``(provider, sealed,
-text)`` to the Redis stream ``OUTBOX_KEY`` in one round trip; the first reply after the outbox
-went idle queues a ``send_waiting`` job on the ``outbound`` queue. That job is a drain of the
-stream like the event log's (gateway/persistence.py): it reads up to ``BATCH`` replies at a
-time and sends them ``SENDERS`` at once (one worker's replies one after another, in order), so
-a slow provider costs waiting, not a worker per message, and one RQ job sends thousands of
-replies.
+appends ``(provider, sealed, text)`` to the Redis stream ``OUTBOX_KEY`` in one round trip; the
+first reply after the outbox went idle queues a ``send_waiting`` job on the ``outbound`` queue.
+That job is a drain of the stream like the event log's (gateway/persistence.py): it reads up to
+``BATCH`` replies at a time and sends those with the same provider and text in one provider
+call of up to ``PER_CALL`` recipients (``SmsSender.send_many``: an outcome per recipient),
+``SENDERS`` calls in flight at once, so a slow provider costs waiting, not a worker per
+message, one HTTP request carries many replies, and one RQ job sends thousands. A batch goes
+out in rounds: round k holds every recipient's k-th reply of the batch and starts once round
+k-1 has been answered, so one worker's replies go out one after another, in the order they
+came, and a number is never twice in one call.
 
-Each reply's fate: sent; dropped when the seal no longer opens (expired, tampered) or the
-provider refused for good (an invalid or blacklisted number, do-not-disturb); or, on any other
-failure, put back for another try after ``RETRY_SECONDS[attempt]`` (2 s, 10 s, 1 min, 5 min),
-in the sorted set ``RETRY_KEY``, and given up after the last. Due retries go back to the
-stream when a drain runs; a drain that leaves retries behind queues one for the first of them,
-and the outbound worker's maintenance pass wakes one for any that are due. The embedded
-default (no worker, no scheduler) tries each reply once.
+Each reply's fate comes from its own recipient's outcome: sent; dropped when the seal no longer
+opens (expired, tampered), the worker left since it was queued, or the provider refused it for
+good (an invalid or blacklisted number, do-not-disturb, a format it cannot take); or, on any
+other failure (its own, or its whole call's), put back for another try after
+``RETRY_SECONDS[attempt]`` (2 s, 10 s, 1 min, 5 min), in the sorted set ``RETRY_KEY``, and given
+up after the last. Due retries go back to the stream when a drain runs; a drain that leaves
+retries behind queues one for the first of them, and the outbound worker's maintenance pass
+wakes one for any that are due. The embedded default (no worker, no scheduler) tries each reply
+once.
 
 Nothing here holds a number in clear: the stream, the retries and the log lines carry the seal.
 """
@@ -30,13 +35,13 @@ import secrets
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from redis import Redis
 from rq import Queue
 
-from .outbound import RECIPIENT_PURPOSE, SendError, SendRefused, SmsSender, sender_for
+from .outbound import RECIPIENT_PURPOSE, Fate, Outcome, SmsSender, sender_for
 from .persistence import ARMED_SECONDS, FIELD, PATIENCE_SECONDS, Drainer, Entry, EventLog, Stream
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,8 @@ OUTBOX_ARMED = "wv:outbox:armed:{}"
 RETRY_KEY = "wv:outbox:retry"  # sorted set: a reply to try again, scored by when
 WAKE_KEY = "wv:outbox:wake"  # when the next drain for a retry is queued for
 BATCH = 100
-SENDERS = 8  # replies in flight at once, per worker process
+PER_CALL = 100  # recipients of one text in one provider call, at most
+SENDERS = 8  # provider calls in flight at once, per worker process
 RETRY_SECONDS = (2, 10, 60, 300)  # after the 1st, 2nd, 3rd and 4th failure; then given up
 CLAIM_IDLE_MS = 60_000  # longer than any one send (the SDK gives up on a provider in ~10 s)
 MOVE_AT_ONCE = 500  # due retries moved back to the stream per refill
@@ -178,28 +184,15 @@ def _send(services, outbox: Outbox, entries: Sequence[Entry]) -> dict:
     replies = [Reply.decode(fields[FIELD.encode()]) for _, fields in entries]
     senders = {p: sender_for(p, services.config) for p in {r.provider for r in replies}}
     outcome_of: dict[int, str] = {}
-    # Replies read before their worker's STOP removed them from the stream are not sent either.
-    forgotten = services.sessions.forgotten_since(sorted({r.who for r in replies if r.who}))
-    # One worker's replies go out one after the other, in the order they came: only different
-    # workers' replies are in flight at once.
-    in_turn: dict[str, list[tuple[int, str]]] = {}
-    for index, reply in enumerate(replies):
-        if reply.left_before(forgotten):
-            log.info("reply not sent: its worker has left since")
-            outcome_of[index] = "dropped"
-            continue
-        number = _opened(services, reply)
-        if number is None:
-            outcome_of[index] = "dropped"
-        else:
-            in_turn.setdefault(number, []).append((index, number))
 
-    def send_in_turn(turn: list[tuple[int, str]]) -> None:
-        for index, number in turn:
-            reply = replies[index]
-            outcome_of[index] = _send_one(senders[reply.provider], reply, number)
+    def send(call: Call) -> list[str]:
+        return _send_call(senders[call.provider], call)
 
-    list(_pool().map(send_in_turn, in_turn.values()))
+    # A round starts once the one before has finished: one worker's replies go out one after
+    # the other, in the order they came; only different workers' replies are in flight at once.
+    for calls in _rounds(services, replies, outcome_of):
+        for call, outcomes in zip(calls, _pool().map(send, calls), strict=True):
+            outcome_of.update(zip(call.replies, outcomes, strict=True))
     outcomes = [outcome_of[index] for index in range(len(replies))]
     for reply, outcome in zip(replies, outcomes, strict=True):
         if outcome == "failed":
@@ -211,6 +204,49 @@ def _send(services, outbox: Outbox, entries: Sequence[Entry]) -> dict:
                 outcome = "given_up"
         metrics.SENDS.labels(reply.provider, outcome).inc()
     return {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One provider call: one text to distinct recipients, for the batch's replies at
+    ``replies`` (indexes), ``numbers`` their recipients in the same order (never shown)."""
+
+    provider: str
+    text: str
+    replies: list[int]
+    numbers: list[str] = field(repr=False)
+
+
+def _rounds(services, replies: Sequence[Reply], outcome_of: dict[int, str]) -> list[list[Call]]:
+    """The replies to send as rounds of calls: round k holds every recipient's k-th reply of
+    the batch, grouped by (provider, text) into calls of at most PER_CALL recipients, so a
+    number comes at most once a round and at most once a call. Replies not to be sent are
+    ``dropped`` in ``outcome_of``: a seal that does not open, and a reply read before its
+    worker's STOP removed it from the stream."""
+    forgotten = services.sessions.forgotten_since(sorted({r.who for r in replies if r.who}))
+    turns: dict[str, int] = {}  # number -> its replies so far
+    rounds: list[dict[tuple[str, str], list[tuple[int, str]]]] = []
+    for index, reply in enumerate(replies):
+        if reply.left_before(forgotten):
+            log.info("reply not sent: its worker has left since")
+            outcome_of[index] = "dropped"
+            continue
+        number = _opened(services, reply)
+        if number is None:
+            outcome_of[index] = "dropped"
+            continue
+        turn = turns[number] = turns.get(number, -1) + 1
+        if turn == len(rounds):
+            rounds.append({})
+        rounds[turn].setdefault((reply.provider, reply.text), []).append((index, number))
+    return [
+        [
+            Call(provider, text, [i for i, _ in chunk], [n for _, n in chunk])
+            for (provider, text), group in groups.items()
+            for chunk in (group[at : at + PER_CALL] for at in range(0, len(group), PER_CALL))
+        ]
+        for groups in rounds
+    ]
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -236,23 +272,28 @@ def _opened(services, reply: Reply) -> str | None:
         return None
 
 
-def _send_one(sender: SmsSender, reply: Reply, number: str) -> str:
-    """``sent``, ``dropped`` (the provider refused for good) or ``failed`` (worth another try).
-    Never raises: a failure is named, never quoted."""
+def _send_call(sender: SmsSender, call: Call) -> list[str]:
+    """Each of the call's replies ``sent``, ``dropped`` (the provider refused for good) or
+    ``failed`` (worth another try), in order. Never raises: a failure is named, never quoted."""
+    answered, failure = [], ""
     try:
-        message_id = sender.send(number, reply.text)
-    except SendRefused as exc:
-        log.warning("reply refused for good: %s", exc)
+        answered = sender.send_many(call.numbers, call.text)
+    except Exception as exc:  # a sender's own failure: named by its type only
+        failure = type(exc).__name__
+    if failure:  # outside the except: no exception is kept with the outcomes
+        answered = [Outcome.failed(failure)] * len(call.numbers)
+    return [_logged(call.provider, outcome) for outcome in answered]
+
+
+def _logged(provider: str, outcome: Outcome) -> str:
+    if outcome.fate is Fate.SENT:
+        log.info("reply sent", extra={"provider": provider, "message_id": outcome.message_id})
+        return "sent"
+    if outcome.fate is Fate.REFUSED:
+        log.warning("reply refused for good: %s", outcome.reason)
         return "dropped"
-    except Exception as exc:  # SendError, or anything else: named by its type only
-        log.warning("reply not sent, to be tried again: %s", _reason(exc))
-        return "failed"
-    log.info("reply sent", extra={"provider": reply.provider, "message_id": message_id})
-    return "sent"
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, SendError) else type(exc).__name__
+    log.warning("reply not sent, to be tried again: %s", outcome.reason)
+    return "failed"
 
 
 OUTBOX = Stream(

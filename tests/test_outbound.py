@@ -17,16 +17,19 @@ import pytest
 
 from gateway.outbound import (
     AfricasTalkingSender,
+    Fate,
     OutboxSender,
+    Outcome,
     SendError,
     SendRefused,
     SmsSender,
 )
 
-from .channels.harness import FakeAfricasTalking, at_answer
+from .channels.harness import FakeAfricasTalking, at_answer, at_answer_of, at_entry
 from .leaks import find_number
 
 NUMBER = "+254711283946"
+OTHERS = ["+254711283947", "+254722123456", "+255754123456"]  # other workers, distinct
 TEXT = "Swali: Je, ulifanya kazi zaidi ya saa 10?\n1. Ndiyo\n2. Hapana"
 
 
@@ -39,7 +42,12 @@ class Implementation:
 def _africastalking(fake_at, tmp_path) -> Implementation:
     sender = AfricasTalkingSender("sandbox", "test-key", fake_at.url)
     return Implementation(
-        sender, lambda: [(r["form"]["to"], r["form"]["message"]) for r in fake_at.requests]
+        sender,
+        lambda: [
+            (to, r["form"]["message"])
+            for r in fake_at.requests
+            for to in r["form"]["to"].split(",")
+        ],
     )
 
 
@@ -91,6 +99,20 @@ def test_contract_each_send_is_its_own_message(implementation):
     texts = sorted(t for _, t in implementation.delivered())
     assert texts == [f"message {n}" for n in range(5)]
     assert all(ids)
+
+
+def test_contract_send_many_answers_each_recipient_in_order(implementation):
+    recipients = [NUMBER, *OTHERS]
+    outcomes = implementation.sender.send_many(recipients, TEXT)
+    assert [o.fate for o in outcomes] == [Fate.SENT] * len(recipients)
+    assert all(o.message_id for o in outcomes)
+    delivered = implementation.delivered()
+    assert delivered in ([(to, TEXT) for to in recipients], [(None, TEXT)] * len(recipients))
+
+
+def test_contract_send_many_to_no_one_sends_nothing(implementation):
+    assert implementation.sender.send_many([], TEXT) == []
+    assert implementation.delivered() == []
 
 
 # -- Africa's Talking -----------------------------------------------------------------------------
@@ -215,6 +237,131 @@ def test_at_recipient_the_sdk_cannot_take_is_refused_unsent(fake_at, recipient):
         AfricasTalkingSender("sandbox", "k", fake_at.url).send(recipient, TEXT)
     assert fake_at.requests == []
     assert_clean(caught.value)
+
+
+def at_sender(fake_at) -> AfricasTalkingSender:
+    return AfricasTalkingSender("sandbox", "k", fake_at.url)
+
+
+def test_at_send_many_is_one_call_for_all_recipients(fake_at):
+    recipients = [NUMBER, *OTHERS]
+    outcomes = at_sender(fake_at).send_many(recipients, TEXT)
+    [request] = fake_at.requests
+    assert request["form"]["to"] == ",".join(recipients)
+    assert request["form"]["message"] == TEXT
+    assert outcomes == [Outcome.sent(f"ATPid_{n}") for n in range(1, len(recipients) + 1)]
+
+
+def test_at_each_recipient_has_the_outcome_of_its_own_entry(fake_at):
+    """Matched by number, not by place: AT may list them in another order, or leave one out."""
+    sent, blacklisted, missing, erring = [NUMBER, *OTHERS]
+    fake_at.answer = at_answer_of(
+        [
+            at_entry(500, "InternalServerError", erring, "None"),
+            at_entry(406, "UserInBlacklist", blacklisted, "None"),
+            at_entry(101, "Success", sent, "ATPid_sent"),
+        ]
+    )
+    outcomes = at_sender(fake_at).send_many([sent, blacklisted, missing, erring], TEXT)
+    assert len(fake_at.requests) == 1
+    assert outcomes == [
+        Outcome.sent("ATPid_sent"),
+        Outcome.refused("Africa's Talking status 406 UserInBlacklist"),
+        Outcome.failed("Africa's Talking answered nothing for the recipient"),
+        Outcome.failed("Africa's Talking status 500 InternalServerError"),
+    ]
+    assert_no_number_in(outcomes, sent, blacklisted, missing, erring)
+
+
+def test_at_an_entry_is_told_by_the_digits_of_its_number(fake_at):
+    """Were AT to answer a number without its plus, the message it sent is not sent again."""
+    fake_at.answer = at_answer_of([at_entry(101, "Success", NUMBER[1:], "ATPid_x")])
+    assert at_sender(fake_at).send_many([NUMBER], TEXT) == [Outcome.sent("ATPid_x")]
+
+
+def test_at_an_entry_not_shaped_as_documented_fails_its_recipient_alone(fake_at):
+    bad, good = NUMBER, OTHERS[0]
+    fake_at.answer = at_answer_of(
+        [
+            {"number": bad, "statusCode": bad},  # int() would take it
+            {"statusCode": 101},  # names no recipient
+            "a string",
+            at_entry(101, "Success", good, "ATPid_good"),
+        ]
+    )
+    outcomes = at_sender(fake_at).send_many([bad, good], TEXT)
+    assert outcomes == [
+        Outcome.failed("Africa's Talking answered in an unexpected shape"),
+        Outcome.sent("ATPid_good"),
+    ]
+    assert_no_number_in(outcomes, bad, good)
+
+
+@pytest.mark.parametrize(
+    "answer,reason",
+    [
+        (
+            lambda form: (500, "text/plain", f"Internal error sending to {form['to']}"),
+            "Africa's Talking answered with an error status",
+        ),
+        (
+            lambda form: (201, "text/html", f"<p>queued {form['to']}</p>"),
+            "Africa's Talking answered with something other than JSON",
+        ),
+        (
+            _body({"SMSMessageData": {"Recipients": {"number": NUMBER}}}),
+            "Africa's Talking answered in an unexpected shape",
+        ),
+        (_body([NUMBER]), "Africa's Talking answered in an unexpected shape"),
+    ],
+    ids=["HTTP 500", "not JSON", "Recipients not a list", "a list"],
+)
+def test_at_a_call_failing_outright_fails_every_recipient(fake_at, answer, reason):
+    fake_at.answer = answer
+    recipients = [NUMBER, *OTHERS]
+    outcomes = at_sender(fake_at).send_many(recipients, TEXT)
+    assert len(fake_at.requests) == 1
+    assert outcomes == [Outcome.failed(reason)] * len(recipients)
+    assert_no_number_in(outcomes, *recipients)
+
+
+def test_at_a_recipient_in_a_format_it_cannot_take_is_refused_alone(fake_at):
+    bad = "0711283946"
+    outcomes = at_sender(fake_at).send_many([OTHERS[0], bad, NUMBER], TEXT)
+    [request] = fake_at.requests
+    assert request["form"]["to"] == f"{OTHERS[0]},{NUMBER}"
+    assert [o.fate for o in outcomes] == [Fate.SENT, Fate.REFUSED, Fate.SENT]
+    assert outcomes[1].reason == "Africa's Talking cannot take the recipient's format"
+
+
+def test_at_no_recipient_it_can_take_makes_no_call(fake_at):
+    outcomes = at_sender(fake_at).send_many(["0711283946", ""], TEXT)
+    assert fake_at.requests == [] and [o.fate for o in outcomes] == [Fate.REFUSED] * 2
+
+
+def test_at_a_recipient_given_twice_is_sent_once(fake_at):
+    """The outbox never puts a number twice in one call; if it did, the second is failed
+    (tried again later) rather than sent twice or left unanswered."""
+    outcomes = at_sender(fake_at).send_many([NUMBER, OTHERS[0], NUMBER], TEXT)
+    [request] = fake_at.requests
+    assert request["form"]["to"] == f"{NUMBER},{OTHERS[0]}"
+    assert [o.fate for o in outcomes] == [Fate.SENT, Fate.SENT, Fate.FAILED]
+    assert_no_number_in(outcomes, NUMBER)
+
+
+def test_at_unreachable_fails_every_recipient(fake_at):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sender = AfricasTalkingSender("sandbox", "k", f"http://127.0.0.1:{port}")
+    outcomes = sender.send_many([NUMBER, *OTHERS], TEXT)
+    assert [o.fate for o in outcomes] == [Fate.FAILED] * 4
+    assert outcomes[0].reason.startswith("Africa's Talking unreachable: ")
+
+
+def assert_no_number_in(outcomes: list[Outcome], *numbers: str) -> None:
+    for number in numbers:
+        assert not find_number(number, repr(outcomes)), outcomes
 
 
 def assert_clean(exc: BaseException) -> None:

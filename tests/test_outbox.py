@@ -1,7 +1,8 @@
 """The outbox (gateway/outbox.py): SMS replies sent in batches by a drain of their own, the
 recipient sealed all along; a seal that no longer opens and a refusal for good are dropped,
-any other failure tried again after 2 s, 10 s, 1 min and 5 min, then given up; several
-replies in flight at once; never a number in Redis or a log line."""
+any other failure tried again after 2 s, 10 s, 1 min and 5 min, then given up; replies with
+one text in one call of up to 100 recipients, several calls in flight at once, one worker's
+replies in rounds, in order; never a number in Redis or a log line."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from gateway.outbox import OUTBOX_KEY, RETRY_KEY, RETRY_SECONDS, Reply
 from gateway.queues import CALLS, GROUPS, OUTBOUND, Worker
 from gateway.queues import make as make_queues
 
-from .channels.harness import at_answer
+from .channels.harness import accepted, at_answer, at_answer_of, at_entry
 from .hops import work
 from .leaks import find_number, redis_dump
-from .test_outbound import NUMBER, TEXT
+from .test_outbound import NUMBER, OTHERS, TEXT
 
 
 @pytest.fixture
@@ -205,7 +206,6 @@ def slow_provider(fake_at, together: int = 1) -> list[int]:
     many are in flight (or 5 s have passed: a slow machine cannot hide concurrency, nor fake
     it); [the most requests it had in flight at once]."""
     lock, in_flight, most = threading.Lock(), [0], [0]
-    accept = at_answer(101, "Success", NUMBER)
     barrier = threading.Barrier(together, timeout=5)
 
     def slow(form):
@@ -221,22 +221,24 @@ def slow_provider(fake_at, together: int = 1) -> list[int]:
         time.sleep(0.2)
         with lock:
             in_flight[0] -= 1
-        return accept(form)
+        return accepted(form)
 
     fake_at.answer = slow
     return most
 
 
 def test_replies_go_out_several_at_once(app, at_services, fake_at, queues):
-    """A slow provider is waited for by several senders at once (different workers' replies),
-    not one reply at a time."""
+    """A slow provider is waited for by several senders at once (different texts' calls),
+    not one call at a time."""
     most = slow_provider(fake_at, together=outbox.SENDERS)
+    before = outcomes()
     with app.app_context():
         for n in range(16):
             reply_by_api(at_services, "at", f"+2547112839{n:02d}", f"{TEXT} {n}")
     drain(app)
     assert len(fake_at.requests) == 16
     assert most[0] == outbox.SENDERS
+    assert moved(before) == {"sent": 16}
 
 
 def test_one_workers_replies_go_out_in_order(app, at_services, fake_at, queues):
@@ -304,3 +306,129 @@ def test_a_drain_never_sends_what_another_holds_until_it_is_abandoned(
     assert sent(fake_at) == [(NUMBER, TEXT)]
     consumers = {c["name"] for c in redis.xinfo_consumers(OUTBOX_KEY, outbox.OUTBOX.group)}
     assert consumers == {b"send-0-killed"} or consumers == {"send-0-killed"}
+
+
+# -- many recipients in one call ------------------------------------------------------------------
+
+
+def calls(fake_at) -> list[tuple[list[str], str]]:
+    """Each request to the fake AT API: its recipients and its text."""
+    return [(r["form"]["to"].split(","), r["form"]["message"]) for r in fake_at.requests]
+
+
+def test_one_text_for_several_workers_goes_in_one_call(app, at_services, fake_at, queues):
+    before = outcomes()
+    recipients = [NUMBER, *OTHERS]
+    with app.app_context():
+        for number in recipients:
+            reply_by_api(at_services, "at", number, TEXT)
+        drain(app)
+    assert calls(fake_at) == [(recipients, TEXT)]
+    assert moved(before) == {"sent": len(recipients)}
+
+
+def test_one_call_per_text(app, at_services, fake_at, queues):
+    texts = {NUMBER: "a", OTHERS[0]: "b", OTHERS[1]: "a", OTHERS[2]: "b"}
+    with app.app_context():
+        for number, text in texts.items():
+            reply_by_api(at_services, "at", number, text)
+        drain(app)
+    assert sorted(calls(fake_at)) == [([NUMBER, OTHERS[1]], "a"), ([OTHERS[0], OTHERS[2]], "b")]
+
+
+def test_one_workers_replies_go_out_in_rounds_in_order(app, at_services, fake_at, queues):
+    """Round k carries each worker's k-th reply of the batch, and starts once round k-1 is
+    answered: a worker never has two replies in one call, nor a later one before an earlier."""
+    most = slow_provider(fake_at, together=2)
+    with app.app_context():
+        for text in ("first", "second", "first"):  # the same text twice: two rounds
+            reply_by_api(at_services, "at", NUMBER, text)
+        reply_by_api(at_services, "at", OTHERS[0], "first")
+        reply_by_api(at_services, "at", OTHERS[1], "second")
+        drain(app)
+    assert calls(fake_at)[:2] in (
+        [([NUMBER, OTHERS[0]], "first"), ([OTHERS[1]], "second")],
+        [([OTHERS[1]], "second"), ([NUMBER, OTHERS[0]], "first")],
+    )  # round 1: both texts at once
+    assert calls(fake_at)[2:] == [([NUMBER], "second"), ([NUMBER], "first")]
+    assert most[0] == 2  # round 1's two calls together; rounds 2 and 3 alone
+
+
+def test_each_reply_has_the_outcome_of_its_own_recipient(app, at_services, fake_at, queues, caplog):
+    """One answer for four workers: sent, refused for good (dropped), left out and status 500
+    (both tried again); never a number in the logs or in Redis."""
+    sent_to, blacklisted, missing, erring = [NUMBER, *OTHERS]
+    fake_at.answer = at_answer_of(
+        [
+            at_entry(101, "Success", sent_to, "ATPid_sent"),
+            at_entry(406, "UserInBlacklist", blacklisted, "None"),
+            at_entry(500, "InternalServerError", erring, "None"),
+        ]
+    )
+    before = outcomes()
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        for number in (sent_to, blacklisted, missing, erring):
+            reply_by_api(at_services, "at", number, TEXT)
+        drain(app)
+    assert len(fake_at.requests) == 1
+    assert moved(before) == {"sent": 1, "dropped": 1, "retried": 2}
+    assert sorted(retried_recipients(at_services)) == sorted([missing, erring])
+    [sent_line] = [r for r in caplog.records if r.getMessage() == "reply sent"]
+    assert (sent_line.provider, sent_line.message_id) == ("at", "ATPid_sent")
+    assert "406 UserInBlacklist" in caplog.text and "500 InternalServerError" in caplog.text
+    assert "answered nothing for the recipient" in caplog.text
+    for number in (sent_to, blacklisted, missing, erring):
+        assert not find_number(number, redis_dump(at_services.redis))
+        assert not find_number(number, caplog.text, [r.__dict__ for r in caplog.records])
+
+
+def retried_recipients(services) -> list[str]:
+    return [
+        services.crypto.unseal(Reply.decode(raw).sealed, RECIPIENT_PURPOSE)
+        for raw in services.redis.zrange(RETRY_KEY, 0, -1)
+    ]
+
+
+def test_a_call_failing_outright_retries_all_its_replies(app, at_services, fake_at, queues, caplog):
+    fake_at.answer = lambda form: (500, "text/plain", f"gateway down for {form['to']}")
+    before = outcomes()
+    recipients = [NUMBER, *OTHERS]
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        for number in recipients:
+            reply_by_api(at_services, "at", number, TEXT)
+        drain(app)
+    assert len(fake_at.requests) == 1
+    assert moved(before) == {"retried": len(recipients)}
+    assert sorted(retried_recipients(at_services)) == sorted(recipients)
+    for number in recipients:
+        assert not find_number(number, redis_dump(at_services.redis))
+        assert not find_number(number, caplog.text, [r.__dict__ for r in caplog.records])
+
+
+def test_a_recipient_at_cannot_take_is_dropped_alone(app, at_services, fake_at, queues):
+    before = outcomes()
+    with app.app_context():
+        reply_by_api(at_services, "at", NUMBER, TEXT)
+        reply_by_api(at_services, "at", "0711283947", TEXT)  # not E.164
+        reply_by_api(at_services, "at", OTHERS[0], TEXT)
+        drain(app)
+    assert calls(fake_at) == [([NUMBER, OTHERS[0]], TEXT)]
+    assert moved(before) == {"sent": 2, "dropped": 1}
+    assert at_services.outbox.retrying() == 0
+
+
+def test_more_than_a_call_takes_is_split_into_calls(app, at_services, fake_at, queues, monkeypatch):
+    """A batch larger than PER_CALL with one text: calls of PER_CALL recipients at most, each
+    recipient in exactly one."""
+    monkeypatch.setattr(outbox, "OUTBOX", dataclasses.replace(outbox.OUTBOX, batch=250))
+    monkeypatch.delitem(at_services.__dict__, "outbox", raising=False)
+    recipients = [f"+254711{n:06d}" for n in range(250)]
+    before = outcomes()
+    with app.app_context():
+        for number in recipients:
+            reply_by_api(at_services, "at", number, TEXT)
+        drain(app)
+    sizes = sorted((len(to) for to, _ in calls(fake_at)), reverse=True)
+    assert outbox.PER_CALL == 100 and sizes == [100, 100, 50]
+    assert sorted(n for to, _ in calls(fake_at) for n in to) == sorted(recipients)
+    assert moved(before) == {"sent": 250}

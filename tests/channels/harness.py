@@ -519,24 +519,34 @@ def at_answer(
     content_type: str = "application/json",
 ):
     """An ``answer`` for FakeAfricasTalking giving one recipient this statusCode."""
-    body = json.dumps(
-        {
-            "SMSMessageData": {
-                "Message": f"Sent to 1/1 Total Cost: KES 0.8000 ({number})",
-                "Recipients": [
-                    {
-                        "statusCode": status_code,
-                        "number": number,
-                        "status": status,
-                        "cost": "KES 0.8000",
-                        "messageId": message_id,
-                    }
-                ],
-            }
-        }
-    )
+    entry = at_entry(status_code, status, number, message_id)
+    return at_answer_of([entry], http_status, content_type)
+
+
+def at_entry(status_code: int, status: str, number: str, message_id: str) -> dict[str, Any]:
+    """One ``Recipients[]`` entry of a send answer (PROVIDERS.md §5.2)."""
+    return {
+        "statusCode": status_code,
+        "number": number,
+        "status": status,
+        "cost": "KES 0.8000",
+        "messageId": message_id,
+    }
+
+
+def at_answer_of(
+    entries: list[Any], http_status: int = 201, content_type: str = "application/json"
+):
+    """An ``answer`` for FakeAfricasTalking listing these ``Recipients[]`` entries; its
+    ``Message`` quotes the numbers, as the real API's may."""
+    numbers = ", ".join(str(e.get("number")) for e in entries if isinstance(e, dict))
+    message = f"Sent to {len(entries)}/{len(entries)} Total Cost: KES 0.8000 ({numbers})"
+    body = json.dumps({"SMSMessageData": {"Message": message, "Recipients": entries}})
     return lambda form: (http_status, content_type, body)
 
 
 def accepted(form: dict[str, str]) -> tuple[int, str, str]:
-    return at_answer(101, "Success", form.get("to", ""))(form)
+    """Every recipient of the comma-joined ``to`` accepted (101), each with its own id."""
+    numbers = [n for n in form.get("to", "").split(",") if n]
+    entries = [at_entry(101, "Success", n, f"ATPid_{i}") for i, n in enumerate(numbers, 1)]
+    return at_answer_of(entries)(form)

@@ -111,7 +111,9 @@ class FakeAfricasTalking:
         self.sent: dict[str, list[str]] = defaultdict(list)
         self.requests = 0
         self.lock = threading.Condition()
-        self.failing: set[str] = set()  # recipients answered with a 500, as an outage would
+        # Recipients answered with status 500 (InternalServerError), as an outage would: a
+        # call for them alone gets an HTTP 500; one shared with others, their entries' status.
+        self.failing: set[str] = set()
         self.open = threading.Event()  # cleared: requests are held until it is set again
         self.open.set()
         self.held = 0  # requests held so far
@@ -128,29 +130,19 @@ class FakeAfricasTalking:
                         outer.held += 1
                         outer.lock.notify_all()
                     outer.open.wait(60)
-                if outer.failing & set(recipients):
+                if set(recipients) <= outer.failing:
                     self.send_error(500)
                     return
-                body = {
-                    "SMSMessageData": {
-                        "Message": "Sent to 1/1",
-                        "Recipients": [
-                            {
-                                "statusCode": 101,
-                                "number": r,
-                                "status": "Success",
-                                "cost": "KES 0.8000",
-                                "messageId": f"ATXid_{outer.requests}",
-                            }
-                            for r in recipients
-                        ],
-                    }
-                }
+                entries = [
+                    outer.entry(r, f"ATXid_{outer.requests}_{i}") for i, r in enumerate(recipients)
+                ]
+                body = {"SMSMessageData": {"Message": "Sent", "Recipients": entries}}
                 with outer.lock:
                     outer.requests += 1
                     if ok:
                         for recipient in recipients:
-                            outer.sent[recipient].append(form.get("message", [""])[0])
+                            if recipient not in outer.failing:
+                                outer.sent[recipient].append(form.get("message", [""])[0])
                     outer.lock.notify_all()
                 data = json.dumps(body).encode()
                 self.send_response(201 if ok else 401)
@@ -165,6 +157,18 @@ class FakeAfricasTalking:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def entry(self, recipient: str, message_id: str) -> dict:
+        """The recipient's ``Recipients[]`` entry (PROVIDERS.md §5.2)."""
+        if recipient in self.failing:
+            return {"statusCode": 500, "number": recipient, "status": "InternalServerError"}
+        return {
+            "statusCode": 101,
+            "number": recipient,
+            "status": "Success",
+            "cost": "KES 0.8000",
+            "messageId": message_id,
+        }
 
     def wait_for(self, recipient: str, count: int, timeout: float = 15.0) -> str:
         """The ``count``-th message sent to the recipient, waiting for it to arrive."""
