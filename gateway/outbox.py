@@ -12,6 +12,8 @@ message, one HTTP request carries many replies, and one RQ job sends thousands. 
 out in rounds: round k holds every recipient's k-th reply of the batch and starts once round
 k-1 has been answered, so one worker's replies go out one after another, in the order they
 came, and a number is never twice in one call.
+Under steady load a drain that read less than a full batch waits ``LINGER_SECONDS`` before
+it reads again, so that its calls carry many workers' replies.
 
 Each reply's fate comes from its own recipient's outcome: sent; dropped when the seal no longer
 opens (expired, tampered), the worker left since it was queued, or the provider refused it for
@@ -55,6 +57,9 @@ PER_CALL = 100  # recipients of one text in one provider call, at most
 SENDERS = 8  # provider calls in flight at once, per worker process
 RETRY_SECONDS = (2, 10, 60, 300)  # after the 1st, 2nd, 3rd and 4th failure; then given up
 CLAIM_IDLE_MS = 60_000  # longer than any one send (the SDK gives up on a provider in ~10 s)
+# After a partial batch a drain waits this long for more replies: one provider call then
+# carries many workers' replies of the same text, for a quarter second more on the way.
+LINGER_SECONDS = 0.25
 MOVE_AT_ONCE = 500  # due retries moved back to the stream per refill
 # A drain hands over to a successor after this long: the worker serving the outbox serves the
 # callbacks too, and takes one of theirs (its first queue) between two drains.
@@ -308,4 +313,5 @@ OUTBOX = Stream(
     claim_idle_ms=CLAIM_IDLE_MS,
     drainers=4,  # a full batch wakes another drain, for another outbound worker to take
     patience=DRAIN_SECONDS,
+    linger=LINGER_SECONDS,
 )

@@ -19,7 +19,9 @@ a successor job queued a moment later; nothing is ever given up, however long th
 entry that cannot be written for any other reason (a bug, a malformed entry) is moved to
 ``DEAD_KEY`` alone, so it never holds back the rest.
 
-A full batch wakes the next slot (up to ``drainers`` at once, one per persist worker). A drain
+Under steady load a drain that read less than a full batch waits ``LINGER_SECONDS`` before it
+reads again, so that one transaction stores many hops' answers (an answer waits that much
+longer; the goal is 10 s). A full batch wakes the next slot (up to ``drainers`` at once, one per persist worker). A drain
 with nothing left clears its mark and looks once more, so an entry appended meanwhile is never
 stranded; and every worker's maintenance pass (gateway/queues.py) wakes slot 0 for entries
 waiting with no drain armed (its mark expired with a killed worker).
@@ -53,6 +55,7 @@ GROUP = "persist"
 CONSUMER = "drain-{}"
 FIELD = "batch"
 BATCH = 1000  # entries (requests) per database transaction
+LINGER_SECONDS = 0.5  # a drain's wait for more entries after a partial batch (Stream.linger)
 DRAINERS = 2  # drains at once when the log is long: one per persist worker
 ARMED_SECONDS = 15  # a killed drain's mark expires, and maintenance wakes a new one
 CLAIM_IDLE_MS = 10_000  # an entry delivered this long ago and not acknowledged is taken over
@@ -103,6 +106,10 @@ class Stream:
     claim_idle_ms: int
     drainers: int
     patience: float | None = None  # a drain's seconds before a successor (None: PATIENCE_SECONDS)
+    # After a read that found less than a full batch, a drain (on a worker, never inline) waits
+    # this long before reading again: under steady load a batch then gathers many hops'
+    # entries, and its fixed cost (the reads, a transaction, the acknowledgement) is shared.
+    linger: float = 0.0
 
 
 class EventLog:
@@ -218,6 +225,8 @@ class Drainer:
                 return done
             if time.monotonic() >= deadline:
                 break
+            if len(entries) < self.stream.batch and self.events.queue.is_async:
+                time.sleep(max(0.0, min(self.stream.linger, deadline - time.monotonic())))
         if self.events.waiting():
             self.events.queue_drain(slot)  # the mark stays: the successor holds it
         else:
@@ -366,4 +375,5 @@ EVENTS = Stream(
     batch=BATCH,
     claim_idle_ms=CLAIM_IDLE_MS,
     drainers=DRAINERS,
+    linger=LINGER_SECONDS,
 )
