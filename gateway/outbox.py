@@ -12,8 +12,8 @@ message, one HTTP request carries many replies, and one RQ job sends thousands. 
 out in rounds: round k holds every recipient's k-th reply of the batch and starts once round
 k-1 has been answered, so one worker's replies go out one after another, in the order they
 came, and a number is never twice in one call.
-Under steady load a drain that read less than a full batch waits ``LINGER_SECONDS`` before
-it reads again, so that its calls carry many workers' replies.
+Under steady load (replies kept coming) a drain that read less than a full batch waits
+``LINGER_SECONDS`` before it reads again, so that its calls carry many workers' replies.
 
 Each reply's fate comes from its own recipient's outcome: sent; dropped when the seal no longer
 opens (expired, tampered), the worker left since it was queued, or the provider refused it for

@@ -19,12 +19,13 @@ a successor job queued a moment later; nothing is ever given up, however long th
 entry that cannot be written for any other reason (a bug, a malformed entry) is moved to
 ``DEAD_KEY`` alone, so it never holds back the rest.
 
-Under steady load a drain that read less than a full batch waits ``LINGER_SECONDS`` before it
-reads again, so that one transaction stores many hops' answers (an answer waits that much
-longer; the goal is 10 s). A full batch wakes the next slot (up to ``drainers`` at once, one per persist worker). A drain
-with nothing left clears its mark and looks once more, so an entry appended meanwhile is never
-stranded; and every worker's maintenance pass (gateway/queues.py) wakes slot 0 for entries
-waiting with no drain armed (its mark expired with a killed worker).
+Under steady load (a drain that found entries twice running) a drain that read less than a full
+batch waits ``LINGER_SECONDS`` before it reads again, so that one transaction stores many hops'
+answers (an answer waits that much longer; the goal is 10 s). A full batch wakes the next slot
+(up to ``drainers`` at once, one per persist worker). A drain with nothing left clears its mark
+and looks once more, so an entry appended meanwhile is never stranded; and every worker's
+maintenance pass (gateway/queues.py) wakes slot 0 for entries waiting with no drain armed (its
+mark expired with a killed worker).
 """
 
 from __future__ import annotations
@@ -106,9 +107,10 @@ class Stream:
     claim_idle_ms: int
     drainers: int
     patience: float | None = None  # a drain's seconds before a successor (None: PATIENCE_SECONDS)
-    # After a read that found less than a full batch, a drain (on a worker, never inline) waits
-    # this long before reading again: under steady load a batch then gathers many hops'
-    # entries, and its fixed cost (the reads, a transaction, the acknowledgement) is shared.
+    # After a read that found less than a full batch, a drain (on a worker, never inline, and once
+    # entries kept coming: Drainer._lingers) waits this long before reading again: under steady load
+    # a batch then gathers many hops' entries, and its fixed cost (the reads, a transaction, the
+    # acknowledgement) is shared.
     linger: float = 0.0
 
 
@@ -225,13 +227,19 @@ class Drainer:
                 return done
             if time.monotonic() >= deadline:
                 break
-            if len(entries) < self.stream.batch and self.events.queue.is_async:
+            if self._lingers(entries, done):
                 time.sleep(max(0.0, min(self.stream.linger, deadline - time.monotonic())))
         if self.events.waiting():
             self.events.queue_drain(slot)  # the mark stays: the successor holds it
         else:
             self.redis.delete(armed)
         return done
+
+    def _lingers(self, entries: list[Entry], done: Drained) -> bool:
+        """Whether to wait for more before the next read: on a worker (never inline), after a
+        partial batch, once entries have kept coming (a second batch): a lone hop's entries are
+        stored at once and its drain ends without waiting."""
+        return self.events.queue.is_async and done.batches > 1 and len(entries) < self.stream.batch
 
     def _database_away(self, slot: int) -> None:
         """Patience ran out with the database away: a successor tries again in a moment (the

@@ -8,11 +8,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rq import Queue
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select
 
 from gateway import persistence
-from gateway.persistence import ARMED_KEY, CONSUMER, GROUP, STREAM_KEY, Drainer
+from gateway.persistence import ARMED_KEY, CONSUMER, EVENTS, GROUP, STREAM_KEY, Drainer, EventLog
 from gateway.queues import PERSIST, Worker
 from store import keyring
 from store.models import Answer
@@ -237,3 +238,44 @@ def test_an_entry_holds_no_number(app, client, services, workplace, queues):
     raw = repr(services.redis.xrange(STREAM_KEY))
     assert phone[1:] not in raw and phone[-10:] not in raw
     assert services.identity.pseudonymise(phone).value in raw
+
+
+def _lingering(services, monkeypatch, is_async: bool):
+    """A drain of the event log as a worker (``is_async``) or the embedded default runs it,
+    each batch's sizes recorded; hops append one entry during each of the first two writes and
+    50 during each of the first two waits (the sleeps themselves are not slept)."""
+    log = EventLog(services.redis, Queue(PERSIST, connection=services.redis, is_async=is_async))
+    sizes: list[int] = []
+    slept: list[float] = []
+
+    def write(entries):
+        sizes.append(len(entries))
+        if len(sizes) <= 2:
+            log.append_for_tests(entry(1, who(len(sizes)), len(sizes)))
+        return {}
+
+    def sleep(seconds):
+        slept.append(seconds)
+        if len(slept) <= 2:
+            for n in range(50):
+                log.append_for_tests(entry(1, who(100 * len(slept) + n), n))
+
+    monkeypatch.setattr(persistence.time, "sleep", sleep)
+    log.append_for_tests(entry(1, who(0), 0))
+    done = Drainer(log, CONSUMER.format(0), write).run(0, 30.0)
+    return done, sizes, slept
+
+
+def test_under_steady_load_a_drain_waits_for_its_batches_to_fill(services, monkeypatch):
+    """A lone hop's entry is stored at once (no wait), and so is the next; once entries keep
+    coming, a partial batch makes the drain wait LINGER_SECONDS before it reads again, and the
+    entries that came meanwhile go in one batch."""
+    done, sizes, slept = _lingering(services, monkeypatch, is_async=True)
+    assert sizes == [1, 1, 51, 50] and done.entries == 103
+    assert slept == [EVENTS.linger] * 3 and EVENTS.linger == persistence.LINGER_SECONDS > 0
+
+
+def test_the_embedded_default_never_waits_in_a_drain(services, monkeypatch):
+    """Inline, the drain runs in the hop's request: it never sleeps."""
+    done, sizes, slept = _lingering(services, monkeypatch, is_async=False)
+    assert sizes == [1, 1, 1] and done.entries == 3 and slept == []
