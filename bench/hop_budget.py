@@ -18,12 +18,10 @@ up to a little more than a hop costs without them.
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import functools
 import os
 import random
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -35,6 +33,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
 TOKEN = "budget-token"
+UNUSED_AT = "http://127.0.0.1:9"  # nothing drains the outbox here: no reply is sent
 
 
 class Parts:
@@ -62,23 +61,6 @@ class Parts:
 
     def wrap(self, owner: object, name: str, label: str) -> None:
         setattr(owner, name, self.timed(label, getattr(owner, name)))
-
-
-def environment(tmp: str, redis: str) -> dict[str, str]:
-    return {
-        "WORKERVOICE_ENV": "production",
-        "WORKERVOICE_INSTANCE_DIR": f"{tmp}/instance",
-        "DATABASE_URL": f"sqlite:///{tmp}/budget.sqlite",
-        "REDIS_URL": redis,
-        "WORKERVOICE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "WORKERVOICE_FLOWS_DIR": str(HERE.parent / "flows"),
-        "WORKERVOICE_LOCALES_DIR": str(HERE.parent / "locales"),
-        "AT_USERNAME": "budget",
-        "AT_API_KEY": "budget-at-key",
-        "AT_WEBHOOK_TOKEN": TOKEN,
-        "WORKERVOICE_AT_API_URL": "http://127.0.0.1:9",  # never called: nothing drains here
-        "PROMETHEUS_MULTIPROC_DIR": f"{tmp}/metrics",
-    }
 
 
 def instrument(app, parts: Parts) -> None:
@@ -167,8 +149,12 @@ def main() -> None:
     if int(redis_url.rsplit("/", 1)[-1] or 0) == 15:
         sys.exit("REDIS_URL: db 15 is the test suite's")
     with tempfile.TemporaryDirectory(prefix="bench-budget-") as tmp:
-        os.environ.update(environment(tmp, redis_url))
-        os.makedirs(f"{tmp}/metrics")
+        from webhooks import stack_env
+
+        # bench/webhooks.py's settings; SQLite for the set-up, and an AT API never called
+        os.environ.update(
+            stack_env(Path(tmp), f"sqlite:///{tmp}/budget.sqlite", redis_url, TOKEN, UNUSED_AT)
+        )
         from redis import Redis
 
         redis = Redis.from_url(redis_url)

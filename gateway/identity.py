@@ -155,7 +155,10 @@ def parse(address: str) -> Number:
     return Number(phonenumbers.format_number(number, PhoneNumberFormat.E164), country)
 
 
-def e164(address: str) -> str:
+def e164(address: str | Number) -> str:
+    """The sender's number in E.164 form, from any provider's address or one already read."""
+    if isinstance(address, Number):
+        return address.e164
     return phonenumbers.format_number(normalise(address), PhoneNumberFormat.E164)
 
 

@@ -242,8 +242,8 @@ def _entries(response: object) -> dict[str, tuple[int, str] | None] | None:
     entries: dict[str, tuple[int, str] | None] = {}
     for entry in listed:
         number = entry.get("number") if isinstance(entry, dict) else None
-        if isinstance(number, str) and _digits(number) not in entries:
-            entries[_digits(number)] = _entry(entry)
+        if isinstance(number, str):
+            entries.setdefault(_digits(number), _entry(entry))
     return entries
 
 

@@ -86,7 +86,7 @@ class ContactVault:
         already read), sealed to expire (None if the address is no phone number, e.g. a
         WhatsApp username)."""
         try:
-            number = address.e164 if isinstance(address, Number) else e164(address)
+            number = e164(address)
         except InvalidAddress:
             return None
         return self.crypto.seal(number, INTAKE_PURPOSE, INTAKE_TTL_SECONDS)
